@@ -1,0 +1,54 @@
+"""Sandbox back ends behind one interface, looked up by name."""
+
+from __future__ import annotations
+
+import importlib
+
+from .types import (
+    LANGUAGES,
+    TIMEOUT_EXIT_CODE,
+    BackendReport,
+    ExecutionResult,
+    Layer,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+)
+
+# name -> module that defines `Backend` (the Sandbox class) and `report(limits)`.
+BACKENDS = {
+    "subprocess": "local_code_interpreter.sandbox.process",
+    "monty": "local_code_interpreter.sandbox.monty",
+    "hyperlight": "local_code_interpreter.sandbox.hyperlight",
+}
+
+
+def _module(name: str):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown sandbox {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def create_sandbox(name: str, limits: Limits, language: str = "python") -> Sandbox:
+    """Build the named back end; `language` is the default language of its runs."""
+    return _module(name).Backend(limits, language=language)
+
+
+def report_all(limits: Limits) -> list[BackendReport]:
+    """Every back end's self-report, for `doctor`."""
+    return [_module(name).report(limits) for name in BACKENDS]
+
+
+__all__ = [
+    "BACKENDS",
+    "LANGUAGES",
+    "TIMEOUT_EXIT_CODE",
+    "BackendReport",
+    "ExecutionResult",
+    "Layer",
+    "Limits",
+    "Sandbox",
+    "SandboxUnavailable",
+    "create_sandbox",
+    "report_all",
+]
