@@ -1,0 +1,86 @@
+"""The isolation layers applied to every forked execution, each able to say whether it is active here."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import sys
+import sysconfig
+
+from . import landlock
+from .types import Layer, Limits
+
+NOBODY = 65534
+_PR_SET_NO_NEW_PRIVS = 38
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# The only environment the code ever sees: fixed, with nothing from the server.
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
+
+_SYSTEM_READ_ONLY = ["/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
+                     "/etc/ssl", "/etc/alternatives", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
+                     "/dev/urandom", "/dev/random", "/dev/zero"]
+
+
+def read_only_paths() -> list[str]:
+    """What the interpreter reads: system libraries, its prefixes' library folders and the executable."""
+    paths = {os.path.realpath(sys.executable)}
+    for scheme_path in ("stdlib", "platstdlib", "purelib", "platlib"):
+        for prefix in {sys.prefix, sys.base_prefix}:
+            paths.add(os.path.realpath(sysconfig.get_path(scheme_path, vars={"base": prefix, "platbase": prefix})))
+    paths.add(os.path.join(os.path.realpath(sys.base_prefix), "lib"))  # libpython for shared builds
+    return _SYSTEM_READ_ONLY + sorted(p for p in paths if os.path.exists(p))
+
+
+def drops_root() -> bool:
+    """Running as root, the code runs as `nobody` instead (so the process limit applies: root ignores it)."""
+    return os.geteuid() == 0
+
+
+def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, readable: list[str]) -> None:
+    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, Landlock.
+
+    `readable` is `read_only_paths()`, computed once in the warm parent.
+    """
+    os.chdir(scratch)
+    if drops_root():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    memory = limits.memory_mb * 1024 * 1024
+    cpu = int(limits.timeout_seconds) + 1
+    for limit, value in (
+        (resource.RLIMIT_AS, memory),
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_NPROC, process_budget),
+        (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
+        (resource.RLIMIT_NOFILE, limits.max_open_files),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(limit, (value, value))
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if landlock_abi > 0:
+        landlock.restrict(landlock_abi, readable, [scratch, "/dev/null"])
+    os.environ.clear()
+    os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
+
+
+def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
+    """Each layer and whether it is active on this host, for `doctor` and the start-up log."""
+    linux = sys.platform.startswith("linux")
+    root = drops_root()
+    return [
+        Layer("environment", True, f"fixed minimal environment ({', '.join(SANDBOX_ENV)}, HOME, TMPDIR); no server variable"),
+        Layer("fresh process", linux, "forked per execution from a warm parent started with an empty environment"),
+        Layer("scratch directory", True, "fresh per execution, removed afterwards"),
+        Layer("session", linux, "own session and process group; the whole group and its escapees are killed at the end"),
+        Layer("unprivileged user", True, f"runs as uid {NOBODY} (server is root)" if root else f"runs as the server's uid {os.geteuid()} (not root)"),
+        Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
+              f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
+        Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
+        Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
+            "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
+        Layer("output cap", True, f"{limits.max_output_bytes} bytes per stream, invalid UTF-8 replaced"),
+    ]

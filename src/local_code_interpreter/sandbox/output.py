@@ -1,0 +1,34 @@
+"""Output capping shared by back ends: keep the first N bytes of a stream, decode safely, say when cut."""
+
+from __future__ import annotations
+
+TRUNCATION_NOTE = "\n[... output truncated at {limit} bytes]"
+
+
+class CappedBuffer:
+    """Collects at most `limit` bytes of one stream; everything past that is counted, not kept."""
+
+    __slots__ = ("limit", "_parts", "_size", "truncated")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.truncated = False
+
+    def write(self, data: bytes) -> None:
+        room = self.limit - self._size
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            self._parts.append(data)
+            self._size += len(data)
+
+    def text(self) -> str:
+        """The kept bytes as text (invalid UTF-8 replaced), with the truncation note when cut."""
+        text = b"".join(self._parts).decode("utf-8", "replace")
+        if self.truncated:
+            # A multi-byte character cut at the limit decodes to one U+FFFD; drop it.
+            text = text.removesuffix("\ufffd") + TRUNCATION_NOTE.format(limit=self.limit)
+        return text
