@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
 from .types import (
@@ -29,9 +30,29 @@ def _module(name: str):
     return importlib.import_module(BACKENDS[name])
 
 
-def create_sandbox(name: str, limits: Limits, language: str = "python") -> Sandbox:
+class Bounded:
+    """At most `slots` executions at once on the wrapped back end; the rest wait their turn."""
+
+    def __init__(self, backend: Sandbox, slots: int):
+        self.backend, self.name = backend, backend.name
+        self._slots = asyncio.Semaphore(slots)
+
+    async def start(self) -> None:
+        start = getattr(self.backend, "start", None)
+        if start is not None:
+            await start()
+
+    async def run(self, code: str, language: str | None = None) -> ExecutionResult:
+        async with self._slots:
+            return await self.backend.run(code, language)
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def create_sandbox(name: str, limits: Limits, language: str = "python", max_concurrency: int = 4) -> Bounded:
     """Build the named back end; `language` is the default language of its runs."""
-    return _module(name).Backend(limits, language=language)
+    return Bounded(_module(name).Backend(limits, language=language), max_concurrency)
 
 
 def report_all(limits: Limits) -> list[BackendReport]:
@@ -44,6 +65,7 @@ __all__ = [
     "LANGUAGES",
     "TIMEOUT_EXIT_CODE",
     "BackendReport",
+    "Bounded",
     "ExecutionResult",
     "Layer",
     "Limits",

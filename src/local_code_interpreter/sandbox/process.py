@@ -23,10 +23,9 @@ class Backend:
 
     name = NAME
 
-    def __init__(self, limits: Limits, language: str = "python", max_concurrency: int = 4):
+    def __init__(self, limits: Limits, language: str = "python"):
         self.limits = limits
         self.language = language
-        self._slots = asyncio.Semaphore(max_concurrency)
         self._ids = itertools.count()
         self._pending: dict[str, asyncio.Future] = {}
         self._process: asyncio.subprocess.Process | None = None
@@ -56,17 +55,16 @@ class Backend:
         language = language or self.language
         if language != "python":
             raise SandboxUnavailable(f"the subprocess sandbox runs Python only, not {language}")
-        async with self._slots:
-            await self.start()
-            request_id = str(next(self._ids))
-            future = asyncio.get_running_loop().create_future()
-            self._pending[request_id] = future
-            started = time.perf_counter()
-            send_frame_nowait(self._sock, {"id": request_id, "code": code, "limits": asdict(self.limits)})
-            try:
-                reply = await future
-            finally:
-                self._pending.pop(request_id, None)
+        await self.start()
+        request_id = str(next(self._ids))
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        started = time.perf_counter()
+        send_frame_nowait(self._sock, {"id": request_id, "code": code, "limits": asdict(self.limits)})
+        try:
+            reply = await future
+        finally:
+            self._pending.pop(request_id, None)
         reply.pop("id")
         if "error" in reply:
             raise SandboxUnavailable(reply["error"])

@@ -1,0 +1,102 @@
+"""DevUI serving: the agent behind the web page and `/v1/responses`, with auth, limits, health and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import uvicorn
+from agent_framework_devui import DevServer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .agent import build_agent
+from .models import build_chat_client
+from .sandbox import create_sandbox
+from .settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def check_auth(settings: Settings) -> None:
+    """A non-loopback bind without a token would expose code execution to the network: refuse to start."""
+    if not settings.loopback and not settings.auth_token:
+        raise ConfigError(f"DEVUI_AUTH_TOKEN is required to listen on {settings.host} (not loopback): "
+                          "set it to a long random secret, or bind to 127.0.0.1")
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413 before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _reject(send, self.limit)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _reject(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _reject(send: Send, limit: int) -> None:
+    body = json.dumps({"error": {"message": f"request body larger than {limit} bytes", "type": "invalid_request_error",
+                                 "code": "request_too_large"}}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def build_app(settings: Settings, sandbox) -> ASGIApp:
+    """The DevUI app with our agent registered."""
+    agent = build_agent(build_chat_client(settings.model), sandbox)
+    dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
+                    auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
+    dev.set_pending_entities([agent])
+    return BodyLimit(dev.get_app())
+
+
+async def serve(settings: Settings, open_browser: bool = False) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests get one second to finish."""
+    check_auth(settings)
+    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
+    await sandbox.start()  # warm before the first request
+    log.info("model: %s", settings.model.describe())
+    log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
+    log.info("DevUI on http://%s:%d (mode %s, auth %s)", settings.host, settings.port, settings.mode,
+             "on" if settings.auth_token else "off: loopback only")
+    config = uvicorn.Config(build_app(settings, sandbox), host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), timeout_graceful_shutdown=1,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    if open_browser:
+        asyncio.get_running_loop().call_later(1.0, _open_browser, settings)
+    try:
+        await server.serve()
+    finally:
+        await sandbox.close()
+
+
+def _open_browser(settings: Settings) -> None:
+    import webbrowser
+
+    webbrowser.open(f"http://{'127.0.0.1' if settings.host == '0.0.0.0' else settings.host}:{settings.port}")

@@ -1,0 +1,166 @@
+"""Every setting, read once from command-line flags and the environment, validated with clear errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from .sandbox import BACKENDS, LANGUAGES, Limits
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the variable (or flag) and what it should be."""
+
+
+# flag name -> environment variable; a flag given on the command line wins over the environment.
+ENV = {
+    "host": "LCI_HOST",
+    "port": "LCI_PORT",
+    "mode": "LCI_DEVUI_MODE",
+    "sandbox": "LCI_SANDBOX",
+    "hyperlight": "LCI_HYPERLIGHT",
+    "timeout": "LCI_TIMEOUT_SECONDS",
+    "memory_mb": "LCI_MEMORY_MB",
+    "max_output_bytes": "LCI_MAX_OUTPUT_BYTES",
+    "scratch_mb": "LCI_SCRATCH_MB",
+    "max_concurrency": "LCI_MAX_CONCURRENCY",
+    "log_level": "LCI_LOG_LEVEL",
+}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which chat back end to use; secrets stay here and are never logged."""
+
+    kind: str  # "azure-openai" | "openai" | "embedded"
+    endpoint: str = ""
+    deployment: str = ""
+    api_version: str = ""
+    api_key: str = field(default="", repr=False)
+    model: str = ""
+    max_retries: int = 4
+
+    def describe(self) -> str:
+        if self.kind == "azure-openai":
+            auth = "API key (opt-in)" if self.api_key else "DefaultAzureCredential"
+            return f"Azure OpenAI {self.endpoint} deployment {self.deployment!r}, auth: {auth}"
+        if self.kind == "openai":
+            return f"OpenAI model {self.model!r}"
+        return ("embedded default (no model configured): messages with code are run as-is. Set "
+                "AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME, or OPENAI_API_KEY, to use a model")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    mode: str = "developer"
+    auth_token: str = field(default="", repr=False)
+    sandbox: str = "subprocess"
+    language: str = "python"
+    limits: Limits = field(default_factory=Limits)
+    max_concurrency: int = 4
+    log_level: str = "INFO"
+    model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
+    """Merge flags (None = not given) over the environment, validate, and return the settings."""
+    env = os.environ if environ is None else environ
+
+    def pick(key: str, default):
+        value = flags.get(key)
+        if value is not None:
+            return value, f"--{key.replace('_', '-')}"
+        if ENV[key] in env and env[ENV[key]] != "":
+            return env[ENV[key]], ENV[key]
+        return default, ENV[key]
+
+    def number(key: str, default, kind=int, low=1, high=None):
+        raw, source = pick(key, default)
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source} must be a number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            raise ConfigError(f"{source} must be between {low} and {high or 'any'}, got {raw!r}")
+        return value
+
+    host, _ = pick("host", "127.0.0.1")
+    mode, source = pick("mode", "developer")
+    if mode not in ("developer", "user"):
+        raise ConfigError(f"{source} must be 'developer' or 'user', got {mode!r}")
+    sandbox, source = pick("sandbox", "subprocess")
+    if sandbox not in BACKENDS:
+        raise ConfigError(f"{source} must be one of {', '.join(BACKENDS)}, got {sandbox!r}")
+    language = flags.get("language") or "python"
+    hyperlight, source = pick("hyperlight", None)
+    if hyperlight:
+        if hyperlight not in LANGUAGES:
+            raise ConfigError(f"{source} must be one of {', '.join(LANGUAGES)}, got {hyperlight!r}")
+        sandbox, language = "hyperlight", hyperlight
+    if language not in LANGUAGES:
+        raise ConfigError(f"--language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    log_level, source = pick("log_level", "INFO")
+    if str(log_level).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{source} must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    limits = Limits(
+        timeout_seconds=number("timeout", 10.0, float, low=0.1, high=3600),
+        memory_mb=number("memory_mb", 512, low=32, high=65536),
+        max_output_bytes=number("max_output_bytes", 65536, low=64, high=16 * 1024 * 1024),
+        scratch_mb=number("scratch_mb", 64, low=1, high=65536),
+    )
+    return Settings(
+        host=host,
+        port=number("port", 8090, high=65535),
+        mode=mode,
+        auth_token=env.get("DEVUI_AUTH_TOKEN", ""),
+        sandbox=sandbox,
+        language=language,
+        limits=limits,
+        max_concurrency=number("max_concurrency", 4, high=256),
+        log_level=str(log_level).upper(),
+        model=load_model(env),
+    )
+
+
+def load_model(env) -> ModelSettings:
+    """Azure OpenAI if its endpoint is set, else OpenAI if its key is set, else the embedded default."""
+    endpoint = env.get("AZURE_OPENAI_ENDPOINT", "").strip()
+    deployment = env.get("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME", "").strip()
+    retries_raw = env.get("LCI_MODEL_MAX_RETRIES", "4")
+    if not retries_raw.isdigit() or int(retries_raw) > 10:
+        raise ConfigError(f"LCI_MODEL_MAX_RETRIES must be a whole number from 0 to 10, got {retries_raw!r}")
+    retries = int(retries_raw)
+    if endpoint or deployment:
+        parsed = urlparse(endpoint)
+        if not endpoint:
+            raise ConfigError("AZURE_OPENAI_ENDPOINT is required when AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME is set")
+        if parsed.scheme not in ("https", "http") or not parsed.netloc:
+            raise ConfigError(f"AZURE_OPENAI_ENDPOINT must be a URL like https://NAME.openai.azure.com/, got {endpoint!r}")
+        if not deployment:
+            raise ConfigError("AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME is required when AZURE_OPENAI_ENDPOINT is set")
+        return ModelSettings("azure-openai", endpoint=endpoint, deployment=deployment,
+                             api_version=env.get("AZURE_OPENAI_API_VERSION", ""),
+                             api_key=env.get("AZURE_OPENAI_API_KEY", ""), max_retries=retries)
+    if env.get("OPENAI_API_KEY"):
+        return ModelSettings("openai", api_key=env["OPENAI_API_KEY"],
+                             model=env.get("OPENAI_MODEL") or env.get("OPENAI_CHAT_MODEL") or "gpt-4o-mini",
+                             max_retries=retries)
+    return ModelSettings("embedded")
