@@ -10,7 +10,7 @@ import uvicorn
 from agent_framework_devui import DevServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .agent import build_agent
+from .agent import AGENT_NAME, build_agent
 from .models import build_chat_client
 from .sandbox import create_sandbox
 from .settings import ConfigError, Settings
@@ -37,7 +37,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _reject(send, self.limit)
+            return await send_error(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
         seen = 0
 
         async def limited_receive():
@@ -51,19 +51,74 @@ class BodyLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await _reject(send, self.limit)
+            await send_error(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {"message": f"request body larger than {limit} bytes", "type": "invalid_request_error",
-                                 "code": "request_too_large"}}).encode()
-    await send({"type": "http.response.start", "status": 413,
+async def send_error(send: Send, status: int, message: str, code: str) -> None:
+    """An error in the OpenAI API's shape, so OpenAI clients show the message."""
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ResponsesGate:
+    """Check `/v1/responses` requests before DevUI sees them, and route them to our one agent.
+
+    Malformed JSON and empty input get a clear 400. DevUI gives in-memory entities a random id per process,
+    which a client of several replicas cannot know: a request that names no entity (or names the agent,
+    e.g. `model="local-code-interpreter"`) goes to the agent.
+    """
+
+    def __init__(self, app: ASGIApp, dev: DevServer):
+        self.app, self.dev = app, dev
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/responses":
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            body = self._checked(bytes(body))
+        except ValueError as error:
+            return await send_error(send, 400, str(error), "invalid_request")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.app(dict(scope, headers=headers), replay, send)
+
+    def _checked(self, body: bytes) -> bytes:
+        try:
+            request = json.loads(body)
+        except ValueError:
+            raise ValueError("the request body must be a JSON object") from None
+        if not isinstance(request, dict):
+            raise ValueError("the request body must be a JSON object")
+        if request.get("input") in (None, "", []) or (isinstance(request["input"], str) and not request["input"].strip()):
+            raise ValueError("'input' is empty: send the message (for example code to run) as 'input'")
+        metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+        if metadata.get("entity_id") not in (None, AGENT_NAME) or self.dev.executor is None:
+            return body
+        entities = self.dev.executor.entity_discovery.list_entities()
+        if len(entities) == 1:
+            request["metadata"] = dict(metadata, entity_id=entities[0].id)
+        return json.dumps(request).encode()
 
 
 def build_app(settings: Settings, sandbox) -> ASGIApp:
@@ -72,7 +127,7 @@ def build_app(settings: Settings, sandbox) -> ASGIApp:
     dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
                     auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
     dev.set_pending_entities([agent])
-    return BodyLimit(dev.get_app())
+    return BodyLimit(ResponsesGate(dev.get_app(), dev))
 
 
 async def serve(settings: Settings, open_browser: bool = False) -> None:
