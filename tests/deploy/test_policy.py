@@ -1,0 +1,219 @@
+"""Policy checks over the rendered manifests: the pod spec the plan asks for, what each overlay may change,
+no plain-text secrets, and what production needs."""
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import OVERLAYS, ROOT, app_container, find, pod_spec, render
+
+WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
+WEBHOOK_ENV = {"AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_spec_has_the_planned_hardening(overlay):
+    objects = render(f"overlays/{overlay}")
+    spec = pod_spec(objects)
+    assert spec["serviceAccountName"] == "local-code-interpreter"
+    assert spec["automountServiceAccountToken"] is True
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+        "fsGroup": 65534,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = app_container(objects)
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["ports"] == [{"name": "http", "containerPort": 8090, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory", "ephemeral-storage"} <= container["resources"][bound].keys()
+    assert container["envFrom"] == [{"configMapRef": {"name": "local-code-interpreter"}}]
+    assert container["env"] == [
+        {
+            "name": "DEVUI_AUTH_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "local-code-interpreter-auth", "key": "token"}},
+        }
+    ]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    template_labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert template_labels[WORKLOAD_IDENTITY_LABEL] == "true"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_configmap_holds_the_settings_but_no_identity_or_secret(overlay):
+    objects = render(f"overlays/{overlay}")
+    data = find(objects, "ConfigMap")["data"]
+    assert data["AZURE_OPENAI_ENDPOINT"].startswith("https://")
+    assert data["AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME"]
+    assert (data["LCI_HOST"], data["LCI_PORT"]) == ("0.0.0.0", "8090")
+    assert data["LCI_DEVUI_MODE"] == {"dev": "developer", "prod": "user"}[overlay]
+    assert data["LCI_SANDBOX"] == {"dev": "subprocess", "prod": "hyperlight"}[overlay]
+    assert not WEBHOOK_ENV & data.keys(), "the workload identity webhook injects these"
+    assert "DEVUI_AUTH_TOKEN" not in data
+    rendered = yaml.safe_dump_all(objects)
+    assert "azure-identity-token" not in rendered, "the token path comes from AZURE_FEDERATED_TOKEN_FILE"
+
+
+@pytest.mark.parametrize("target", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+def test_workload_identity_label_only_on_the_pod_template(target):
+    for obj in render(target):
+        spec = obj.get("spec", {})
+        selector = spec.get("selector", {})
+        selector = selector.get("matchLabels", {}) if "matchLabels" in selector else selector
+        assert WORKLOAD_IDENTITY_LABEL not in selector, f"{obj['kind']} selects on {WORKLOAD_IDENTITY_LABEL}"
+        assert WORKLOAD_IDENTITY_LABEL not in obj["metadata"].get("labels", {})
+
+
+def test_namespace_enforces_restricted_pod_security():
+    labels = find(render("base"), "Namespace")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _drop(node, keys):
+    """Remove the entry at the key path; a list on the way applies the rest of the path to each item."""
+    if isinstance(node, list):
+        for item in node:
+            _drop(item, keys)
+    elif isinstance(node, dict) and keys[0] in node:
+        if len(keys) == 1:
+            del node[keys[0]]
+        else:
+            _drop(node[keys[0]], keys[1:])
+
+
+def _without(objects, *paths):
+    """Deep copies of the objects without the (kind, key, key...) entries: what is left must be unchanged."""
+    objects = copy.deepcopy(objects)
+    for kind, *keys in paths:
+        _drop([o for o in objects if o["kind"] == kind], keys)
+    return objects
+
+
+OVERLAY_CHANGES = [
+    ("ServiceAccount", "metadata", "annotations"),
+    ("ConfigMap", "data", "AZURE_OPENAI_ENDPOINT"),
+    ("Deployment", "spec", "replicas"),
+    ("Deployment", "spec", "template", "spec", "containers", "image"),
+]
+
+
+def test_dev_differs_from_base_only_in_identity_endpoint_image_replicas_and_no_hypervisor():
+    base, dev = render("base"), render("overlays/dev")
+    removed = [
+        ("ConfigMap", "data", "LCI_SANDBOX"),
+        ("ConfigMap", "data", "LCI_HYPERLIGHT"),
+        ("Deployment", "spec", "template", "spec", "nodeSelector"),
+        ("Deployment", "spec", "template", "spec", "containers", "resources", "limits", "hyperlight.dev/hypervisor"),
+    ]
+    assert _without(dev, *OVERLAY_CHANGES, *removed) == _without(base, *OVERLAY_CHANGES, *removed)
+    assert "hyperlight.dev/hypervisor" not in app_container(dev)["resources"]["limits"]
+    assert "nodeSelector" not in pod_spec(dev)
+    assert find(dev, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_prod_differs_from_base_only_in_what_production_adds():
+    base, prod = render("base"), render("overlays/prod")
+    added = [
+        ("ConfigMap", "data", "LCI_DEVUI_MODE"),
+        ("Deployment", "spec", "template", "spec", "topologySpreadConstraints"),
+        ("Service", "spec", "sessionAffinity"),
+        ("Service", "spec", "sessionAffinityConfig"),
+    ]
+    extra = [o for o in prod if o["kind"] in ("PodDisruptionBudget", "NetworkPolicy")]
+    assert _without([o for o in prod if o not in extra], *OVERLAY_CHANGES, *added) == _without(
+        base, *OVERLAY_CHANGES, *added
+    )
+    assert app_container(prod)["resources"]["limits"]["hyperlight.dev/hypervisor"] == "1"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_set_their_own_identity_and_endpoint(overlay):
+    objects, base = render(f"overlays/{overlay}"), render("base")
+    client_id = find(objects, "ServiceAccount")["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    assert client_id != find(base, "ServiceAccount")["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    endpoint = find(objects, "ConfigMap")["data"]["AZURE_OPENAI_ENDPOINT"]
+    assert endpoint != find(base, "ConfigMap")["data"]["AZURE_OPENAI_ENDPOINT"]
+    assert app_container(objects)["image"].startswith("registry.example/local-code-interpreter:")
+
+
+def test_prod_has_an_immutable_tag_disruption_budget_spread_and_affinity():
+    prod = render("overlays/prod")
+    image = app_container(prod)["image"]
+    tag = image.rsplit(":", 1)[1]
+    assert tag not in ("latest", "dev", "") and "@" not in tag
+    assert find(prod, "Deployment")["spec"]["replicas"] >= 2
+    pdb = find(prod, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == find(prod, "Deployment")["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    keys = {c["topologyKey"] for c in pod_spec(prod)["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert find(prod, "Service")["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_prod_network_policy_allows_only_ingress_to_8090_dns_and_public_https():
+    policy = find(render("overlays/prod"), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "local-code-interpreter"}
+    assert [p for rule in policy["ingress"] for p in rule["ports"]] == [{"protocol": "TCP", "port": 8090}]
+    assert all(rule.get("from") for rule in policy["ingress"]), "ingress must name its sources"
+    egress_ports = sorted((p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"])
+    assert egress_ports == [("TCP", 53), ("TCP", 443), ("UDP", 53)]
+    (https,) = [rule for rule in policy["egress"] if rule["ports"][0]["port"] == 443]
+    (block,) = [peer["ipBlock"] for peer in https["to"]]
+    for unreachable in ("169.254.0.0/16", "168.63.129.16/32", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"):
+        assert unreachable in block["except"]
+
+
+def test_no_secret_is_committed_in_plain_text():
+    for path in ROOT.glob("**/*.y*ml"):
+        if any(part in (".venv", ".git", "node_modules") for part in path.parts):
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                assert "sops" in doc, f"{path.relative_to(ROOT)} holds a Secret that is not SOPS-encrypted"
+    for target in ("base", *(f"overlays/{o}" for o in OVERLAYS)):
+        kinds = {o["kind"] for o in render(target)}
+        assert "Secret" not in kinds, f"{target} renders a Secret"
+
+
+def test_device_plugin_hands_the_device_to_the_pod_user():
+    objects = render("infrastructure/hyperlight-device-plugin")
+    container = find(objects, "DaemonSet", "hyperlight-device-plugin")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    prod_security = pod_spec(render("overlays/prod"))["securityContext"]
+    assert env["DEVICE_UID"] == str(prod_security["runAsUser"]) == "65534"
+    assert env["DEVICE_GID"] == str(prod_security["runAsGroup"]) == "65534"
+    namespace = find(objects, "Namespace", "hyperlight-device-plugin")
+    daemonset = find(objects, "DaemonSet", "hyperlight-device-plugin")
+    assert daemonset["metadata"]["namespace"] == namespace["metadata"]["name"]
+
+
+def test_flux_app_kustomization_follows_the_conventions():
+    apps = yaml.safe_load((ROOT / "clusters/aks-prod/apps.yaml").read_text())
+    assert apps["metadata"] == {"name": "local-code-interpreter", "namespace": "flux-system"}
+    spec = apps["spec"]
+    assert spec["path"] == "./overlays/prod"
+    assert spec["dependsOn"] == [{"name": "infrastructure"}]
+    assert spec["prune"] is True and spec["wait"] is True and spec["timeout"]
+    assert spec["sourceRef"] == {"kind": "GitRepository", "name": "flux-system"}
+    infra = yaml.safe_load((ROOT / "clusters/aks-prod/infrastructure.yaml").read_text())
+    assert infra["metadata"]["name"] == "infrastructure"
+    assert (ROOT / infra["spec"]["path"]).is_dir()
+
+
+def test_sourceignore_keeps_only_the_deployment_folders():
+    lines = [l for l in (ROOT / ".sourceignore").read_text().splitlines() if l and not l.startswith("#")]
+    assert lines[0] == "/*"
+    assert sorted(lines[1:]) == ["!/base/", "!/clusters/", "!/infrastructure/", "!/overlays/"]
+    assert all((ROOT / line[2:]).is_dir() for line in lines[1:])
