@@ -6,6 +6,7 @@ from typing import Any
 
 from agent_framework import Agent
 
+from .errors import ModelErrorReply
 from .sandbox import Sandbox
 from .tool import make_execute_code
 
@@ -23,4 +24,5 @@ def build_agent(chat_client: Any, sandbox: Sandbox) -> Agent:
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox)],
+        middleware=[ModelErrorReply()],
     )

@@ -1,0 +1,98 @@
+"""Model-service failures turned into a reply the user can act on, instead of a failed response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
+from agent_framework._types import ResponseStream
+
+log = logging.getLogger(__name__)
+
+_BY_STATUS = {
+    400: "The model service rejected the request (400 Bad Request): {detail}",
+    401: ("The model service refused the credentials (401 Unauthorized). With workload identity, check the "
+          "federated credential and the service account's azure.workload.identity/client-id annotation."),
+    403: ("The identity may not call this deployment (403 Forbidden): assign it the 'Cognitive Services OpenAI "
+          "User' role on the Azure OpenAI resource (role assignments take a few minutes to apply)."),
+    404: "The model deployment was not found (404): check AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME and the endpoint.",
+    429: ("The model service is rate limiting this deployment (429 Too Many Requests), and still was after the "
+          "retries: wait a moment and ask again, or raise the deployment's quota."),
+}
+
+
+def explain(error: BaseException) -> str:
+    """One clear sentence (or two) for a model-service failure, from the innermost cause we recognise."""
+    import openai
+
+    for cause in _chain(error):
+        if isinstance(cause, openai.APIStatusError):
+            template = _BY_STATUS.get(cause.status_code)
+            detail = _first_line(getattr(cause, "message", "") or str(cause))
+            if template:
+                return template.format(detail=detail)
+            return f"The model service failed ({cause.status_code}): {detail}"
+        if isinstance(cause, openai.APITimeoutError):
+            return "The model service did not answer in time: try again."
+        if isinstance(cause, openai.APIConnectionError):
+            return ("The model service could not be reached: check AZURE_OPENAI_ENDPOINT (or OPENAI_BASE_URL) "
+                    "and that this pod may connect to it over HTTPS.")
+        if type(cause).__module__.startswith("azure.") and "Credential" in type(cause).__name__ or \
+                type(cause).__name__ == "ClientAuthenticationError":
+            return ("Could not get a token for Azure OpenAI: " + _first_line(str(cause)) +
+                    " (in AKS, check the workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE).")
+    return f"The model service failed: {_first_line(str(error)) or type(error).__name__}"
+
+
+def _chain(error: BaseException):
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [c for c in (current.__cause__, current.__context__) if c is not None]
+        pending += [a for a in current.args if isinstance(a, BaseException)]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+class ModelErrorReply(AgentMiddleware):
+    """Answer with `explain(error)` when the model service fails; the server itself stays healthy."""
+
+    async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await call_next()
+        except Exception as error:  # noqa: BLE001 - every model failure becomes a reply
+            log.warning("model call failed: %r", error)
+            context.result = _as_stream(explain(error)) if context.stream else _as_response(explain(error))
+            return
+        if context.stream and isinstance(context.result, ResponseStream):
+            context.result = _guarded(context.result)
+
+
+def _as_response(text: str) -> AgentResponse:
+    return AgentResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])])
+
+
+def _as_stream(text: str) -> ResponseStream:
+    async def updates() -> AsyncIterator[AgentResponseUpdate]:
+        yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(text)])
+    return ResponseStream(updates(), finalizer=AgentResponse.from_updates)
+
+
+def _guarded(stream: ResponseStream) -> ResponseStream:
+    """The same stream, ending in an explanation instead of an exception if the model fails mid-way."""
+    async def updates() -> AsyncIterator[AgentResponseUpdate]:
+        try:
+            async for update in stream:
+                yield update
+        except Exception as error:  # noqa: BLE001
+            log.warning("model stream failed: %r", error)
+            yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(explain(error))])
+    return ResponseStream(updates(), finalizer=AgentResponse.from_updates)
