@@ -25,7 +25,7 @@ from . import isolation, landlock
 from .types import TIMEOUT_EXIT_CODE, Limits
 
 _HEADER = struct.Struct("!I")
-_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _READ_CHUNK = 65536
 _FLOOD_FACTOR = 16  # past this many times the cap, the execution is killed: the rest would be thrown away
 _ORPHAN_SWEEP_SECONDS = 0.05
@@ -180,6 +180,7 @@ class ForkServer:
             os.setsid()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -371,7 +372,10 @@ def _count_tasks(uid: int) -> int:
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop: it closes the socket
-    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ...or terminates us: clean up all the same
+    libc = ctypes.CDLL(None)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # never outlive the server
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     for module in _WARM_MODULES:
         __import__(module)
     gc.freeze()  # keep the warm heap shared between forks

@@ -1,0 +1,62 @@
+"""Start the real service as a process on a free loopback port, for tests that talk HTTP to it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the service must never inherit from the test runner: model settings and tokens.
+_SCRUB = ("AZURE_", "OPENAI_", "DEVUI_AUTH_TOKEN", "LCI_")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_service(env: dict[str, str] | None = None, host: str = "127.0.0.1", args: tuple[str, ...] = (),
+                    ready_timeout: float = 30.0):
+    """Yield (base_url, process, seconds_to_healthy); stop it with SIGTERM at the end."""
+    port = free_port()
+    command = [sys.executable, "-m", "local_code_interpreter", "--devui", "--host", host, "--port", str(port),
+               "--no-browser", *args]
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=clean_env() if env is None else env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"service exited with {process.returncode}: {process.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > ready_timeout:
+                raise RuntimeError("service did not become healthy in time")
+            time.sleep(0.05)
+        yield base, process, time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
