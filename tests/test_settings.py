@@ -1,0 +1,97 @@
+"""Back-end selection and validation from flags and environment variables."""
+
+import subprocess
+import sys
+
+import pytest
+
+from local_code_interpreter.models import build_chat_client
+from local_code_interpreter.offline import EmbeddedChatClient, extract_code
+from local_code_interpreter.settings import ConfigError, load, load_model
+from service import ROOT, clean_env
+
+AZURE = {"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com/", "AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME": "gpt-4o"}
+
+
+def test_nothing_configured_is_the_embedded_default():
+    model = load_model({})
+    assert model.kind == "embedded"
+    assert isinstance(build_chat_client(model), EmbeddedChatClient)
+    assert "no model configured" in model.describe()
+
+
+def test_azure_uses_default_azure_credential_without_a_key():
+    model = load_model(AZURE)
+    assert (model.kind, model.deployment, model.api_key) == ("azure-openai", "gpt-4o", "")
+    assert "DefaultAzureCredential" in model.describe()
+    client = build_chat_client(model)
+    assert str(client.client.base_url) == "https://contoso.openai.azure.com/openai/v1/"
+    assert client.client.max_retries == 4
+
+
+def test_azure_wins_over_openai_and_key_is_opt_in_and_never_described():
+    model = load_model({**AZURE, "OPENAI_API_KEY": "sk-test", "AZURE_OPENAI_API_KEY": "secret-value"})
+    assert model.kind == "azure-openai" and model.api_key == "secret-value"
+    assert "secret-value" not in model.describe() and "secret-value" not in repr(model)
+
+
+def test_openai_with_key_and_model():
+    model = load_model({"OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "gpt-test", "LCI_MODEL_MAX_RETRIES": "2"})
+    assert (model.kind, model.model, model.max_retries) == ("openai", "gpt-test", 2)
+    assert build_chat_client(model).client.max_retries == 2
+    assert "sk-test" not in model.describe()
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"AZURE_OPENAI_ENDPOINT": "contoso.openai.azure.com", "AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME": "x"}, "AZURE_OPENAI_ENDPOINT"),
+    ({"AZURE_OPENAI_ENDPOINT": "https://contoso.openai.azure.com/"}, "AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME"),
+    ({"AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME": "gpt-4o"}, "AZURE_OPENAI_ENDPOINT"),
+    ({"LCI_MODEL_MAX_RETRIES": "lots"}, "LCI_MODEL_MAX_RETRIES"),
+])
+def test_model_errors_name_the_variable(env, names):
+    with pytest.raises(ConfigError, match=names):
+        load_model(env)
+
+
+def test_flags_win_over_environment_and_hyperlight_selects_its_sandbox():
+    settings = load({"port": "9000", "timeout": None}, {"LCI_PORT": "8000", "LCI_TIMEOUT_SECONDS": "3.5"})
+    assert settings.port == 9000 and settings.limits.timeout_seconds == 3.5
+    settings = load({}, {"LCI_HYPERLIGHT": "javascript"})
+    assert (settings.sandbox, settings.language) == ("hyperlight", "javascript")
+
+
+@pytest.mark.parametrize("flags, env, names", [
+    ({}, {"LCI_SANDBOX": "docker"}, "LCI_SANDBOX"),
+    ({"sandbox": "docker"}, {}, "--sandbox"),
+    ({}, {"LCI_PORT": "70000"}, "LCI_PORT"),
+    ({}, {"LCI_TIMEOUT_SECONDS": "soon"}, "LCI_TIMEOUT_SECONDS"),
+    ({}, {"LCI_MEMORY_MB": "1"}, "LCI_MEMORY_MB"),
+    ({}, {"LCI_DEVUI_MODE": "admin"}, "LCI_DEVUI_MODE"),
+    ({}, {"LCI_HYPERLIGHT": "ruby"}, "LCI_HYPERLIGHT"),
+    ({}, {"LCI_LOG_LEVEL": "LOUD"}, "LCI_LOG_LEVEL"),
+])
+def test_setting_errors_name_the_variable(flags, env, names):
+    with pytest.raises(ConfigError, match=names):
+        load(flags, env)
+
+
+@pytest.mark.parametrize("env", [
+    {"AZURE_OPENAI_ENDPOINT": "not a url", "AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME": "x"},
+    {"LCI_SANDBOX": "docker"},
+])
+def test_cli_configuration_error_is_one_line_exit_2(env):
+    done = subprocess.run([sys.executable, "-m", "local_code_interpreter", "--devui", "--no-browser"],
+                          env=clean_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and next(iter(env)) in done.stderr
+
+
+@pytest.mark.parametrize("message, code", [
+    ("print(1)", "print(1)"),
+    ("run this:\n```python\nx = 2\nprint(x)\n```\nthanks", "x = 2\nprint(x)\n"),
+    ("```\na=1\n```\nand\n```py\nprint(a)\n```", "a=1\n\nprint(a)\n"),
+    ("what is the weather today?", None),
+    ("   ", None),
+])
+def test_extract_code(message, code):
+    assert extract_code(message) == code
