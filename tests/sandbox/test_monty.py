@@ -187,3 +187,15 @@ def test_report_is_measured_and_usable_here():
     assert rep.languages == ("python",)
     assert {layer.name for layer in rep.layers} >= {"no OS access", "resource limits"}
     assert all(layer.active for layer in rep.layers)
+
+
+def test_start_warms_the_pool_before_the_first_run():
+    async def scenario():
+        backend = create_sandbox("monty", SMALL)
+        try:
+            await backend.start()
+            return await backend.run("print('warm')")
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()).stdout == "warm\n"

@@ -68,6 +68,10 @@ class Backend:
                 self._pool = pool
         return self._pool
 
+    async def start(self) -> None:
+        """Spawn the warm worker now rather than on the first execution."""
+        await self._ensure_pool()
+
     def _feed(self, pool: Monty, code: str, on_print) -> None:
         """Blocking: one fresh session, one feed (runs on the executor)."""
         with pool.checkout(limits=self._monty_limits) as session:
