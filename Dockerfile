@@ -26,8 +26,7 @@ ARG RUST_IMAGE=rust:1-slim
 ARG WITH_HYPERLIGHT=false
 
 # ---------------------------------------------------------------------------------------------------------------
-# build: a virtual environment with the pinned runtime dependencies first (cached until requirements.txt
-# changes), then the package itself without dependencies.
+# build: a virtual environment with the pinned runtime dependencies (cached until requirements.txt changes).
 FROM ${PYTHON_IMAGE} AS build
 ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
@@ -37,9 +36,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/venv
 COPY requirements.txt /build/requirements.txt
 RUN /opt/venv/bin/python -m pip install --no-cache-dir -r /build/requirements.txt
+
+# app: the package itself, without dependencies, into /opt/app: its own small layer in the runtime image, so a
+# code change neither rebuilds nor re-pushes the dependency layer. A .pth file in the venv puts it on sys.path.
+FROM build AS app
 COPY pyproject.toml README.md /build/
 COPY src/ /build/src/
-RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps /build
+RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --target /opt/app /build \
+ && rm -rf /build \
+ && PYTHONPATH=/opt/app /opt/venv/bin/python -c "import local_code_interpreter.__main__"
 
 # ---------------------------------------------------------------------------------------------------------------
 # init: tini, a tiny init for PID 1 (signal forwarding, zombie reaping); only its static binary is kept.
@@ -67,7 +72,7 @@ RUN apt-get update -qq \
       build-essential pkg-config git ca-certificates >/dev/null \
  && rm -rf /var/lib/apt/lists/*
 # vendor/hyperlight-nanvix from the build context when present (target/ is in .dockerignore), else a git clone.
-RUN --mount=type=bind,source=.,target=/context,ro \
+RUN --mount=type=bind,source=.,target=/context \
     if [ -f /context/vendor/hyperlight-nanvix/Cargo.toml ]; then \
       cp -a /context/vendor/hyperlight-nanvix /hyperlight-nanvix; \
     else \
@@ -86,16 +91,17 @@ RUN python3 -m venv /maturin \
 FROM build AS hyperlight-false
 
 FROM hyperlight-${WITH_HYPERLIGHT} AS venv
-# The runtime installs nothing: pip (and setuptools, if the venv has it) stay behind.
+# The runtime installs nothing: pip (and setuptools, if the venv has it) stay behind. /opt/app joins sys.path.
 RUN /opt/venv/bin/python -m pip uninstall -y -q pip setuptools wheel 2>/dev/null; \
-    /opt/venv/bin/python -c "import local_code_interpreter"
+    /opt/venv/bin/python -c "import sysconfig; open(sysconfig.get_path('purelib') + '/local_code_interpreter_app.pth', 'w').write('/opt/app\\n')"
 
 # ---------------------------------------------------------------------------------------------------------------
 # runtime: the base, tini and the virtual environment; no compilers, caches, tests or docs.
 FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=init /tini /usr/local/bin/tini
 COPY --from=venv /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+COPY --from=app /opt/app /opt/app
+ENV PATH=/opt/app/bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv \
     HOME=/tmp \
     TMPDIR=/tmp \
