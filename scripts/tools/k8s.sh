@@ -17,13 +17,18 @@ BIN="$LCI_TOOLS/bin" SCHEMAS="$LCI_TOOLS/schemas" STAMPS="$LCI_TOOLS/stamps"
 mkdir -p "$BIN" "$SCHEMAS" "$STAMPS"
 export GOBIN="$BIN" CGO_ENABLED=0 GOFLAGS=-mod=mod
 
-# done_already NAME VERSION: true when NAME was installed at VERSION; otherwise prints what it is doing.
+# done_already NAME VERSION: true when NAME was installed at VERSION; otherwise says what it starts.
 done_already() {
   [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ] && return 0
   echo "k8s.sh: installing $1 $2"
+  started=$SECONDS
   return 1
 }
-stamp() { echo "$2" > "$STAMPS/$1"; }
+# stamp NAME VERSION: record NAME as installed at VERSION, with the time it took.
+stamp() {
+  echo "$2" > "$STAMPS/$1"
+  echo "k8s.sh: $1 done in $((SECONDS - started))s"
+}
 
 # moddir MODULE@VERSION: download a Go module and print its (read-only) folder in the module cache.
 moddir() { go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'; }

@@ -1,0 +1,110 @@
+"""scripts/validate-manifests with the real tools: every target renders and passes kubeconform -strict with no
+resource skipped, flux build renders the app, and broken manifests are rejected."""
+
+import re
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, render, run, tool
+
+pytestmark = pytest.mark.slow
+SUMMARY = re.compile(r"Summary: (\d+) resources? found .* - Valid: (\d+), Invalid: (\d+), Errors: (\d+), Skipped: (\d+)")
+MANIFEST_FOLDERS = ("base", "overlays", "infrastructure", "clusters")
+
+
+def validate(repo=ROOT, check=True):
+    for name in ("kustomize", "kubeconform", "flux"):
+        tool(name)
+    return run(str(ROOT / "scripts" / "validate-manifests"), str(repo), check=check)
+
+
+def sections(output: str) -> dict[str, str]:
+    """The output split by its '== title' headers."""
+    parts = re.split(r"^== (.*)$", output, flags=re.M)[1:]
+    return dict(zip(parts[::2], parts[1::2]))
+
+
+def copy_manifests(tmp_path):
+    for folder in MANIFEST_FOLDERS:
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_every_target_is_valid_with_nothing_skipped():
+    out = sections(validate().stdout)
+    expected = {
+        "kustomize build base": 5,
+        "kustomize build overlays/dev": 5,
+        "kustomize build overlays/prod": 7,
+        "kustomize build infrastructure/hyperlight-device-plugin": 2,
+        "clusters/aks-prod/apps.yaml": 1,
+        "clusters/aks-prod/infrastructure.yaml": 1,
+        "flux build kustomization local-code-interpreter --path ./overlays/prod": 7,
+        "flux build kustomization infrastructure --path ./infrastructure/hyperlight-device-plugin": 2,
+    }
+    for title, count in expected.items():
+        found, valid, invalid, errors, skipped = map(int, SUMMARY.search(out[title]).groups())
+        assert (found, valid, invalid, errors, skipped) == (count, count, 0, 0, 0), (title, out[title])
+    flux_system = SUMMARY.search(out["kustomize build clusters/aks-prod/flux-system"]).groups()
+    assert int(flux_system[0]) > 10 and flux_system[1] == flux_system[0] and flux_system[2:] == ("0", "0", "0")
+
+
+def test_flux_build_renders_the_prod_overlay_for_the_app_kustomization():
+    rendered = run(tool("flux"), "build", "kustomization", "local-code-interpreter", "--path", "./overlays/prod",
+                   "--kustomization-file", "./clusters/aks-prod/apps.yaml", "--dry-run").stdout
+    flux_objects = [o for o in yaml.safe_load_all(rendered) if o]
+    for obj in flux_objects:
+        labels = obj["metadata"]["labels"]
+        assert labels.pop("kustomize.toolkit.fluxcd.io/name") == "local-code-interpreter"
+        assert labels.pop("kustomize.toolkit.fluxcd.io/namespace") == "flux-system"
+        if not labels:
+            del obj["metadata"]["labels"]
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    assert sorted(flux_objects, key=key) == sorted(render("overlays/prod"), key=key)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """Validation of a copy with three independent breakages, each in a different target."""
+    repo = copy_manifests(tmp_path_factory.mktemp("broken"))
+    deployment = repo / "base" / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("readOnlyRootFilesystem", "readOnlyRootFileSystem"))
+    (repo / "clusters" / "aks-prod" / "unknown.yaml").write_text(
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n")
+    apps = repo / "clusters" / "aks-prod" / "apps.yaml"
+    apps.write_text(apps.read_text().replace("  prune: true", "  prune: yes-please"))
+    return validate(repo, check=False)
+
+
+def test_a_broken_copy_fails_validation(broken):
+    assert broken.returncode == 1
+
+
+def test_a_misspelled_field_is_rejected(broken):
+    assert "additional properties 'readOnlyRootFileSystem' not allowed" in broken.stdout
+    for target in ("base", "overlays/dev", "overlays/prod"):
+        assert "Invalid: 1" in sections(broken.stdout)[f"kustomize build {target}"]
+
+
+def test_a_kind_without_a_schema_is_an_error_not_a_skip(broken):
+    assert "could not find schema for Gadget" in broken.stdout
+    assert "Errors: 1, Skipped: 0" in sections(broken.stdout)["clusters/aks-prod/unknown.yaml"]
+
+
+def test_a_flux_kustomization_with_a_bad_field_is_rejected(broken):
+    assert "Invalid: 1" in sections(broken.stdout)["clusters/aks-prod/apps.yaml"]
+
+
+def test_a_kustomization_that_does_not_build_fails(tmp_path):
+    repo = copy_manifests(tmp_path)
+    (repo / "overlays" / "dev" / "settings.yaml").unlink()
+    assert validate(repo, check=False).returncode != 0
+
+
+def test_flux_system_components_are_what_the_pinned_flux_bootstrap_writes():
+    generated = run(tool("flux"), "install", "--export", "--components=source-controller,kustomize-controller")
+    committed = (ROOT / "clusters" / "aks-prod" / "flux-system" / "gotk-components.yaml").read_text()
+    assert committed == generated.stdout
+    assert "# Flux Version: v2.9.5" in committed
