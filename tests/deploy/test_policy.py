@@ -217,3 +217,14 @@ def test_sourceignore_keeps_only_the_deployment_folders():
     assert lines[0] == "/*"
     assert sorted(lines[1:]) == ["!/base/", "!/clusters/", "!/infrastructure/", "!/overlays/"]
     assert all((ROOT / line[2:]).is_dir() for line in lines[1:])
+
+
+def test_nothing_hard_codes_the_federated_token_path_or_uses_an_api_key():
+    token_path = "/var/run/secrets/azure/tokens"  # where the webhook projects the token today; may change
+    for folder in ("src", "base", "overlays", "infrastructure", "clusters"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".yaml", ".yml"):
+                text = path.read_text()
+                assert token_path not in text, f"{path.relative_to(ROOT)}: read AZURE_FEDERATED_TOKEN_FILE instead"
+                if folder != "src":
+                    assert "AZURE_OPENAI_API_KEY" not in text, f"{path.relative_to(ROOT)}: the pod uses its identity"
