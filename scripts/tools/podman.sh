@@ -19,8 +19,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need[*]} and not root: install them with apt-get"; exit 0; fi
   log "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman buildah runc debootstrap containernetworking-plugins fuse-overlayfs slirp4netns uidmap >/dev/null
+  # With Debian's recommends: netavark, aardvark-dns and iptables publish ports (-p) for root containers.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap >/dev/null
 fi
 
 # podman run in this machine needs runc and cgroupfs (no systemd); pass them on the command line (see tests/image).
