@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 
 from .types import (
@@ -30,28 +29,10 @@ def _module(name: str):
     return importlib.import_module(BACKENDS[name])
 
 
-class Bounded:
-    """At most `slots` executions at once on the wrapped back end; the rest wait their turn."""
+def create_sandbox(name: str, limits: Limits, language: str = "python", max_concurrency: int = 4) -> Sandbox:
+    """Build the named back end, at most `max_concurrency` runs at once; `language` is its default language."""
+    from .bounded import Bounded  # asyncio stays out of the fork server, which imports this package
 
-    def __init__(self, backend: Sandbox, slots: int):
-        self.backend, self.name = backend, backend.name
-        self._slots = asyncio.Semaphore(slots)
-
-    async def start(self) -> None:
-        start = getattr(self.backend, "start", None)
-        if start is not None:
-            await start()
-
-    async def run(self, code: str, language: str | None = None) -> ExecutionResult:
-        async with self._slots:
-            return await self.backend.run(code, language)
-
-    async def close(self) -> None:
-        await self.backend.close()
-
-
-def create_sandbox(name: str, limits: Limits, language: str = "python", max_concurrency: int = 4) -> Bounded:
-    """Build the named back end; `language` is the default language of its runs."""
     return Bounded(_module(name).Backend(limits, language=language), max_concurrency)
 
 
@@ -65,7 +46,6 @@ __all__ = [
     "LANGUAGES",
     "TIMEOUT_EXIT_CODE",
     "BackendReport",
-    "Bounded",
     "ExecutionResult",
     "Layer",
     "Limits",

@@ -81,7 +81,7 @@ class ForkServer:
         self.jobs: dict[int, _Job] = {}
         self.scratch_root = tempfile.mkdtemp(prefix="lci-sandbox-")
         self.landlock_abi = landlock.abi_version()
-        self.readable = isolation.read_only_paths()
+        self.rules = isolation.landlock_rules(self.landlock_abi)
         self.budget_cache = (0.0, 0)
         self.sweep_at: float | None = None
         if isolation.drops_root():
@@ -186,8 +186,8 @@ class ForkServer:
             os.dup2(null, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            os.closerange(3, 1 << 16)
-            isolation.apply(scratch, limits, self.landlock_abi, budget, self.readable)
+            isolation.apply(scratch, limits, self.landlock_abi, budget, self.rules)
+            os.closerange(3, 1 << 16)  # after Landlock, which reads the rules' descriptors
             sys.stdout.reconfigure(line_buffering=True)
             sys.stderr.reconfigure(line_buffering=True)
             status = _run_code(code)

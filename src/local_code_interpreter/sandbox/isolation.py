@@ -38,11 +38,13 @@ def drops_root() -> bool:
     return os.geteuid() == 0
 
 
-def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, readable: list[str]) -> None:
-    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, Landlock.
+def landlock_rules(abi: int) -> list[tuple[int, int]]:
+    """The fixed part of every execution's Landlock ruleset, opened once in the warm parent."""
+    return landlock.open_rules(abi, read_only_paths(), ["/dev/null"]) if abi > 0 else []
 
-    `readable` is `read_only_paths()`, computed once in the warm parent.
-    """
+
+def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]]) -> None:
+    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, Landlock."""
     os.chdir(scratch)
     if drops_root():
         os.setgroups([])
@@ -58,11 +60,13 @@ def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, 
         (resource.RLIMIT_NOFILE, limits.max_open_files),
         (resource.RLIMIT_CORE, 0),
     ):
+        hard = resource.getrlimit(limit)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
         resource.setrlimit(limit, (value, value))
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if landlock_abi > 0:
-        landlock.restrict(landlock_abi, readable, [scratch, "/dev/null"])
+        landlock.restrict(landlock_abi, rules, scratch)
     os.environ.clear()
     os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
 

@@ -17,6 +17,7 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 READ_ONLY = EXECUTE | READ_FILE | READ_DIR
+_FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | _FS_BY_ABI[3] | _FS_BY_ABI[5]  # what a rule on a file may grant
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -55,8 +56,25 @@ def describe(abi: int) -> str:
     return ", ".join(parts)
 
 
-def restrict(abi: int, read_only: list[str], read_write: list[str]) -> None:
-    """Confine this process (and its future children) for good; needs no_new_privs set first."""
+def open_rules(abi: int, read_only: list[str], read_write: list[str]) -> list[tuple[int, int]]:
+    """Open each existing path once (O_PATH) and pair it with its rights; done in the warm parent."""
+    handled = fs_rights(abi)
+    rules = []
+    for paths, access in ((read_only, READ_ONLY), (read_write, handled)):
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a path this host lacks needs no rule
+            rules.append((fd, access if os.path.isdir(path) else access & _FILE_RIGHTS))
+    return rules
+
+
+def restrict(abi: int, rules: list[tuple[int, int]], read_write_dir: str) -> None:
+    """Confine this process (and its future children) for good to `rules` plus `read_write_dir`.
+
+    Needs no_new_privs set first. `rules` come from `open_rules`.
+    """
     handled_fs = fs_rights(abi)
     attr = _RulesetAttr(
         handled_access_fs=handled_fs,
@@ -66,26 +84,14 @@ def restrict(abi: int, read_only: list[str], read_write: list[str]) -> None:
     ruleset = _libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    scratch = os.open(read_write_dir, os.O_PATH | os.O_CLOEXEC)
     try:
-        for paths, access in ((read_only, READ_ONLY), (read_write, handled_fs)):
-            for path in paths:
-                _allow(ruleset, path, access)
+        for fd, access in [*rules, (scratch, handled_fs)]:
+            rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
+            if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
         if _libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
+        os.close(scratch)
         os.close(ruleset)
-
-
-def _allow(ruleset: int, path: str, access: int) -> None:
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return  # a path this host lacks needs no rule
-    try:
-        if not os.path.isdir(path):
-            access &= EXECUTE | WRITE_FILE | READ_FILE | _FS_BY_ABI.get(3, 0) | _FS_BY_ABI.get(5, 0)
-        rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
-        if _libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
-            raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
-    finally:
-        os.close(fd)
