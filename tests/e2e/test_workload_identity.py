@@ -12,6 +12,7 @@ the kubelet's token projection (the test writes the file).
 """
 from __future__ import annotations
 
+import glob
 import re
 import secrets
 import time
@@ -159,3 +160,34 @@ def test_missing_token_file_message_names_the_file(without_token_file):
     _, client, missing = without_token_file
     text = ask(client, stream=False)
     assert str(missing) in text or "No such file" in text, text
+
+
+FAKETIME = next(iter(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")), "")
+
+
+@pytest.mark.skipif(not FAKETIME, reason="libfaketime is not installed (run: bash scripts/tools/faketime.sh)")
+def test_rotated_token_file_is_picked_up_when_the_access_token_expires(azure, tmp_path):
+    """azure-identity re-reads the token file at most every 600 s: the service's wall clock is moved past that
+    with libfaketime (monotonic time untouched), as the kubelet rotates the file well before its one-hour end."""
+    clock = tmp_path / "faketime"
+    clock.write_text("+0")
+    env = azure.env(LD_PRELOAD=FAKETIME, FAKETIME_TIMESTAMP_FILE=str(clock), FAKETIME_NO_CACHE="1",
+                    FAKETIME_DONT_FAKE_MONOTONIC="1")
+    first = azure.rotate("before-rotation")
+    azure.entra.expires_in = 3
+    seen = len(azure.entra.seen)
+    try:
+        with running_service(env) as (base, _, _):
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+            sandbox_answer(ask(client, stream=True))
+            second = azure.rotate("after-rotation")
+            time.sleep(4)  # the access token expires: a new one is requested, the file is not re-read yet
+            sandbox_answer(ask(client, stream=False))
+            clock.write_text("+660")  # past azure-identity's 600 s token-file cache
+            sandbox_answer(ask(client, stream=True))
+            assert httpx.get(f"{base}/health").status_code == 200
+    finally:
+        azure.entra.expires_in = 3600
+    assertions = [form["client_assertion"] for form in azure.entra.seen[seen:]]
+    assert assertions == [first, first, second], assertions
+    assert azure.aoai.attempts[-1]["headers"]["authorization"] == f"Bearer {azure.entra.issued[-1]}"
