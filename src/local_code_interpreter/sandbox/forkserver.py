@@ -70,7 +70,9 @@ class _Job:
     exit_code: int | None = None
     timed_out: bool = False
     flooded: bool = False
+    over_scratch: bool = False
     exited_at: float | None = None
+    checked_at: float = 0.0
 
 
 class ForkServer:
@@ -118,6 +120,7 @@ class ForkServer:
             else:
                 self._read_stream(*key.data)
         self._enforce_deadlines()
+        self._enforce_scratch_quota()
         self._finish_ready()
         if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
             self._sweep_orphans()
@@ -125,6 +128,8 @@ class ForkServer:
 
     def _next_timeout(self) -> float | None:
         moments = [job.started + job.limits.timeout_seconds for job in self.jobs.values() if job.exit_code is None]
+        moments += [max(job.started, job.checked_at) + isolation.SCRATCH_CHECK_SECONDS
+                    for job in self.jobs.values() if job.exit_code is None and not job.over_scratch]
         moments += [job.exited_at + 0.5 for job in self.jobs.values() if job.exited_at is not None]
         if self.sweep_at is not None:
             moments.append(self.sweep_at)
@@ -187,7 +192,6 @@ class ForkServer:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             isolation.apply(scratch, limits, self.landlock_abi, budget, self.rules)
-            os.closerange(3, 1 << 16)  # after Landlock, which reads the rules' descriptors
             sys.stdout.reconfigure(line_buffering=True)
             sys.stderr.reconfigure(line_buffering=True)
             status = _run_code(code)
@@ -228,6 +232,17 @@ class ForkServer:
         for job in self.jobs.values():
             if job.exit_code is None and not job.timed_out and now >= job.started + job.limits.timeout_seconds:
                 job.timed_out = True
+                self._kill(job)
+
+    def _enforce_scratch_quota(self) -> None:
+        now = time.monotonic()
+        for job in self.jobs.values():
+            due = max(job.started, job.checked_at) + isolation.SCRATCH_CHECK_SECONDS
+            if job.exit_code is not None or job.over_scratch or now < due:
+                continue
+            job.checked_at = now
+            if isolation.scratch_overflows(job.scratch, job.limits.scratch_mb * 1024 * 1024):
+                job.over_scratch = True
                 self._kill(job)
 
     def _kill(self, job: _Job) -> None:
@@ -284,6 +299,10 @@ class ForkServer:
         elif job.flooded:
             result["exit_code"] = 1
             result["stderr"] += "\n[killed: output flood]\n"
+        elif job.over_scratch:
+            result["exit_code"] = 1
+            result["stderr"] += (f"\n[killed: the scratch directory grew past {job.limits.scratch_mb} MiB "
+                                 f"or {isolation.SCRATCH_ENTRIES} entries]\n")
         else:
             result["exit_code"] = _shell_style(job.exit_code)
         return result

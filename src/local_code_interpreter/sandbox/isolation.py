@@ -8,10 +8,12 @@ import resource
 import sys
 import sysconfig
 
-from . import landlock
+from . import landlock, seccomp
 from .types import Layer, Limits
 
 NOBODY = 65534
+SCRATCH_ENTRIES = 10000
+SCRATCH_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -51,30 +53,67 @@ def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, 
         os.setgid(NOBODY)
         os.setuid(NOBODY)
     memory = limits.memory_mb * 1024 * 1024
-    cpu = int(limits.timeout_seconds) + 1
-    for limit, value in (
-        (resource.RLIMIT_AS, memory),
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_NPROC, process_budget),
-        (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
-        (resource.RLIMIT_NOFILE, limits.max_open_files),
-        (resource.RLIMIT_CORE, 0),
-    ):
+    _set_limits((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1),
+                (resource.RLIMIT_NPROC, process_budget), (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
+                (resource.RLIMIT_CORE, 0))
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if seccomp.supported():
+        seccomp.forbid_sockets()
+    if landlock_abi > 0:
+        landlock.restrict(landlock_abi, rules, scratch)
+    os.closerange(3, 1 << 16)  # nothing of the parent's stays open: its socket, pipes, the rules' paths
+    _set_limits((resource.RLIMIT_NOFILE, limits.max_open_files))  # only now: the descriptors above were high
+    os.environ.clear()
+    os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
+
+
+def _set_limits(*pairs: tuple[int, int]) -> None:
+    for limit, value in pairs:
         hard = resource.getrlimit(limit)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
         resource.setrlimit(limit, (value, value))
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    if landlock_abi > 0:
-        landlock.restrict(landlock_abi, rules, scratch)
-    os.environ.clear()
-    os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
+
+
+def scratch_overflows(path: str, limit_bytes: int) -> bool:
+    """Whether the scratch tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries."""
+    used, entries, pending = 0, 0, [path]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    if used > limit_bytes or entries > SCRATCH_ENTRIES:
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def seccomp_works() -> bool:
+    """Whether this host lets a process install the socket filter, tried in a short-lived child."""
+    if not seccomp.supported():
+        return False
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            seccomp.forbid_sockets()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
 
 
 def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
     """Each layer and whether it is active on this host, for `doctor` and the start-up log."""
     linux = sys.platform.startswith("linux")
     root = drops_root()
+    filtered = seccomp_works()
     return [
         Layer("environment", True, f"fixed minimal environment ({', '.join(SANDBOX_ENV)}, HOME, TMPDIR); no server variable"),
         Layer("fresh process", linux, "forked per execution from a warm parent started with an empty environment"),
@@ -83,7 +122,11 @@ def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
         Layer("unprivileged user", True, f"runs as uid {NOBODY} (server is root)" if root else f"runs as the server's uid {os.geteuid()} (not root)"),
         Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
               f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
+        Layer("scratch quota", True, f"{limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries in all, checked every "
+              f"{SCRATCH_CHECK_SECONDS:g} s; the execution is killed past it"),
         Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
+        Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
+              "allowed), io_uring denied" if filtered else "cannot install a filter on this platform"),
         Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
             "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
         Layer("output cap", True, f"{limits.max_output_bytes} bytes per stream, invalid UTF-8 replaced"),
