@@ -5,12 +5,22 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export LCI_TOOLS="${LCI_TOOLS:-$HOME/.cache/local-code-interpreter}"
 export PATH="$LCI_TOOLS/bin:$ROOT/.venv/bin:$PATH"
 
+# As root, the sandbox runs code as `nobody`, which must be able to read the interpreter's standard library:
+# prefer the system Python there (a pyenv under /root is not readable). $PYTHON overrides.
+pick_python() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+  if [ "$(id -u)" = 0 ] && /usr/bin/python3 -c 'import sys, venv; assert sys.version_info >= (3, 10)' 2>/dev/null; then
+    echo /usr/bin/python3; return
+  fi
+  echo python3
+}
+
 # ensure_venv REQUIREMENTS: create .venv and install the pins plus the package, only when they changed.
 ensure_venv() {
   local req="$ROOT/$1" stamp="$ROOT/.venv/.installed"
   local want; want="$(cat "$ROOT/requirements.txt" "$req" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
   if [ ! -x "$ROOT/.venv/bin/python" ]; then
-    "${PYTHON:-python3}" -m venv "$ROOT/.venv"
+    "$(pick_python)" -m venv "$ROOT/.venv"
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"

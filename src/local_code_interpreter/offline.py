@@ -17,8 +17,8 @@ from agent_framework._types import ResponseStream
 from .tool import TOOL_NAME
 
 NO_MODEL_NOTE = ("No model is configured, so this is the embedded default: it runs the code in your message as-is. "
-                 "To chat with a model, set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME "
-                 "(or OPENAI_API_KEY) and restart.")
+                 "To chat with a model, set `AZURE_OPENAI_ENDPOINT` and `AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME` "
+                 "(or `OPENAI_API_KEY`) and restart.")
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 

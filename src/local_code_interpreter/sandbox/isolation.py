@@ -109,6 +109,26 @@ def seccomp_works() -> bool:
     return os.waitpid(pid, 0)[1] == 0
 
 
+def _user_detail(root: bool) -> str:
+    if not root:
+        return f"runs as the server's uid {os.geteuid()} (not root)"
+    unreadable = [p for p in read_only_paths() if os.path.exists(p) and not _world_readable(p)]
+    if unreadable:
+        return (f"runs as uid {NOBODY} (server is root), which cannot read {unreadable[0]}: modules not preloaded "
+                "will fail to import; use a Python installed outside /root")
+    return f"runs as uid {NOBODY} (server is root)"
+
+
+def _world_readable(path: str) -> bool:
+    """Whether `nobody` can reach and read `path` (every parent searchable, the path itself readable)."""
+    parts = os.path.realpath(path).split(os.sep)
+    for depth in range(1, len(parts)):
+        parent = os.sep.join(parts[:depth]) or os.sep
+        if not os.stat(parent).st_mode & 0o001:
+            return False
+    return bool(os.stat(path).st_mode & 0o004)
+
+
 def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
     """Each layer and whether it is active on this host, for `doctor` and the start-up log."""
     linux = sys.platform.startswith("linux")
@@ -119,14 +139,14 @@ def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
         Layer("fresh process", linux, "forked per execution from a warm parent started with an empty environment"),
         Layer("scratch directory", True, "fresh per execution, removed afterwards"),
         Layer("session", linux, "own session and process group; the whole group and its escapees are killed at the end"),
-        Layer("unprivileged user", True, f"runs as uid {NOBODY} (server is root)" if root else f"runs as the server's uid {os.geteuid()} (not root)"),
+        Layer("unprivileged user", True, _user_detail(root)),
         Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
               f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
         Layer("scratch quota", True, f"{limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries in all, checked every "
               f"{SCRATCH_CHECK_SECONDS:g} s; the execution is killed past it"),
         Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
         Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
-              "allowed), io_uring denied" if filtered else "cannot install a filter on this platform"),
+              "allowed), io_uring and new namespaces denied" if filtered else "cannot install a filter on this platform"),
         Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
             "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
         Layer("output cap", True, f"{limits.max_output_bytes} bytes per stream, invalid UTF-8 replaced"),

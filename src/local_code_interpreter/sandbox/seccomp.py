@@ -1,7 +1,10 @@
-"""A seccomp filter with one job: the code may not create sockets (nor io_uring, which could create them).
+"""A small seccomp filter for the code: no sockets, no io_uring, no new namespaces.
 
-Landlock's network rules cover TCP only; this closes UDP, raw, netlink and pathname Unix sockets too.
-`socketpair()` stays allowed (it reaches nothing outside the process tree).
+Landlock's network rules cover TCP only; denying `socket()` closes UDP, raw, netlink and pathname Unix sockets
+too (`socketpair()` stays allowed: it reaches nothing outside the process tree). io_uring could create sockets
+behind the filter's back. New user namespaces are the usual door to the kernel's privilege-escalation surface:
+`clone`/`unshare` with namespace flags are refused, and `clone3` (whose flags a filter cannot read) answers
+ENOSYS, so the C library falls back to `clone`.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import struct
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
-_LD_ABS_W, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+_LD_ABS_W, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _X32_BIT = 0x40000000
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
 
-# machine -> (audit arch, socket, io_uring_setup)
-_ARCHES = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+# machine -> audit arch and the system call numbers the filter names
+_ARCHES = {
+    "x86_64": (0xC000003E, {"socket": 41, "io_uring_setup": 425, "clone3": 435, "clone": 56, "unshare": 272}),
+    "aarch64": (0xC00000B7, {"socket": 198, "io_uring_setup": 425, "clone3": 435, "clone": 220, "unshare": 97}),
+}
 
 
 class _Filter(ctypes.Structure):
@@ -29,22 +37,30 @@ def supported() -> bool:
 
 
 def _program() -> bytes:
-    arch, socket_nr, io_uring_nr = _ARCHES[platform.machine()]
+    arch, nr = _ARCHES[platform.machine()]
 
     def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
         return struct.pack("=HBBI", code, jt, jf, k)
 
     return b"".join([
-        op(_LD_ABS_W, 4),                        # seccomp_data.arch
-        op(_JEQ_K, arch, 1, 0),                  # a foreign ABI (e.g. 32-bit int 0x80) could reach socketcall:
-        op(_RET_K, _RET_KILL_PROCESS),           # ...so it ends the process
-        op(_LD_ABS_W, 0),                        # seccomp_data.nr
-        op(_JGE_K, _X32_BIT, 0, 1),              # x32 system calls, likewise
+        op(_LD_ABS_W, 4),                          # seccomp_data.arch
+        op(_JEQ_K, arch, 1, 0),                    # a foreign ABI (e.g. 32-bit int 0x80) could reach socketcall:
+        op(_RET_K, _RET_KILL_PROCESS),             # ...so it ends the process
+        op(_LD_ABS_W, 0),                          # seccomp_data.nr
+        op(_JGE_K, _X32_BIT, 0, 1),                # x32 system calls, likewise
         op(_RET_K, _RET_KILL_PROCESS),
-        op(_JEQ_K, socket_nr, 0, 1),
+        op(_JEQ_K, nr["socket"], 0, 1),
         op(_RET_K, _RET_ERRNO | errno.EACCES),
-        op(_JEQ_K, io_uring_nr, 0, 1),
+        op(_JEQ_K, nr["io_uring_setup"], 0, 1),
         op(_RET_K, _RET_ERRNO | errno.ENOSYS),
+        op(_JEQ_K, nr["clone3"], 0, 1),
+        op(_RET_K, _RET_ERRNO | errno.ENOSYS),
+        op(_JEQ_K, nr["clone"], 2, 0),             # clone and unshare: look at the flags
+        op(_JEQ_K, nr["unshare"], 1, 0),
+        op(_RET_K, _RET_ALLOW),
+        op(_LD_ABS_W, 16),                         # seccomp_data.args[0], low 32 bits (little-endian)
+        op(_JSET_K, _NAMESPACE_FLAGS, 0, 1),
+        op(_RET_K, _RET_ERRNO | errno.EPERM),
         op(_RET_K, _RET_ALLOW),
     ])
 
