@@ -104,8 +104,6 @@ def test_code_runs_in_the_sandbox_and_the_answer_reaches_the_client(azure, servi
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
-@pytest.mark.xfail(strict=True, reason="the service repeats the model's text (and tool arguments): the Responses "
-                   "API's .done event carries the full text again and is appended to the deltas, streaming and not")
 def test_answer_is_not_repeated(service, mode, stream):
     mode("ok")
     text = ask(service[1], stream)
@@ -155,8 +153,6 @@ def test_missing_token_file_is_explained(azure, without_token_file, stream):
     assert httpx.get(f"{base}/health").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the reply says only 'DefaultAzureCredential failed to retrieve a token "
-                   "from the included credentials': it names neither the missing file nor its path")
 def test_missing_token_file_message_names_the_file(without_token_file):
     _, client, missing = without_token_file
     text = ask(client, stream=False)

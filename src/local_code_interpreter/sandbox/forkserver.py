@@ -19,9 +19,10 @@ import struct
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import isolation, landlock
+from .output import CappedBuffer
 from .types import TIMEOUT_EXIT_CODE, Limits
 
 _HEADER = struct.Struct("!I")
@@ -55,8 +56,7 @@ def read_frames(buffer: bytearray) -> list[dict]:
 @dataclass
 class _Stream:
     fd: int
-    data: bytearray = field(default_factory=bytearray)
-    seen: int = 0
+    output: CappedBuffer
 
 
 @dataclass
@@ -162,7 +162,8 @@ class ForkServer:
             self._child(request["code"], scratch, limits, budget, out_w, err_w)
         os.close(out_w)
         os.close(err_w)
-        streams = {"stdout": _Stream(out_r), "stderr": _Stream(err_r)}
+        cap = limits.max_output_bytes
+        streams = {"stdout": _Stream(out_r, CappedBuffer(cap)), "stderr": _Stream(err_r, CappedBuffer(cap))}
         job = _Job(request["id"], pid, scratch, limits, started, streams)
         self.jobs[pid] = job
         for name, stream in streams.items():
@@ -213,19 +214,16 @@ class ForkServer:
         if not chunk:
             self._close_stream(job, name)
             return
-        stream.seen += len(chunk)
-        room = job.limits.max_output_bytes + 4 - len(stream.data)  # +4: room to finish a UTF-8 character
-        if room > 0:
-            stream.data += chunk[:room]
-        if stream.seen > job.limits.max_output_bytes * _FLOOD_FACTOR and not job.flooded:
+        stream.output.write(chunk)
+        if stream.output.seen > job.limits.max_output_bytes * _FLOOD_FACTOR and not job.flooded:
             job.flooded = True
             self._kill(job)
 
     def _close_stream(self, job: _Job, name: str) -> None:
-        stream = job.streams.pop(name)
+        stream = job.streams[name]
         self.selector.unregister(stream.fd)
         os.close(stream.fd)
-        job.streams[name] = _Stream(-1, stream.data, stream.seen)
+        stream.fd = -1
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -283,16 +281,10 @@ class ForkServer:
             shutil.rmtree(job.scratch, ignore_errors=True)
 
     def _result(self, job: _Job) -> dict:
-        cap = job.limits.max_output_bytes
-        result = {"id": job.id, "timed_out": job.timed_out, "truncated": False,
-                  "duration_ms": round((job.exited_at - job.started) * 1000, 3)}
-        for name, stream in job.streams.items():
-            text = bytes(stream.data).decode("utf-8", errors="replace")
-            if stream.seen > cap:
-                text = bytes(stream.data[:cap]).decode("utf-8", errors="ignore")
-                text += f"\n[... {name} truncated: {stream.seen if not job.flooded else 'more than ' + str(stream.seen)} bytes written, first {cap} kept]\n"
-                result["truncated"] = True
-            result[name] = text
+        outputs = {name: stream.output for name, stream in job.streams.items()}
+        result = {"id": job.id, "timed_out": job.timed_out, "truncated": any(o.truncated for o in outputs.values()),
+                  "duration_ms": round((job.exited_at - job.started) * 1000, 3),
+                  **{name: output.text() for name, output in outputs.items()}}
         if job.timed_out:
             result["exit_code"] = TIMEOUT_EXIT_CODE
             result["stderr"] += f"\n[timed out after {job.limits.timeout_seconds:g} s: the execution and its processes were killed]\n"

@@ -8,15 +8,17 @@ TRUNCATION_NOTE = "\n[... output truncated at {limit} bytes]"
 class CappedBuffer:
     """Collects at most `limit` bytes of one stream; everything past that is counted, not kept."""
 
-    __slots__ = ("limit", "_parts", "_size", "truncated")
+    __slots__ = ("limit", "_parts", "_size", "truncated", "seen")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._parts: list[bytes] = []
         self._size = 0
         self.truncated = False
+        self.seen = 0  # every byte written, kept or not
 
     def write(self, data: bytes) -> None:
+        self.seen += len(data)
         room = self.limit - self._size
         if len(data) > room:
             self.truncated = True

@@ -1,8 +1,10 @@
-"""Model-service failures turned into a reply the user can act on, instead of a failed response."""
+"""The agent's reply stream, made safe for DevUI: model failures become a reply the user can act on, and the
+Responses API's closing `.done` events (which repeat what the deltas already carried) are not shown twice."""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
@@ -40,9 +42,17 @@ def explain(error: BaseException) -> str:
                     "and that this pod may connect to it over HTTPS.")
         if type(cause).__module__.startswith("azure.") and "Credential" in type(cause).__name__ or \
                 type(cause).__name__ == "ClientAuthenticationError":
-            return ("Could not get a token for Azure OpenAI: " + _first_line(str(cause)) +
-                    " (in AKS, check the workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE).")
+            return "Could not get a token for Azure OpenAI: " + _first_line(str(cause)) + _token_file_hint()
     return f"The model service failed: {_first_line(str(error)) or type(error).__name__}"
+
+
+def _token_file_hint() -> str:
+    """Point at the workload identity token file when that is what is missing."""
+    path = os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    if path and not os.path.isfile(path):
+        return (f" The federated token file AZURE_FEDERATED_TOKEN_FILE={path} does not exist: is the pod labelled "
+                "azure.workload.identity/use=true, and its service account annotated with the client ID?")
+    return " (in AKS, check the workload identity: AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE)."
 
 
 def _chain(error: BaseException):
@@ -62,8 +72,9 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
-class ModelErrorReply(AgentMiddleware):
-    """Answer with `explain(error)` when the model service fails; the server itself stays healthy."""
+class SafeReplies(AgentMiddleware):
+    """Answer with `explain(error)` when the model service fails (the server stays healthy), and drop the
+    repeated closing text of streamed answers."""
 
     async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -73,7 +84,7 @@ class ModelErrorReply(AgentMiddleware):
             context.result = _as_stream(explain(error)) if context.stream else _as_response(explain(error))
             return
         if context.stream and isinstance(context.result, ResponseStream):
-            context.result = _guarded(context.result)
+            context.result = _cleaned(context.result)
 
 
 def _as_response(text: str) -> AgentResponse:
@@ -86,12 +97,24 @@ def _as_stream(text: str) -> ResponseStream:
     return ResponseStream(updates(), finalizer=AgentResponse.from_updates)
 
 
-def _guarded(stream: ResponseStream) -> ResponseStream:
-    """The same stream, ending in an explanation instead of an exception if the model fails mid-way."""
+def _cleaned(stream: ResponseStream) -> ResponseStream:
+    """The same stream without `replace` contents that repeat streamed deltas (DevUI appends every text it is
+    given), ending in an explanation instead of an exception if the model fails mid-way."""
     async def updates() -> AsyncIterator[AgentResponseUpdate]:
+        streamed: set[tuple[str, str]] = set()
         try:
             async for update in stream:
-                yield update
+                kept = []
+                for content in update.contents:
+                    key = (content.type, getattr(content, "call_id", None) or "")
+                    if getattr(content, "merge_mode", None) == "replace" and key in streamed:
+                        continue
+                    if getattr(content, "merge_mode", None) == "append":
+                        streamed.add(key)
+                    kept.append(content)
+                if kept or not update.contents:
+                    update.contents = kept
+                    yield update
         except Exception as error:  # noqa: BLE001
             log.warning("model stream failed: %r", error)
             yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(explain(error))])
