@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # local-code-interpreter: the Agent Framework DevUI serving the code-interpreter agent on port 8090.
 #
 #   podman build -t local-code-interpreter .                    # or: docker build -t local-code-interpreter .
