@@ -1,7 +1,6 @@
 """The pod's environment, rendered from overlays/dev, and the two Azure stand-ins it is pointed at."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from contextlib import ExitStack

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .hyperlight_worker import UNAVAILABLE
-from .output import CappedBuffer
+from .output import CappedBuffer, result
 from .types import LANGUAGES, TIMEOUT_EXIT_CODE, BackendReport, ExecutionResult, Layer, Limits
 
 NAME = "hyperlight"
@@ -92,7 +92,7 @@ class Backend:
         stderr = CappedBuffer(self.limits.max_output_bytes)
         if language not in LANGUAGES:
             stderr.write(f"the hyperlight sandbox runs {' and '.join(LANGUAGES)}, not {language!r}\n".encode())
-            return self._result(stdout, stderr, 1, False, started)
+            return result(NAME, stdout, stderr, 1, False, started)
 
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -105,7 +105,7 @@ class Backend:
             )
         except OSError as exc:
             stderr.write(f"{UNAVAILABLE}cannot start the worker: {exc}\n".encode())
-            return self._result(stdout, stderr, 1, False, started)
+            return result(NAME, stdout, stderr, 1, False, started)
         timed_out = False
         try:
             await asyncio.wait_for(
@@ -125,22 +125,9 @@ class Backend:
                 await proc.wait()
         if timed_out:
             stderr.write(f"\nexecution timed out after {self.limits.timeout_seconds:g} s\n".encode())
-            return self._result(stdout, stderr, TIMEOUT_EXIT_CODE, True, started)
+            return result(NAME, stdout, stderr, TIMEOUT_EXIT_CODE, True, started)
         exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-        return self._result(stdout, stderr, exit_code, False, started)
-
-    def _result(
-        self, stdout: CappedBuffer, stderr: CappedBuffer, exit_code: int, timed_out: bool, started: float
-    ) -> ExecutionResult:
-        return ExecutionResult(
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            exit_code=exit_code,
-            timed_out=timed_out,
-            truncated=stdout.truncated or stderr.truncated,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            sandbox=NAME,
-        )
+        return result(NAME, stdout, stderr, exit_code, False, started)
 
     async def close(self) -> None:
         """Nothing persists between executions."""

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pydantic_monty
 from pydantic_monty import Monty, MontyCrashedError, MontyError, MontySyntaxError
 
-from .output import CappedBuffer
+from .output import CappedBuffer, result
 from .types import TIMEOUT_EXIT_CODE, BackendReport, ExecutionResult, Layer, Limits
 
 NAME = "monty"
@@ -88,7 +88,7 @@ class Backend:
         stderr = CappedBuffer(self.limits.max_output_bytes)
         if language != "python":
             stderr.write(f"the monty sandbox runs Python only, not {language!r}\n".encode())
-            return self._result(stdout, stderr, 1, False, started)
+            return result(NAME, stdout, stderr, 1, False, started)
 
         streams = {"stdout": stdout, "stderr": stderr}
 
@@ -108,20 +108,7 @@ class Backend:
             exit_code = TIMEOUT_EXIT_CODE if timed_out else 1
             message = exc.display() if hasattr(exc, "display") else str(exc)
             stderr.write(f"{message}\n".encode("utf-8", "replace"))
-        return self._result(stdout, stderr, exit_code, timed_out, started)
-
-    def _result(
-        self, stdout: CappedBuffer, stderr: CappedBuffer, exit_code: int, timed_out: bool, started: float
-    ) -> ExecutionResult:
-        return ExecutionResult(
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            exit_code=exit_code,
-            timed_out=timed_out,
-            truncated=stdout.truncated or stderr.truncated,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            sandbox=NAME,
-        )
+        return result(NAME, stdout, stderr, exit_code, timed_out, started)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

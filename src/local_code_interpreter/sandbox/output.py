@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+from .types import ExecutionResult
+
 TRUNCATION_NOTE = "\n[... output truncated at {limit} bytes]"
 
 
@@ -34,3 +38,17 @@ class CappedBuffer:
             # A multi-byte character cut at the limit decodes to one U+FFFD; drop it.
             text = text.removesuffix("\ufffd") + TRUNCATION_NOTE.format(limit=self.limit)
         return text
+
+
+def result(sandbox: str, stdout: CappedBuffer, stderr: CappedBuffer, exit_code: int, timed_out: bool,
+           started: float) -> ExecutionResult:
+    """The result of one execution from its two capped streams; `started` is a `time.perf_counter()` value."""
+    return ExecutionResult(
+        stdout=stdout.text(),
+        stderr=stderr.text(),
+        exit_code=exit_code,
+        timed_out=timed_out,
+        truncated=stdout.truncated or stderr.truncated,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        sandbox=sandbox,
+    )

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import os
 import socket
-import struct
 import sys
 import time
 from dataclasses import asdict
