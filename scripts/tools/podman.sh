@@ -18,9 +18,13 @@ for bin in podman buildah runc debootstrap; do command -v "$bin" >/dev/null || n
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need[*]} and not root: install them with apt-get"; exit 0; fi
   log "installing ${need[*]}"
-  apt-get update -qq
   # With Debian's recommends: netavark, aardvark-dns and iptables publish ports (-p) for root containers.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap >/dev/null
+  # A failed install is not fatal here: tests/image then skips, naming what is missing.
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap \
+         >/dev/null; }; then
+    log "could not install ${need[*]} with apt-get: tests/image will skip"
+    exit 0
+  fi
 fi
 
 # podman run in this machine needs runc and cgroupfs (no systemd); pass them on the command line (see tests/image).

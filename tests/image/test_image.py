@@ -64,17 +64,15 @@ def _reporter(pytestconfig):
 @pytest.fixture(scope="module")
 def base_image() -> str:
     """The tools and the local Python base image (scripts/tools/podman.sh is idempotent and quick when cached)."""
-    missing = [tool for tool in ("podman", "buildah", "runc", "debootstrap") if shutil.which(tool) is None]
-    if missing and os.geteuid() != 0:
-        pytest.skip(f"{', '.join(missing)} not installed and not root to install them: run scripts/tools/podman.sh")
     start = time.monotonic()
     done = subprocess.run(["bash", str(ROOT / "scripts/tools/podman.sh")], capture_output=True, text=True,
                           timeout=900)
-    if done.returncode != 0:
-        pytest.fail(f"scripts/tools/podman.sh failed:\n{done.stdout}\n{done.stderr}")
     missing = [tool for tool in ("podman", "buildah", "runc", "debootstrap") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/tools/podman.sh could not install them)")
+        pytest.skip(f"{', '.join(missing)} not installed and scripts/tools/podman.sh could not install them: "
+                    f"{(done.stderr or done.stdout).strip()[-500:] or 'no output'}")
+    if done.returncode != 0:
+        pytest.fail(f"scripts/tools/podman.sh failed to make the base image:\n{done.stdout}\n{done.stderr}")
     name = os.environ.get("LCI_BASE_IMAGE", f"localhost/lci-python-base:{os.environ.get('LCI_BASE_SUITE', 'bookworm')}-v1")
     assert podman("image", "exists", name, check=False).returncode == 0, f"base image {name} missing after podman.sh"
     REPORT["base_image_seconds"] = round(time.monotonic() - start, 1)
