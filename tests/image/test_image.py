@@ -85,7 +85,7 @@ def image(base_image: str) -> str:
     """The project's real Dockerfile, built by scripts/image-build on the local base."""
     tag = f"localhost/local-code-interpreter:test-{uuid.uuid4().hex[:8]}"
     start = time.monotonic()
-    env = {**os.environ, "LCI_BASE_IMAGE": base_image}
+    env = {**os.environ, "LCI_BASE_IMAGE": base_image, "CONTAINER_ENGINE": "podman"}
     done = subprocess.run([str(ROOT / "scripts/image-build"), "--local-base", "-t", tag], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
