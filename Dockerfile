@@ -52,7 +52,7 @@ RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --target /opt/a
 FROM ${PYTHON_IMAGE} AS init
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tini >/dev/null \
- && cp /usr/bin/tini-static /tini \
+ && { cp /usr/bin/tini-static /tini || cp /usr/bin/tini /tini; } \
  && rm -rf /var/lib/apt/lists/*
 
 # ---------------------------------------------------------------------------------------------------------------
