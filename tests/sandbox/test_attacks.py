@@ -448,10 +448,7 @@ print("done")
     assert escaped(lab.attack(backend, code)) == []
 
 
-def test_user_namespace_is_refused(lab, backend, request):
-    known_gap(request, backend, {"subprocess": (
-        "unshare(CLONE_NEWUSER) succeeds: Landlock still confines the new namespace, but the code reaches the "
-        "kernel's user-namespace attack surface (a common local-privilege-escalation path); seccomp allows it")})
+def test_user_namespace_is_refused(lab, backend):
     code = """
 import ctypes
 if ctypes.CDLL(None).unshare(0x10000000) == 0:  # CLONE_NEWUSER
@@ -515,6 +512,36 @@ while True:
     result = lab.attack(backend, code, SHORT)
     assert result.exit_code != 0
     assert result.timed_out or "Memory" in result.stderr
+
+
+def test_memory_bomb_across_processes(lab, backend, request):
+    known_gap(request, backend, {"subprocess": (
+        "memory_mb is RLIMIT_AS per process: 6 forked children each hold 64 MiB at once (384 MiB) under "
+        "memory_mb=128, so one execution may use about max_processes x memory_mb (32 x 512 MiB by default)")})
+    code = """
+import os
+ready_r, ready_w = os.pipe()
+hold_r, hold_w = os.pipe()
+for _ in range(6):
+    if os.fork() == 0:
+        hog = bytearray(64 * 2**20)  # zero pages: touch them so they are resident
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        os.write(ready_w, b"+")
+        os.read(hold_r, 1)
+        os._exit(0)
+os.close(ready_w)
+held = 0
+while os.read(ready_r, 1):
+    held += 1
+    if held == 6:
+        break
+os.close(hold_w)
+print("held", held)
+if held * 64 > 128:
+    print("ESCAPED", held, "processes held 64 MiB each at once")
+"""
+    assert escaped(lab.attack(backend, code, replace(SHORT, memory_mb=128))) == []
 
 
 def test_infinite_loop_times_out(lab, backend):
