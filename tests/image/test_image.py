@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -240,3 +241,55 @@ def test_sigterm_stops_it_within_two_seconds(container: Container):
     assert elapsed < STOP_LIMIT, container.logs()
     assert exit_code != "137", "killed by SIGKILL, not stopped by SIGTERM"
     assert "Finished server process" in container.logs() or "shutdown" in container.logs().lower()
+
+
+def test_sigterm_with_an_execution_in_flight_stops_within_two_seconds(image: str):
+    """What a rolling update does: SIGTERM while the sandbox runs code. In-flight requests get 1 s, then go."""
+    name = f"lci-image-test-busy-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    podman("run", "-d", "--name", name, *ULIMITS, *HARDENED, "-e", f"DEVUI_AUTH_TOKEN={TOKEN}",
+           "-p", f"127.0.0.1:{port}:8090", image)
+    box = Container(name, port)
+    try:
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while True:
+            try:
+                if http(f"{box.url}/health", timeout=2)[0] == 200:
+                    break
+            except (OSError, urllib.error.URLError):
+                pass
+            assert time.monotonic() < deadline, box.logs()
+            time.sleep(0.1)
+        entity = json.loads(http(f"{box.url}/v1/entities", token=TOKEN)[1])["entities"][0]["id"]
+        request = {"model": entity, "input": "import time\ntime.sleep(30)\nprint('late')",
+                   "metadata": {"entity_id": entity}}
+        outcome: dict[str, object] = {}
+
+        def call():
+            try:
+                outcome["status"] = http(f"{box.url}/v1/responses", request, token=TOKEN, timeout=40)[0]
+            except Exception as error:  # the connection closes under it: that is the point
+                outcome["error"] = repr(error)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        # Wait until the sandbox runs it: a second fork-server process (the per-execution child) appears.
+        deadline = time.monotonic() + 20
+        while True:
+            top = podman("top", name, "args", check=False).stdout
+            if top.count("local_code_interpreter.sandbox.forkserver") >= 2:
+                break
+            assert time.monotonic() < deadline, (top, box.logs())
+            time.sleep(0.1)
+        start = time.monotonic()
+        podman("kill", "--signal", "TERM", name)
+        exit_code = podman("wait", name, timeout=30).stdout.strip()
+        elapsed = time.monotonic() - start
+        REPORT["sigterm_stop_in_flight_seconds"] = round(elapsed, 2)
+        say(f"SIGTERM with an execution in flight to stopped: {elapsed:.2f} s (exit code {exit_code})")
+        caller.join(timeout=10)
+        assert elapsed < STOP_LIMIT, box.logs()
+        assert exit_code != "137", "killed by SIGKILL, not stopped by SIGTERM"
+        assert outcome.get("status") != 200 or "late" not in str(outcome), outcome
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
