@@ -514,11 +514,11 @@ while True:
     assert result.timed_out or "Memory" in result.stderr
 
 
-def test_memory_bomb_across_processes(lab, backend, request):
-    known_gap(request, backend, {"subprocess": (
-        "memory_mb is RLIMIT_AS per process: 6 forked children each hold 64 MiB at once (384 MiB) under "
-        "memory_mb=128, so one execution may use about max_processes x memory_mb (32 x 512 MiB by default)")})
+def test_memory_bomb_across_processes(lab, backend):
+    """RLIMIT_AS bounds each process; the per-execution quota bounds them together (held for a second here:
+    it is checked every 0.1 s, so only a burst shorter than that can pass)."""
     code = """
+import time
 import os
 ready_r, ready_w = os.pipe()
 hold_r, hold_w = os.pipe()
@@ -536,6 +536,7 @@ while os.read(ready_r, 1):
     held += 1
     if held == 6:
         break
+time.sleep(1)
 os.close(hold_w)
 print("held", held)
 if held * 64 > 128:

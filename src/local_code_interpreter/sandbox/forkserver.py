@@ -70,7 +70,7 @@ class _Job:
     exit_code: int | None = None
     timed_out: bool = False
     flooded: bool = False
-    over_scratch: bool = False
+    over_quota: str = ""  # what it outgrew: "scratch" or "memory"
     exited_at: float | None = None
     checked_at: float = 0.0
 
@@ -120,7 +120,7 @@ class ForkServer:
             else:
                 self._read_stream(*key.data)
         self._enforce_deadlines()
-        self._enforce_scratch_quota()
+        self._enforce_quotas()
         self._finish_ready()
         if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
             self._sweep_orphans()
@@ -128,8 +128,8 @@ class ForkServer:
 
     def _next_timeout(self) -> float | None:
         moments = [job.started + job.limits.timeout_seconds for job in self.jobs.values() if job.exit_code is None]
-        moments += [max(job.started, job.checked_at) + isolation.SCRATCH_CHECK_SECONDS
-                    for job in self.jobs.values() if job.exit_code is None and not job.over_scratch]
+        moments += [max(job.started, job.checked_at) + isolation.QUOTA_CHECK_SECONDS
+                    for job in self.jobs.values() if job.exit_code is None and not job.over_quota]
         moments += [job.exited_at + 0.5 for job in self.jobs.values() if job.exited_at is not None]
         if self.sweep_at is not None:
             moments.append(self.sweep_at)
@@ -232,16 +232,21 @@ class ForkServer:
                 job.timed_out = True
                 self._kill(job)
 
-    def _enforce_scratch_quota(self) -> None:
+    def _enforce_quotas(self) -> None:
+        """What rlimits cannot bound per execution: its scratch tree, and memory summed over its processes."""
         now = time.monotonic()
-        for job in self.jobs.values():
-            due = max(job.started, job.checked_at) + isolation.SCRATCH_CHECK_SECONDS
-            if job.exit_code is not None or job.over_scratch or now < due:
-                continue
+        due = [job for job in self.jobs.values() if job.exit_code is None and not job.over_quota
+               and now >= max(job.started, job.checked_at) + isolation.QUOTA_CHECK_SECONDS]
+        for job in due:
             job.checked_at = now
             if isolation.scratch_overflows(job.scratch, job.limits.scratch_mb * 1024 * 1024):
-                job.over_scratch = True
+                job.over_quota = "scratch"
+            elif _memory_of_tree(job.pid) > job.limits.memory_mb * 1024 * 1024:
+                job.over_quota = "memory"
+            if job.over_quota:
                 self._kill(job)
+        if due:
+            self._sweep_orphans()  # escapees of long runs die now, not when their execution ends
 
     def _kill(self, job: _Job) -> None:
         try:
@@ -291,10 +296,13 @@ class ForkServer:
         elif job.flooded:
             result["exit_code"] = 1
             result["stderr"] += "\n[killed: output flood]\n"
-        elif job.over_scratch:
+        elif job.over_quota == "scratch":
             result["exit_code"] = 1
             result["stderr"] += (f"\n[killed: the scratch directory grew past {job.limits.scratch_mb} MiB "
                                  f"or {isolation.SCRATCH_ENTRIES} entries]\n")
+        elif job.over_quota == "memory":
+            result["exit_code"] = 1
+            result["stderr"] += f"\n[killed: its processes used more than {job.limits.memory_mb} MiB in all]\n"
         else:
             result["exit_code"] = _shell_style(job.exit_code)
         return result
@@ -350,13 +358,35 @@ def _shell_style(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _children() -> list[int]:
-    me = os.getpid()
+def _children(pid: int | None = None) -> list[int]:
+    """Direct children of a process (all its threads'), from /proc."""
+    pid = pid or os.getpid()
+    found: list[int] = []
     try:
-        with open(f"/proc/{me}/task/{me}/children") as f:
-            return [int(p) for p in f.read().split()]
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
     except OSError:
-        return []
+        pass
+    return found
+
+
+def _memory_of_tree(root: int) -> int:
+    """Proportional resident memory (PSS, so pages shared after fork count once) of a process and its
+    descendants, in bytes."""
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+        pending += _children(pid)
+    return total
 
 
 def _session_of(pid: int) -> int | None:

@@ -13,7 +13,7 @@ from .types import Layer, Limits
 
 NOBODY = 65534
 SCRATCH_ENTRIES = 10000
-SCRATCH_CHECK_SECONDS = 0.1
+QUOTA_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -142,8 +142,8 @@ def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
         Layer("unprivileged user", True, _user_detail(root)),
         Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
               f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
-        Layer("scratch quota", True, f"{limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries in all, checked every "
-              f"{SCRATCH_CHECK_SECONDS:g} s; the execution is killed past it"),
+        Layer("quotas", True, f"scratch {limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries, memory {limits.memory_mb} "
+              f"MiB over all its processes; checked every {QUOTA_CHECK_SECONDS:g} s, the execution is killed past them"),
         Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
         Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
               "allowed), io_uring and new namespaces denied" if filtered else "cannot install a filter on this platform"),
