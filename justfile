@@ -14,6 +14,7 @@ CONTAINER_ENGINE := env("CONTAINER_ENGINE", "docker")
 IMAGE_REGISTRY := env("IMAGE_REGISTRY", "")
 IMAGE_NAME := "local-code-interpreter"
 IMAGE_TAG := env("IMAGE_TAG", `git rev-parse --short HEAD 2>/dev/null || echo dev`)
+REVISION := `git rev-parse HEAD 2>/dev/null || echo unknown`
 WITH_HYPERLIGHT := env("WITH_HYPERLIGHT", "false")
 IMAGE := if IMAGE_REGISTRY == "" { IMAGE_NAME + ":" + IMAGE_TAG } else { IMAGE_REGISTRY + "/" + IMAGE_NAME + ":" + IMAGE_TAG }
 
@@ -49,7 +50,7 @@ require NAME VALUE:
 
 # Build the image (WITH_HYPERLIGHT=true adds the Hyperlight sandbox, which prod's pods use).
 docker-build:
-    {{ RUN }} {{ CONTAINER_ENGINE }} build --build-arg WITH_HYPERLIGHT={{ WITH_HYPERLIGHT }} --tag {{ IMAGE }} .
+    {{ RUN }} {{ CONTAINER_ENGINE }} build --build-arg WITH_HYPERLIGHT={{ WITH_HYPERLIGHT }} --build-arg VERSION={{ IMAGE_TAG }} --build-arg REVISION={{ REVISION }} --tag {{ IMAGE }} .
 
 # Push the image to IMAGE_REGISTRY (log in first, e.g. `az acr login --name <registry>`).
 docker-push: (require "IMAGE_REGISTRY" IMAGE_REGISTRY)

@@ -1,5 +1,7 @@
 """The justfile's recipes in DRY_RUN mode: the exact commands they would run, and their refusals."""
 
+import subprocess
+
 import pytest
 
 from conftest import ROOT, run, tool
@@ -91,10 +93,14 @@ def test_port_forward_and_auth_secret():
     ]
 
 
+REVISION = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
 def test_container_recipes_use_the_engine_registry_and_tag():
     env = {"CONTAINER_ENGINE": "podman", "IMAGE_REGISTRY": "registry.example", "IMAGE_TAG": "1.2.3"}
     assert commands("docker-build", "docker-push", "docker-run", env=env) == [
-        "podman build --build-arg WITH_HYPERLIGHT=false --tag registry.example/local-code-interpreter:1.2.3 .",
+        "podman build --build-arg WITH_HYPERLIGHT=false --build-arg VERSION=1.2.3"
+        f" --build-arg REVISION={REVISION} --tag registry.example/local-code-interpreter:1.2.3 .",
         "podman push registry.example/local-code-interpreter:1.2.3",
         "podman run --rm --read-only --user 65534:65534 --cap-drop ALL --security-opt no-new-privileges"
         " --tmpfs /tmp --publish 127.0.0.1:8090:8090 --env DEVUI_AUTH_TOKEN"
