@@ -8,7 +8,7 @@ source "$(dirname "$0")/../lib.sh"
 K8S_VERSION=v1.37.2
 K8S_STAGING_VERSION="v0.${K8S_VERSION#v1.}"   # k8s.io/api etc. are published as v0.MINOR.PATCH
 ETCD_VERSION=v3.6.16
-FLUX_SOURCE_VERSION=v1.9.6                     # newer Flux controllers need Go 1.27
+FLUX_SOURCE_VERSION=v1.9.0                     # v1.9.2+ need a fluxcd/pkg/artifact the module proxy refuses; v1.10 needs Go 1.27
 FLUX_KUSTOMIZE_VERSION=v1.9.6
 KWOK_VERSION=v0.8.0
 

@@ -196,3 +196,18 @@ class ControlPlane:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+if __name__ == "__main__":
+    # Manual use: start the control plane, print how to reach it, stop it on Ctrl-C.
+    import sys
+    import tempfile
+
+    if missing_tools():
+        sys.exit("missing (run: bash scripts/tools/controlplane.sh): " + ", ".join(missing_tools()))
+    with tempfile.TemporaryDirectory(prefix="lci-controlplane-") as directory, ControlPlane(Path(directory)) as plane:
+        print(f"export KUBECONFIG={plane.kubeconfig}   # logs: {plane.logs}; Ctrl-C stops everything", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
