@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane that tests/e2e runs on loopback: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kwok, and the Flux source- and kustomize-controller, from their Go modules at pinned versions,
-# into $LCI_TOOLS/bin; the Flux CRDs into $LCI_TOOLS/flux-crds. A binary whose version stamp matches is kept,
+# into $LCI_TOOLS/bin; the Flux CRDs into $LCI_TOOLS/flux-crds, kwok's stages into $LCI_TOOLS/kwok-stages.yaml. A binary whose version stamp matches is kept,
 # so a cached run takes seconds. Log of a build: $LCI_TOOLS/logs/NAME.log.
 source "$(dirname "$0")/../lib.sh"
 
@@ -98,6 +98,15 @@ install_flux_crds() {
   echo "installed flux CRDs: $(ls "$dir" | tr '\n' ' ')"
 }
 
+# kwok's "fast" stages (nodes Ready with lease heartbeats, pods Ready at once), rendered from its module.
+install_kwok_stages() {
+  local file="$LCI_TOOLS/kwok-stages.yaml" stamp="kwok $KWOK_VERSION"
+  [ "$(cat "$STAMPS/kwok-stages" 2>/dev/null)" = "$stamp" ] && { echo "cached: kwok stages"; return; }
+  kubectl kustomize "$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | jq -r .Dir)/kustomize/stage/fast" >"$file"
+  echo "$stamp" >"$STAMPS/kwok-stages"
+  echo "installed kwok stages: $file"
+}
+
 started=$SECONDS
 build_etcd
 K8S_VERSION_FLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
@@ -111,4 +120,5 @@ build github.com/fluxcd/kustomize-controller "$FLUX_KUSTOMIZE_VERSION" \
   kustomize-controller=github.com/fluxcd/kustomize-controller
 build sigs.k8s.io/kwok "$KWOK_VERSION" kwok=sigs.k8s.io/kwok/cmd/kwok
 install_flux_crds
+install_kwok_stages
 echo "control plane tools ready in $((SECONDS - started))s under $BIN"

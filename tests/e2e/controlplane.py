@@ -20,6 +20,7 @@ from pki import make_pki
 TOOLS = Path(os.environ.get("LCI_TOOLS") or Path.home() / ".cache" / "local-code-interpreter")
 BIN = TOOLS / "bin"
 FLUX_CRDS = TOOLS / "flux-crds"
+KWOK_STAGES = TOOLS / "kwok-stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
             "source-controller", "kustomize-controller")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -32,6 +33,8 @@ def missing_tools() -> list[str]:
     missing = [str(BIN / name) for name in BINARIES if not os.access(BIN / name, os.X_OK)]
     if not list(FLUX_CRDS.glob("*.yaml")):
         missing.append(f"{FLUX_CRDS}/*.yaml")
+    if not KWOK_STAGES.exists():
+        missing.append(str(KWOK_STAGES))
     if not _which("kubectl"):
         missing.append("kubectl on PATH")
     return missing
@@ -47,6 +50,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ProcessExited(RuntimeError):
+    """A control plane process ended while it should be serving."""
+
+
 def wait_until(check, timeout: float, what: str, interval: float = 0.5):
     """Call check() until it returns something truthy; fail after timeout seconds, naming what was awaited."""
     deadline, last_error = time.monotonic() + timeout, None
@@ -55,6 +62,8 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.5):
             result = check()
             if result:
                 return result
+        except ProcessExited:
+            raise
         except Exception as error:  # noqa: BLE001 - the last error is reported on time-out
             last_error = error
         time.sleep(interval)
@@ -90,13 +99,15 @@ class ControlPlane:
                     "--secure-port=0", f"--service-account-private-key-file={pki['service-account.key']}",
                     f"--root-ca-file={pki['ca.crt']}", "--use-service-account-credentials=false")
         self._start("kube-scheduler", "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0")
-        self._start("kwok", "--manage-all-nodes=false",
+        self._start("kwok", f"--config={KWOK_STAGES}",
                     f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                    f"--server-address=127.0.0.1:{free_port()}", "--node-ip=127.0.0.1")
+                    f"--server-address=127.0.0.1:{free_port()}", "--node-ip=127.0.0.1",
+                    "--node-lease-duration-seconds=40")  # the heartbeat: without it nodes go NotReady
         self.kubectl("apply", "--server-side", "-f", str(FLUX_CRDS))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         self.kubectl("create", "namespace", "flux-system")
         self._start_flux()
+        self._assert_running()
 
     def stop(self) -> None:
         """Stop every process, the last started first; each gets STOP_TIMEOUT seconds before it is killed."""
@@ -119,6 +130,21 @@ class ControlPlane:
         log.close()
         self._processes.append((name, process))
 
+    def _assert_running(self, *names: str) -> None:
+        for name, alive in self.running().items():
+            if not alive and (name in names or not names):
+                raise ProcessExited(f"{name} exited:\n{self.log_tail(name)}")
+
+    def _wait_ready(self, name: str, check) -> None:
+        """Wait until check() passes; fail at once, with its log, if the process name has exited."""
+        def ready():
+            self._assert_running(name)
+            return check()
+        try:
+            wait_until(ready, START_TIMEOUT, f"{name} ready")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.log_tail(name)}") from None
+
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
         self._start("etcd", "--name=e2e", f"--data-dir={self.workdir / 'etcd'}",
@@ -129,8 +155,8 @@ class ControlPlane:
                     f"--initial-cluster=e2e=http://127.0.0.1:{peer}",
                     "--unsafe-no-fsync", "--log-level=warn", kubeconfig=False)
         self.etcd_url = f"http://127.0.0.1:{client}"
-        wait_until(lambda: json.load(urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2))["health"]
-                   == "true", START_TIMEOUT, "etcd healthy")
+        self._wait_ready("etcd", lambda: json.load(urllib.request.urlopen(f"{self.etcd_url}/health", timeout=2))
+                         ["health"] == "true")
 
     def _start_apiserver(self, pki: dict[str, Path]) -> None:
         port = free_port()
@@ -149,8 +175,8 @@ class ControlPlane:
         self._write_kubeconfig(pki["ca.crt"])
         context = ssl.create_default_context(cafile=str(pki["ca.crt"]))
         request = urllib.request.Request(f"{self.server}/readyz", headers={"Authorization": f"Bearer {self._token}"})
-        wait_until(lambda: urllib.request.urlopen(request, context=context, timeout=5).read() == b"ok",
-                   START_TIMEOUT, "kube-apiserver /readyz")
+        self._wait_ready("kube-apiserver",
+                         lambda: urllib.request.urlopen(request, context=context, timeout=5).read() == b"ok")
 
     def _write_kubeconfig(self, ca: Path) -> None:
         self.kubeconfig.write_text(json.dumps({
@@ -163,6 +189,7 @@ class ControlPlane:
     def _start_flux(self) -> None:
         env = {"KUBECONFIG": str(self.kubeconfig), "RUNTIME_NAMESPACE": "flux-system"}
         storage = free_port()
+        (self.workdir / "artifacts").mkdir()
         health = {"source-controller": free_port(), "kustomize-controller": free_port()}
         self._start("source-controller", f"--storage-path={self.workdir / 'artifacts'}",
                     f"--storage-addr=127.0.0.1:{storage}", f"--storage-adv-addr=127.0.0.1:{storage}",
@@ -173,8 +200,8 @@ class ControlPlane:
                     f"--health-addr=127.0.0.1:{health['kustomize-controller']}",
                     "--enable-leader-election=false", "--requeue-dependency=5s", env=env, kubeconfig=False)
         for name, port in health.items():
-            wait_until(lambda port=port: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                       .status == 200, START_TIMEOUT, f"{name} ready")
+            self._wait_ready(name, lambda port=port: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz",
+                                                                            timeout=2).status == 200)
 
     # -- clients -----------------------------------------------------------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
