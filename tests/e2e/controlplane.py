@@ -214,7 +214,7 @@ class ControlPlane:
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
         """The live object as a dict, or None when it does not exist."""
         scope = ["--namespace", namespace] if namespace else []
-        result = self.kubectl("get", kind, name, *scope, "--output=json", "--ignore-not-found", check=True)
+        result = self.kubectl("get", kind, name, *scope, "--output=json", "--ignore-not-found")
         return json.loads(result.stdout) if result.stdout.strip() else None
 
     def running(self) -> dict[str, bool]:
