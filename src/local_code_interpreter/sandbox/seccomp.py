@@ -66,12 +66,13 @@ def _program() -> bytes:
 
 
 _PROGRAM = _program() if supported() else b""
+# Built once in the warm parent, so a forked child only makes the system call.
+_BUFFER = ctypes.create_string_buffer(_PROGRAM, len(_PROGRAM))
+_FPROG = _Filter(len(_PROGRAM) // 8, ctypes.cast(_BUFFER, ctypes.c_void_p))
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def forbid_sockets() -> None:
     """Install the filter on this thread's process for good; needs no_new_privs set first."""
-    buffer = ctypes.create_string_buffer(_PROGRAM, len(_PROGRAM))
-    program = _Filter(len(_PROGRAM) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0) != 0:
+    if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(_FPROG), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
