@@ -7,7 +7,6 @@ timeout, reaps, kills whatever a finished execution left behind, and removes its
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import os
@@ -22,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from . import isolation, landlock
+from .libc import LIBC
 from .output import CappedBuffer
 from .types import TIMEOUT_EXIT_CODE, Limits
 
@@ -414,9 +414,8 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop: it closes the socket
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ...or terminates us: clean up all the same
-    libc = ctypes.CDLL(None)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # never outlive the server
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # never outlive the server
+    LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     for module in _WARM_MODULES:
         __import__(module)
     gc.freeze()  # keep the warm heap shared between forks

@@ -9,13 +9,13 @@ import sys
 import sysconfig
 
 from . import landlock, seccomp
+from .libc import LIBC
 from .types import Layer, Limits
 
 NOBODY = 65534
 SCRATCH_ENTRIES = 10000
 QUOTA_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # The only environment the code ever sees: fixed, with nothing from the server.
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
@@ -56,7 +56,7 @@ def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, 
     _set_limits((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1),
                 (resource.RLIMIT_NPROC, process_budget), (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
                 (resource.RLIMIT_CORE, 0))
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if seccomp.supported():
         seccomp.forbid_sockets()
@@ -101,7 +101,7 @@ def seccomp_works() -> bool:
     pid = os.fork()
     if pid == 0:
         try:
-            _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             seccomp.forbid_sockets()
             os._exit(0)
         except BaseException:

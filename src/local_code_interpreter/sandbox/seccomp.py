@@ -14,6 +14,8 @@ import errno
 import platform
 import struct
 
+from .libc import LIBC
+
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _LD_ABS_W, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -69,10 +71,9 @@ _PROGRAM = _program() if supported() else b""
 # Built once in the warm parent, so a forked child only makes the system call.
 _BUFFER = ctypes.create_string_buffer(_PROGRAM, len(_PROGRAM))
 _FPROG = _Filter(len(_PROGRAM) // 8, ctypes.cast(_BUFFER, ctypes.c_void_p))
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def forbid_sockets() -> None:
     """Install the filter on this thread's process for good; needs no_new_privs set first."""
-    if _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(_FPROG), 0, 0) != 0:
+    if LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(_FPROG), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
