@@ -9,10 +9,16 @@ from .types import (
     TIMEOUT_EXIT_CODE,
     BackendReport,
     ExecutionResult,
+    FileInfo,
+    Image,
+    InvalidFileName,
     Layer,
     Limits,
+    QuotaExceeded,
     Sandbox,
+    SandboxBusy,
     SandboxUnavailable,
+    Session,
 )
 
 # name -> module that defines `Backend` (the Sandbox class) and `report(limits)`.
@@ -47,10 +53,16 @@ __all__ = [
     "TIMEOUT_EXIT_CODE",
     "BackendReport",
     "ExecutionResult",
+    "FileInfo",
+    "Image",
+    "InvalidFileName",
     "Layer",
     "Limits",
+    "QuotaExceeded",
     "Sandbox",
+    "SandboxBusy",
     "SandboxUnavailable",
+    "Session",
     "create_sandbox",
     "report_all",
 ]
