@@ -15,10 +15,18 @@ from contextlib import contextmanager
 @contextmanager
 def kernel():
     """A started kernel and a ready blocking client; both shut down afterwards."""
-    from jupyter_client.manager import start_new_kernel
+    import tempfile
 
-    manager, client = start_new_kernel(kernel_name="python3", transport="ipc",
-                                       extra_arguments=["--HistoryManager.enabled=False"])
+    from jupyter_client.manager import KernelManager
+
+    # IPC transport (Unix sockets), as a local notebook server could use; TCP would only add latency and warnings.
+    manager = KernelManager(kernel_name="python3", transport="ipc",
+                            connection_file=tempfile.mktemp(prefix="lci-bench-kernel-", suffix=".json"))
+    manager.ip = manager.connection_file.removesuffix(".json")
+    manager.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+    client = manager.client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
     try:
         yield client
     finally:
