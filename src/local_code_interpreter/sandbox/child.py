@@ -285,7 +285,7 @@ def _own_streams() -> None:
             os.fstat(fd)
         except OSError:
             continue
-        stream = io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+        stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True)
         setattr(sys, name, stream)
 
