@@ -229,6 +229,7 @@ def test_sigint_interrupts_the_running_cell_and_the_session_survives(child):
     assert sent and out == "started\n"
     assert frame["exit_code"] == 130 and frame["error"].startswith("KeyboardInterrupt")
     assert err.rstrip().endswith("KeyboardInterrupt") and "<module>" in err
+    assert "child.py" not in err and "_on_sigint" not in err  # our handler's frame is not the code's business
     assert child.run("survivor")[0]["value"] == "'alive'"
 
 

@@ -239,7 +239,10 @@ def _print_traceback(exception: BaseException, filename: str) -> None:
     if isinstance(exception, SyntaxError):
         tb = None
     try:
-        traceback.print_exception(type(exception), exception, tb)
+        report = traceback.TracebackException(type(exception), exception, tb, compact=True)
+        # ...and not our SIGINT handler's frame at the end either
+        report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename != _THIS_FILE])
+        sys.stderr.write("".join(report.format()))
     except Exception:  # a hostile exception (its __str__ raises) still gets a line
         print(f"{type(exception).__name__} (its message could not be shown)", file=sys.stderr)
 
