@@ -361,6 +361,25 @@ def test_a_locked_directory_hides_nothing_from_a_non_root_server(locked):
     assert stat.S_IMODE(os.stat(locked).st_mode) & 0o700 == 0o700  # the owner's rights are back
 
 
+def test_a_directory_locked_after_it_was_opened_hides_nothing_from_a_non_root_server(locked):
+    """The supervisor holds the session directory open; the code locks it afterwards."""
+    def operations():
+        os.chmod(str(locked), 0o700)
+        fd = os.open(str(locked), os.O_RDONLY | os.O_DIRECTORY)
+        os.chmod(str(locked), 0o000)  # what `os.chmod('.', 0)` in a cell does
+        listed = [f.name for f in files.listing(fd)]
+        os.chmod(str(locked), 0o000)
+        files.write(fd, "new.txt", b"new")
+        os.chmod(str(locked), 0o000)
+        content = files.read(fd, "top.txt")
+        os.chmod(str(locked), 0o000)
+        files.delete(fd, "new.txt")
+        os.chmod(str(locked), 0o000)
+        return listed, content, files.usage(fd) > 0
+
+    assert _as_nobody(operations, locked) == repr((["sub/inner/hidden.txt", "top.txt"], b"top", True))
+
+
 def test_a_locked_directory_does_not_stop_root(locked):
     assert [f.name for f in files.listing(locked)] == ["sub/inner/hidden.txt", "top.txt"]
     assert files.read(locked, "sub/inner/hidden.txt") == b"hidden"
