@@ -292,7 +292,7 @@ def test_all_output_is_in_the_pipes_before_the_result_frame(child):
             "sys.stdout.write('no newline at the end')\n"             # still in the text buffer
             "os.write(1, b'|raw fd write')\n"
             "subprocess.run(['echo', '|from a subprocess'], check=True)\n"
-            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # in C's stdio buffer (a pipe: not line buffered)
+            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # C stdio buffers it: a pipe is not a tty
             "print('to stderr', file=sys.stderr, end='')")
     frame, out, err = child.run(code)
     assert frame["exit_code"] == 0

@@ -167,8 +167,8 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot(_workdir)),
-            "error": error}
+    files = changed_files(before, snapshot(_workdir))
+    return {"exit_code": exit_code, "value": value, "images": images, "files": files, "error": error}
 
 
 def _execute(code: str, namespace: dict, filename: str) -> str | None:
