@@ -493,5 +493,67 @@ def test_uploads_cannot_escape_the_session_directory(mode):
     assert seen["outside"] == [] and seen["passwd_intact"]
 
 
+# Forged result frames: the code owns its process, so it can write to the results pipe itself -------------------
+FORGE = r'''
+import os, struct
+body = BODY
+os.write(4, struct.pack("!I", HEADER_SIZE) + body)
+import time
+time.sleep(0.3)
+'''
+FORGERIES = {
+    "exit code not a number": b'{"exit_code": "abc"}',
+    "images not a list": b'{"exit_code": 0, "images": 5}',
+    "files not a list": b'{"exit_code": 0, "files": 5}',
+    "a huge value": b'{"exit_code": 0, "value": "' + b"v" * 10**7 + b'"}',
+    "files outside the directory": b'{"exit_code": 0, "files": [{"name": "../../etc/passwd", "size": "x", '
+                                   b'"modified": null}]}',
+    "a frame larger than allowed": None,  # a header announcing 1 GiB
+}
+
+
+async def forge(backend) -> dict:
+    observed = {}
+    for label, body in FORGERIES.items():
+        session = await backend.open_session()
+        try:
+            header = len(body) if body is not None else 2**30
+            code = FORGE.replace("BODY", repr(body or b"")).replace("HEADER_SIZE", str(header))
+            try:
+                result = await session.run(code)
+                observed[label] = {"exit_code": result.exit_code, "value_length": len(result.value or ""),
+                                   "files": [[f.name, f.size] for f in result.files], "images": len(result.images),
+                                   "alive": session.alive, "notice": result.notice}
+            except Exception as error:  # noqa: BLE001 - what the server's request handler would get
+                observed[label] = {"raised": f"{type(error).__name__}: {error}"}
+        finally:
+            await session.close()
+    return observed
+
+
+@pytest.fixture(scope="module")
+def forged():
+    return asyncio.run(_in_backend(forge))
+
+
+FINDING = "finding against sandbox-core: result_fields() trusts the result frame's types and sizes"
+
+
+@pytest.mark.parametrize("label", [
+    pytest.param(label, marks=[] if label == "a frame larger than allowed" else pytest.mark.xfail(
+        strict=True, reason=FINDING)) for label in FORGERIES])
+def test_a_forged_result_frame_cannot_break_the_server(forged, label):
+    """Whatever the code writes on its results pipe, the server returns a sane result (or ends the session)."""
+    outcome = forged[label]
+    assert "raised" not in outcome, outcome  # an exception here would fail the HTTP request (500)
+    assert isinstance(outcome["exit_code"], int) and 0 <= outcome["exit_code"] <= 255
+    assert outcome["value_length"] <= LIMITS.max_output_bytes, outcome  # bounded like stdout
+    for name, size in outcome["files"]:
+        session_files.check_name(name)
+        assert isinstance(size, int), outcome
+    if label == "a frame larger than allowed":
+        assert not outcome["alive"] and "protocol" in outcome["notice"], outcome
+
+
 SCENARIOS = {"reach_others": reach_others, "keep_alive": keep_alive, "pass_the_quota": pass_the_quota,
              "accumulate": accumulate, "escape_by_upload": escape_by_upload}
