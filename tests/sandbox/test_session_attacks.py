@@ -255,7 +255,7 @@ async def keep_alive(backend) -> dict:
         session = await backend.open_session()
         spawned = await session.run(SPAWN.replace("TOKEN", repr(token)))
         pid, directory = session.child.pid, session.directory
-        await _eventually(lambda: len(_processes_with(token)) >= 3)  # exec'd: their command lines hold the token
+        await _eventually(lambda: len(_processes_with(token)) >= 3, 3)  # exec'd: their command lines hold the token
         running = _processes_with(token)
         if ending == "crash":
             crash = await session.run("import os\nos._exit(9)")
@@ -273,7 +273,9 @@ def test_nothing_of_a_session_outlives_it(mode):
     for ending in ("close", "crash"):
         step = seen[ending]
         assert step["spawned"] == "spawned\n", step
-        assert step["running_before"] == 3, step  # the daemon, the background sleep and the stubborn child
+        # The daemon, the background sleep and the stubborn child were running; without namespaces the two that
+        # left the child's session may already have been killed by the template's sweep (which is stronger).
+        assert step["running_before"] == 3 if seen["namespaces"] else step["running_before"] >= 1, step
         assert step["gone"] and step["left"] == [], step
         assert not step["directory_left"], step
     assert "state was lost" in seen["crash_notice"]
