@@ -157,6 +157,29 @@ def test_huge_value_is_capped(child):
     assert value.startswith("'xxx") and len(value) < VALUE_LIMIT + 100 and "more characters" in value
 
 
+def test_huge_containers_are_shortened_before_their_repr_is_built(child):
+    value = child.run("list(range(10**6))")[0]["value"]
+    assert value.startswith("[0, 1, 2,") and value.endswith("999, ...]  [1000000 items]")
+    value = child.run("b'\\0' * 10**7")[0]["value"]
+    assert value.startswith("b'\\x00") and value.endswith(f"[{10**7 - 20000} more bytes]")
+
+
+def test_old_cell_sources_are_forgotten_past_a_total(monkeypatch):
+    import linecache
+
+    from local_code_interpreter.sandbox import child as module
+
+    monkeypatch.setattr(module, "SOURCE_LIMIT", 1000)
+    monkeypatch.setattr(module, "_sources", {})
+    for index in range(10):
+        module._remember_source(f"<test cell {index}>", "x = 1\n" * 50)  # 300 characters each
+    kept = [name for name in linecache.cache if name.startswith("<test cell")]
+    assert kept == ["<test cell 7>", "<test cell 8>", "<test cell 9>"]
+    assert linecache.getline("<test cell 9>", 2) == "x = 1\n"
+    for name in kept:
+        linecache.cache.pop(name)
+
+
 def test_main_namespace_is_a_real_module(child):
     """Pickle and dataclasses look classes up in sys.modules['__main__']: cells' definitions must be there."""
     code = ("import dataclasses, pickle, sys\n@dataclasses.dataclass\nclass Point:\n    x: 'int'\n"
@@ -229,6 +252,7 @@ def test_sigint_interrupts_the_running_cell_and_the_session_survives(child):
     assert sent and out == "started\n"
     assert frame["exit_code"] == 130 and frame["error"].startswith("KeyboardInterrupt")
     assert err.rstrip().endswith("KeyboardInterrupt") and "<module>" in err
+    assert "child.py" not in err and "_on_sigint" not in err  # our handler's frame is not the code's business
     assert child.run("survivor")[0]["value"] == "'alive'"
 
 
@@ -268,7 +292,7 @@ def test_all_output_is_in_the_pipes_before_the_result_frame(child):
             "sys.stdout.write('no newline at the end')\n"             # still in the text buffer
             "os.write(1, b'|raw fd write')\n"
             "subprocess.run(['echo', '|from a subprocess'], check=True)\n"
-            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # in C's stdio buffer (a pipe: not line buffered)
+            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # C stdio buffers it: a pipe is not a tty
             "print('to stderr', file=sys.stderr, end='')")
     frame, out, err = child.run(code)
     assert frame["exit_code"] == 0
@@ -355,6 +379,19 @@ def test_files_changed_between_cells_are_not_the_cells(child):
     assert child.run("open('uploaded.txt').read()")[0]["files"] == []
 
 
+def test_files_are_found_in_the_session_directory_after_a_chdir(child):
+    frame, _, _ = child.run("import os, tempfile\nhome = os.getcwd()\nos.chdir(tempfile.gettempdir())\n"
+                            "os.chdir(home)\nos.mkdir('elsewhere')\nos.chdir('elsewhere')\n"
+                            "open('made-after-chdir.txt', 'w').write('x')")
+    assert [f["name"] for f in frame["files"]] == ["elsewhere/made-after-chdir.txt"]
+    assert child.run("os.chdir(home)")[0]["files"] == []
+
+
+def test_display_prints_like_a_notebook(child):
+    frame, out, _ = child.run("display({'a': 1}, 'text')")
+    assert (frame["exit_code"], out) == (0, "{'a': 1}\ntext\n")
+
+
 def test_links_and_deleted_files_are_not_reported(child):
     frame, _, _ = child.run("import os\nopen('gone.txt', 'w').close()\nos.remove('gone.txt')\n"
                             "os.symlink('/etc/passwd', 'link')")
@@ -362,14 +399,17 @@ def test_links_and_deleted_files_are_not_reported(child):
 
 
 # The template's preparation ------------------------------------------------------------------------------
-def test_prepare_warms_and_stays_single_threaded(tmp_path):
+@pytest.mark.parametrize("given_by", ["argument", "environment"])
+def test_prepare_warms_and_stays_single_threaded(tmp_path, given_by):
+    argument = repr(str(tmp_path)) if given_by == "argument" else ""
+    environment = {"MPLCONFIGDIR": str(tmp_path)} if given_by == "environment" else {}
     code = ("import os, sys, threading\nfrom local_code_interpreter.sandbox import child\n"
-            f"missing = child.prepare({str(tmp_path)!r})\n"
+            f"missing = child.prepare({argument})\n"
             "print(missing, threading.active_count(), len(os.listdir('/proc/self/task')), "
             "'numpy' in sys.modules, 'pandas' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])\n"
             "import matplotlib\nprint(matplotlib.get_backend(), matplotlib.get_cachedir())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE,
-                            env=TEMPLATE_ENV)
+                            env={**TEMPLATE_ENV, **environment})
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert first == "[] 1 1 True True 1"

@@ -52,18 +52,20 @@ MAX_REPORTED_FILES = 1000
 _HEADER = struct.Struct("!I")
 _THIS_FILE = __file__
 _running = False  # SIGINT interrupts a running cell only; between cells it is ignored
+_workdir = "."  # the session directory (the working directory when serve() started), even if a cell chdirs
 
 
 def prepare(mpl_config_dir: str | None = None) -> list[str]:
     """Warm the template: imports, matplotlib set-up, mimetypes. Returns the warm modules that are missing.
 
-    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default: a
-    directory of this uid under the temporary directory) holds matplotlib's font cache, built here, so that
-    no child (which cannot write there, nor needs a HOME) ever rebuilds it.
+    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default:
+    $MPLCONFIGDIR, else a directory of this uid under the temporary directory) holds matplotlib's font cache,
+    built here, so that no child (which cannot write there, nor needs a HOME) ever rebuilds it.
     """
     os.environ.update(BLAS_THREAD_ENV)
     os.environ["MPLBACKEND"] = "Agg"
-    os.environ["MPLCONFIGDIR"] = mpl_config_dir or _private_dir(f"lci-matplotlib-{os.geteuid()}")
+    os.environ["MPLCONFIGDIR"] = (mpl_config_dir or os.environ.get("MPLCONFIGDIR")
+                                  or _private_dir(f"lci-matplotlib-{os.geteuid()}"))
     missing = []
     for name in WARM_MODULES:
         try:
@@ -120,6 +122,9 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     _own_streams()
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
+    main.__dict__["display"] = display
+    global _workdir
+    _workdir = os.getcwd()
     sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
     sys.argv = [""]
     signal.signal(signal.SIGINT, _on_sigint)
@@ -143,7 +148,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
 def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
     """Run one cell in `namespace`; the result frame's content. Output is flushed before it returns."""
     global _running
-    before = snapshot()
+    before = snapshot(_workdir)
     value = error = None
     exit_code = 0
     try:
@@ -162,14 +167,13 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot()),
-            "error": error}
+    files = changed_files(before, snapshot(_workdir))
+    return {"exit_code": exit_code, "value": value, "images": images, "files": files, "error": error}
 
 
 def _execute(code: str, namespace: dict, filename: str) -> str | None:
     """Compile (top-level `await` allowed) and run; the repr of a last bare expression, or None."""
-    lines = code.splitlines(keepends=True)
-    linecache.cache[filename] = (len(code), None, lines, filename)  # tracebacks show the cell's source
+    _remember_source(filename, code)
     tree = ast.parse(code, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
@@ -182,10 +186,47 @@ def _execute(code: str, namespace: dict, filename: str) -> str | None:
     result = _run(compile(last, filename, "eval", flags, dont_inherit=True), namespace)
     if result is None:
         return None
-    text = repr(result)
+    return value_text(result)
+
+
+def value_text(value) -> str:
+    """The repr of a value, at most `VALUE_LIMIT` characters, never built whole when it would be huge."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > VALUE_LIMIT:
+        text, more = repr(value[:VALUE_LIMIT]), len(value) - VALUE_LIMIT
+        return f"{text[:VALUE_LIMIT]}… [{more} more {'characters' if isinstance(value, str) else 'bytes'}]"
+    if type(value) in (list, tuple, set, frozenset, dict) and len(value) > _REPR.maxlist:
+        text = _REPR.repr(value) + f"  [{len(value)} items]"  # a '...' past the first items, as IPython does
+    else:
+        text = repr(value)
     if len(text) > VALUE_LIMIT:
         text = text[:VALUE_LIMIT] + f"… [{len(text) - VALUE_LIMIT} more characters]"
     return text
+
+
+def _make_repr():
+    import reprlib
+
+    shortened = reprlib.Repr()
+    shortened.maxlevel = 6
+    shortened.maxlist = shortened.maxtuple = shortened.maxset = shortened.maxfrozenset = shortened.maxdict = 1000
+    shortened.maxstring = shortened.maxother = shortened.maxlong = 2000
+    return shortened
+
+
+_REPR = _make_repr()
+_sources: dict[str, int] = {}  # the cells' sources kept for tracebacks (oldest first), and their sizes
+SOURCE_LIMIT = 8 * 1024 * 1024
+
+
+def _remember_source(filename: str, code: str) -> None:
+    """Tracebacks show the cells' source lines (from linecache); the oldest are forgotten past a total size."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    _sources[filename] = len(code)
+    total = sum(_sources.values())
+    while total > SOURCE_LIMIT and len(_sources) > 1:
+        oldest = next(iter(_sources))
+        total -= _sources.pop(oldest)
+        linecache.cache.pop(oldest, None)
 
 
 def _run(compiled: types.CodeType, namespace: dict):
@@ -207,6 +248,12 @@ def _event_loop():
         _loop = asyncio.new_event_loop()
         asyncio.set_event_loop(_loop)
     return _loop
+
+
+def display(*objects) -> None:
+    """What notebook code calls out of habit: the repr of each object on stdout (figures are captured anyway)."""
+    for item in objects:
+        print(item if isinstance(item, str) else repr(item))
 
 
 def _on_sigint(signum, frame):
@@ -238,7 +285,10 @@ def _print_traceback(exception: BaseException, filename: str) -> None:
     if isinstance(exception, SyntaxError):
         tb = None
     try:
-        traceback.print_exception(type(exception), exception, tb)
+        report = traceback.TracebackException(type(exception), exception, tb, compact=True)
+        # ...and not our SIGINT handler's frame at the end either
+        report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename != _THIS_FILE])
+        sys.stderr.write("".join(report.format()))
     except Exception:  # a hostile exception (its __str__ raises) still gets a line
         print(f"{type(exception).__name__} (its message could not be shown)", file=sys.stderr)
 

@@ -66,14 +66,16 @@ def media_type(name: str) -> str:
 
 
 # Operations -----------------------------------------------------------------------------------------------
-def write(directory, name: str, data: bytes, *, uid: int | None = None, gid: int | None = None,
-          quota_bytes: int | None = None) -> FileInfo:
+def write(directory, name: str, data: bytes, owner: tuple[int, int] | None = None, *, uid: int | None = None,
+          gid: int | None = None, quota_bytes: int | None = None) -> FileInfo:
     """Create or replace `name` with `data` atomically; intermediate directories are created.
 
-    `uid`/`gid` (gid defaults to uid) own what is created, so that the code, running as that user, can change
-    and remove it. `quota_bytes` bounds the directory's disk usage after the write (`QuotaExceeded`, and
-    nothing is left behind).
+    `uid`/`gid` (gid defaults to uid), or `owner` as (uid, gid), own what is created, so that the code,
+    running as that user, can change and remove it. `quota_bytes` bounds the directory's disk usage after
+    the write (`QuotaExceeded`, and nothing is left behind).
     """
+    if owner is not None:
+        uid, gid = owner
     name = check_name(name)
     data = bytes(data)
     parts = name.split("/")
@@ -168,7 +170,7 @@ def delete(directory, name: str) -> None:
     with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
         leaf = parts[-1]
         try:
-            info = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+            info = _retry_denied(parent, lambda: os.stat(leaf, dir_fd=parent, follow_symlinks=False))
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, f"no file {name!r} in the session directory") from None
         if stat.S_ISDIR(info.st_mode):
@@ -337,7 +339,7 @@ def _entries(directory, limit: int) -> Iterator[tuple[str, os.stat_result]]:
                     names = _list(fd)
                     for entry in names:
                         try:
-                            info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                            info = _retry_denied(fd, lambda: os.stat(entry, dir_fd=fd, follow_symlinks=False))
                         except FileNotFoundError:
                             continue
                         seen += 1
@@ -366,7 +368,7 @@ def _list(fd: int) -> list[str]:
 
 def _existing_bytes(parent: int, leaf: str) -> int:
     try:
-        return os.stat(leaf, dir_fd=parent, follow_symlinks=False).st_blocks * 512
+        return _retry_denied(parent, lambda: os.stat(leaf, dir_fd=parent, follow_symlinks=False)).st_blocks * 512
     except OSError:
         return 0
 
