@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("!I")
 FLOOD_FACTOR = 16  # past this many times the cap, the execution is killed: the rest would be thrown away
-IDLE_CHECK_SECONDS = 1.0  # an idle session that still runs threads or processes is measured this often
+IDLE_CHECK_SECONDS = 1.0
+SMALL_WALK = 200  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
 # The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
 # CPython allocating through malloc rather than its own 256 KiB arenas): a fork copies one page-table entry
 # per 2 MiB instead of 512, and a child's exit has as many fewer to drop. With NumPy, pandas and matplotlib
@@ -233,11 +234,15 @@ class Child:
             except asyncio.TimeoutError:
                 log.warning("sandbox child %s closed its pipes but did not exit", self.pid)
         if self.session and self.alive and cell.reply is not None:
-            # quick cells each adding a little must not pass the quota between two periodic checks
-            over = await asyncio.to_thread(self.over_quota)
+            # Quick cells each adding a little must not pass the disk quota between two periodic checks. A
+            # small directory is walked here (tens of microseconds), a large one in a thread.
+            quota_bytes = self.limits.scratch_mb * 1024 * 1024
+            over = quota.scratch_overflows(self.scratch, quota_bytes, budget=SMALL_WALK)
+            if over is None:
+                over = await asyncio.to_thread(quota.scratch_overflows, self.scratch, quota_bytes)
             if over:
-                self.kill(over)
-                cell.killed = over
+                self.kill("scratch")
+                cell.killed = "scratch"
         self._drain_streams()
         cell.killed = cell.killed or self.killed
         self.cell = None
