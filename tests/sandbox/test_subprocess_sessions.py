@@ -195,3 +195,27 @@ def test_figures_come_back_as_png(session, run):
     result = run(session.run("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])"))
     assert result.images and result.images[0].media_type == "image/png"
     assert result.images[0].data.startswith(b"\x89PNG")
+
+
+def test_a_session_can_still_fork_after_others_started(backend, run):
+    """RLIMIT_NPROC counts the whole uid: a session opened before many others can still start a process."""
+    first = run(backend.open_session())
+    others = [run(backend.open_session()) for _ in range(40)]
+    try:
+        for other in others:
+            run(other.run("1"))
+        result = run(first.run("import subprocess\nprint(subprocess.run(['true']).returncode)"))
+        assert result.stdout == "0\n", result.stderr
+    finally:
+        for session in [first, *others]:
+            run(session.close())
+
+
+def test_a_session_is_held_to_its_process_count(backend, run):
+    session = run(backend.open_session(limits=replace(LIMITS, max_processes=4, timeout_seconds=10)))
+    try:
+        result = run(session.run("import subprocess, time\nprocs = [subprocess.Popen(['sleep', '30']) for _ in range(8)]"
+                                 "\ntime.sleep(30)"))
+        assert "more than 4 processes" in result.stderr and not session.alive, result
+    finally:
+        run(session.close())

@@ -269,8 +269,13 @@ class Child:
     def over_quota(self) -> str:
         if quota.scratch_overflows(self.scratch, self.limits.scratch_mb * 1024 * 1024):
             return "scratch"
-        if self.pid is not None and quota.memory_of_tree(self.pid) > self.limits.memory_mb * 1024 * 1024:
+        if self.pid is None:
+            return ""
+        processes = quota.tree(self.pid)
+        if sum(quota.pss(pid) for pid in processes) > self.limits.memory_mb * 1024 * 1024:
             return "memory"
+        if self.session and len(processes) > self.limits.max_processes + 1:
+            return "processes"  # a session's RLIMIT_NPROC has headroom (see template.SESSION_NPROC_HEADROOM)
         return ""
 
     # The end ------------------------------------------------------------------------------------------
@@ -570,13 +575,14 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             if session:
                 notice = (f"The session's state was lost: the code did not stop within {grace_seconds:g} s of "
                           "the timeout, so the session was ended. The next execution starts a fresh session.")
-    elif cell.killed in ("flood", "scratch", "memory", "protocol"):
+    elif cell.killed in ("flood", "scratch", "memory", "processes", "protocol"):
         exit_code = 1
         stderr_note = {
             "flood": "\n[killed: output flood]\n",
             "scratch": (f"\n[killed: the scratch directory grew past {limits.scratch_mb} MiB "
                         f"or {quota.SCRATCH_ENTRIES} entries]\n"),
             "memory": f"\n[killed: Memory quota: its processes used more than {limits.memory_mb} MiB in all]\n",
+            "processes": f"\n[killed: it ran more than {limits.max_processes} processes besides the interpreter]\n",
             "protocol": "\n[killed: the interpreter broke the result protocol]\n",
         }[cell.killed]
         if session:

@@ -43,6 +43,10 @@ _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _CLONE_NEWIPC, _CLONE_NEWPID = 0x08000000, 0x20000000
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}
 _SWEEP_SECONDS = 0.05
+# RLIMIT_NPROC counts every task of the uid, and is set when a child is forked: a session lives on while other
+# executions and sessions start, so its limit gets this headroom over the count at its fork, and the supervisor
+# bounds its own processes to `max_processes` by counting them (a one-shot run keeps the tight limit).
+SESSION_NPROC_HEADROOM = 512
 _MESSAGE = 65536
 _PY = ctypes.PyDLL(None, use_errno=True)  # calls made with the GIL held: nothing runs between clone and fix-up
 _PY.syscall.restype = ctypes.c_long
@@ -168,7 +172,7 @@ class Template:
             self._send({"op": "failed", "id": request["id"], "error": f"expected {len(CHILD_FDS)} descriptors"})
             return
         limits = Limits(**request["limits"])
-        budget = self._process_budget(limits)
+        budget = self._process_budget(limits) + (SESSION_NPROC_HEADROOM if request.get("session") else 0)
         address_space = self.vm_size + limits.memory_mb * 1024 * 1024
         try:
             pid = clone(self.flags)
