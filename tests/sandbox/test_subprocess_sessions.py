@@ -219,3 +219,21 @@ def test_a_session_is_held_to_its_process_count(backend, run):
         assert "more than 4 processes" in result.stderr and not session.alive, result
     finally:
         run(session.close())
+
+
+def test_a_one_shot_run_can_fork_after_many_sessions_started(backend, run, monkeypatch):
+    """Spare children waiting while sessions start are renewed before their process limit goes stale."""
+    from local_code_interpreter.sandbox import supervisor
+
+    monkeypatch.setattr(supervisor, "SPARE_REFRESH_SECONDS", 0.5)
+    run(backend.run("1"))  # the one-shot spares exist now
+    sessions = [run(backend.open_session()) for _ in range(40)]
+    try:
+        for session in sessions:
+            run(session.run("1"))
+        run(asyncio.sleep(4))  # past the refresh: each spare was replaced (one a second)
+        result = run(backend.run("import subprocess\nprint(subprocess.run(['true']).returncode)"))
+        assert result.stdout == "0\n", result.stderr
+    finally:
+        for session in sessions:
+            run(session.close())

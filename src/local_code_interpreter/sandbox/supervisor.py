@@ -29,6 +29,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 
 from . import files, isolation, quota
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct("!I")
 FLOOD_FACTOR = 16  # past this many times the cap, the execution is killed: the rest would be thrown away
 IDLE_CHECK_SECONDS = 1.0
+# A one-shot spare's RLIMIT_NPROC is the uid's task count at its fork plus `max_processes`; as sessions start
+# that count grows, so an idle spare is replaced after this long rather than handed out with a stale limit.
+SPARE_REFRESH_SECONDS = 10.0
 SMALL_WALK = 200  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
 # The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
 # CPython allocating through malloc rather than its own 256 KiB arenas): a fork copies one page-table entry
@@ -86,6 +90,7 @@ class Child:
         self.inbox = bytearray()
         self.killed = ""
         self.disposed = False
+        self.born = time.monotonic()
         loop = asyncio.get_running_loop()
         for name, fd in self.streams.items():
             os.set_blocking(fd, False)
@@ -548,9 +553,15 @@ class Supervisor:
             self._refill_soon(child.key)
 
     async def _watch_idle(self) -> None:
-        """Quotas hold between a session's executions too: a thread or process it left running is measured."""
+        """Quotas hold between a session's executions too: a thread or process it left running is measured.
+        And one-shot spares are renewed before their process limit goes stale."""
         while True:
             await asyncio.sleep(IDLE_CHECK_SECONDS)
+            stale = time.monotonic() - SPARE_REFRESH_SECONDS
+            for key, spares in self._spares.items():
+                if not key[1] and spares and spares[0].born < stale:
+                    self._cleanup(spares.pop(0))
+                    self._refill(key)
             idle = [child for child in self._children.values()
                     if child.session and child.cell is None and child.alive and child.pid is not None]
             for child in idle:
