@@ -220,6 +220,18 @@ def test_syntax_error(child):
     assert "Traceback" not in err and "SyntaxError" in err and "def broken(:" in err
 
 
+def test_notebook_lines_get_a_plain_explanation(child):
+    frame, _, _ = child.run("%matplotlib inline\nimport matplotlib.pyplot as plt\n'ignored, figures come anyway'")
+    assert (frame["exit_code"], frame["value"]) == (0, "'ignored, figures come anyway'")
+    frame, _, err = child.run("!pip install requests")
+    assert frame["error"].startswith("SyntaxError: shell commands (!...) are notebook syntax, not Python")
+    assert "!pip install requests" in err
+    frame, _, _ = child.run("%timeit 1 + 1")
+    assert frame["error"].startswith("SyntaxError: IPython magics (%...) are notebook syntax")
+    # inside a string, such a line is text, and stays as written
+    assert child.run('text = """\n%matplotlib inline\n"""\ntext')[0]["value"] == "'\\n%matplotlib inline\\n'"
+
+
 def test_failing_repr_is_an_error_of_the_cell(child):
     child.run("class Opaque:\n    def __repr__(self):\n        raise RuntimeError('no repr')")
     frame, _, err = child.run("Opaque()")

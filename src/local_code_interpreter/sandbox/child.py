@@ -25,6 +25,7 @@ import json
 import linecache
 import mimetypes
 import os
+import re
 import signal
 import stat
 import struct
@@ -174,7 +175,7 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
 def _execute(code: str, namespace: dict, filename: str) -> str | None:
     """Compile (top-level `await` allowed) and run; the repr of a last bare expression, or None."""
     _remember_source(filename, code)
-    tree = ast.parse(code, filename)
+    tree = _parse(code, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
         last = ast.Expression(tree.body.pop().value)
@@ -227,6 +228,27 @@ def _remember_source(filename: str, code: str) -> None:
         oldest = next(iter(_sources))
         total -= _sources.pop(oldest)
         linecache.cache.pop(oldest, None)
+
+
+def _parse(code: str, filename: str) -> ast.Module:
+    """`ast.parse`; notebook-only lines get a plain explanation: `%matplotlib inline` is ignored (figures are
+    captured anyway), other magics and `!shell` lines are refused by name rather than as bare syntax errors."""
+    try:
+        return ast.parse(code, filename)
+    except SyntaxError as error:
+        if "%matplotlib" in code:  # only when the code is not Python as it stands: never inside a string
+            try:
+                return ast.parse(re.sub(r"(?m)^([ \t]*)%matplotlib\b.*$", r"\1pass", code), filename)
+            except SyntaxError:
+                pass
+        line = (code.splitlines()[error.lineno - 1] if error.lineno and error.lineno <= len(code.splitlines())
+                else "").lstrip()
+        if line[:1] in ("!", "%"):
+            kind = "shell commands (!...)" if line[0] == "!" else "IPython magics (%...)"
+            error.msg = (f"{kind} are notebook syntax, not Python: use subprocess.run([...]) or plain Python "
+                         "instead (packages cannot be installed here)")
+            error.args = (error.msg, error.args[1]) if len(error.args) > 1 else (error.msg,)
+        raise
 
 
 def _run(compiled: types.CodeType, namespace: dict):
