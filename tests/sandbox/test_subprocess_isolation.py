@@ -147,7 +147,7 @@ SERVER = textwrap.dedent("""
         in_flight = asyncio.create_task(backend.run("import time\\ntime.sleep(60)"))
         await asyncio.sleep(1)
         children = backend.supervisor._children.values()
-        print(json.dumps({"template": backend.supervisor._process.pid,
+        print(json.dumps({"template": backend.supervisor._process.pid, "root": backend.supervisor.root,
                           "directories": [child.scratch for child in children]}), flush=True)
         await asyncio.sleep(600)
 
@@ -167,10 +167,19 @@ def test_nothing_survives_the_server(sig):
         server.wait(timeout=30)
         assert eventually(lambda: not alive(state["template"])), "the template outlived the server"
         assert eventually(lambda: processes_in(state["directories"]) == []), processes_in(state["directories"])
+        # what it left on disk (it could not clean up) is removed by the next server to start
+        assert os.path.isdir(state["root"])
+        asyncio.run(start_and_close(Backend(Limits())))
+        assert not os.path.exists(state["root"])
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+async def start_and_close(backend: Backend) -> None:
+    await backend.start()
+    await backend.close()
 
 
 NON_ROOT = textwrap.dedent("""

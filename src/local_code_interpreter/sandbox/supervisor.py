@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
 import logging
 import os
@@ -44,7 +45,9 @@ IDLE_CHECK_SECONDS = 1.0
 # A one-shot spare's RLIMIT_NPROC is the uid's task count at its fork plus `max_processes`; as sessions start
 # that count grows, so an idle spare is replaced after this long rather than handed out with a stale limit.
 SPARE_REFRESH_SECONDS = 10.0
-SMALL_WALK = 200  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
+SMALL_WALK = 200
+ROOT_PREFIX = "lci-sandbox-"
+LOCK_NAME = ".server-lives"  # marks a root locked (flock) by its live server  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
 # The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
 # CPython allocating through malloc rather than its own 256 KiB arenas): a fork copies one page-table entry
 # per 2 MiB instead of 512, and a child's exit has as many fewer to drop. With NumPy, pandas and matplotlib
@@ -340,6 +343,7 @@ class Supervisor:
         self._idle_watch: asyncio.Task | None = None
         self._cleanups: set[asyncio.Task] = set()
         self.root = ""
+        self._lock = -1
 
     # The template -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -349,9 +353,15 @@ class Supervisor:
             if self._process is not None and self._process.returncode is None and self._sock is not None:
                 return
             if not self.root:
-                self.root = tempfile.mkdtemp(prefix="lci-sandbox-")
+                self.root = tempfile.mkdtemp(prefix=ROOT_PREFIX)
                 if isolation.drops_root():
                     os.chmod(self.root, 0o711)
+                # Locked while we live, before its marker exists: a marked root whose lock can be taken belongs
+                # to a server that died without cleaning up (SIGKILL).
+                self._lock = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                fcntl.flock(self._lock, fcntl.LOCK_EX)
+                os.close(os.open(os.path.join(self.root, LOCK_NAME), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                await asyncio.to_thread(remove_stale_roots, os.path.dirname(self.root))
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._process = await asyncio.create_subprocess_exec(
                 # -s -P, not -I: isolated mode would ignore PYTHONMALLOC; the environment is ours alone anyway
@@ -451,6 +461,7 @@ class Supervisor:
         if self.root:
             await asyncio.to_thread(quota.remove_tree, self.root)
             self.root = ""
+            os.close(self._lock)
 
     # Children -----------------------------------------------------------------------------------------
     async def child(self, limits: Limits | None = None, session: bool = False) -> Child:
@@ -570,6 +581,36 @@ class Supervisor:
                 over = await asyncio.to_thread(child.over_quota)
                 if over:
                     child.kill(over)
+
+
+def remove_stale_roots(parent: str) -> list[str]:
+    """Remove the scratch roots (directories of the executions they ran) of servers of ours that died without
+    cleaning up: their lock can be taken. A root of a live server, or of another user, is left alone."""
+    removed = []
+    for entry in os.scandir(parent):
+        if not entry.name.startswith(ROOT_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            lock = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        if not os.path.lexists(os.path.join(entry.path, LOCK_NAME)):
+            os.close(lock)
+            continue  # not one of ours, or being created right now (its marker comes after its lock)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its server lives
+        finally:
+            os.close(lock)
+        try:
+            quota.remove_tree(entry.path)
+        except OSError:
+            continue  # another server's sweep removed it first
+        removed.append(entry.path)
+    return removed
 
 
 def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: float) -> dict:
