@@ -45,6 +45,9 @@ class _BoundedSession:
     def alive(self) -> bool:
         return self.inner.alive
 
+    def __getattr__(self, name: str):  # back-end specific extras (e.g. monty's `state_bytes`)
+        return getattr(self.inner, name)
+
     async def run(self, code: str) -> ExecutionResult:
         async with self._slots:
             return await self.inner.run(code)

@@ -17,6 +17,7 @@ import ast
 import asyncio
 import functools
 import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -63,13 +64,28 @@ def _show_last_value(code: str, cap: int) -> str:
     if not tree.body or not isinstance(tree.body[-1], ast.Expr):
         return code + _DISCARD_VALUE
     last = tree.body[-1]
+    if isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name) and last.value.func.id == "print":
+        return code + _DISCARD_VALUE  # the commonest last line; its value is None
     lines = code.splitlines(keepends=True)
     # ast offsets are in UTF-8 bytes within a line
     head = "".join(lines[: last.lineno - 1]) + lines[last.lineno - 1].encode()[: last.col_offset].decode()
     expr = ast.get_source_segment(code, last)
     if expr is None:
         return code + _DISCARD_VALUE
-    return f"{head}_ = ({expr}\n)\npass\nNone if _ is None else repr(_)[:{cap}]"
+    return f"{head}{_BIND}{expr}\n)\npass\nNone if _ is None else repr(_)[:{cap}]"
+
+
+_BIND = "_ = ("
+# A traceback's source line of the rewritten last expression, and the marker line under it.
+_BOUND_LINE = re.compile(r"^( +)" + re.escape(_BIND) + r"(.*)\n( +)([~^]+)$", re.MULTILINE)
+
+
+def _unbind(message: str) -> str:
+    """Show a traceback through the rewritten last line as the caller wrote it (without `_ = (`)."""
+    def restore(match: re.Match) -> str:
+        indent, rest, marks_indent, marks = match.groups()
+        return f"{indent}{rest}\n{marks_indent[:-len(_BIND)] or ' '}{marks}"
+    return _BOUND_LINE.sub(restore, message)
 
 
 class MontySession:
@@ -130,7 +146,7 @@ class MontySession:
                 timed_out = _hit_time_limit(error)
                 exit_code = TIMEOUT_EXIT_CODE if timed_out else 1
                 message = error.display() if hasattr(error, "display") else str(error)
-                stderr.write(f"{message}\n".encode("utf-8", "replace"))
+                stderr.write(f"{_unbind(message)}\n".encode("utf-8", "replace"))
             quota = backend.limits.memory_mb * 1024 * 1024
             if len(state) > quota:
                 self._end()
