@@ -327,5 +327,12 @@ def report(limits: Limits) -> BackendReport:
                 "timeout)",
             ),
             Layer("output cap", usable, f"stdout and stderr capped at {limits.max_output_bytes} bytes each"),
+            Layer(
+                "sessions",
+                usable,
+                "state kept as Monty's own dump() in the server between executions (no worker held while idle), "
+                f"restored into a pooled worker per execution; state larger than {limits.memory_mb} MiB ends the "
+                "session; no files (Monty has no file system)",
+            ),
         ],
     )
