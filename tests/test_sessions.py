@@ -336,7 +336,7 @@ def test_a_back_end_without_sessions_is_reported_not_faked():
 
         from local_code_interpreter.sandbox.bounded import Bounded
         sessions = SessionManager(Bounded(NoSessions(), 1), SessionLimits())
-        with pytest.raises(SandboxUnavailable, match="keeps no state"):
+        with pytest.raises(SandboxUnavailable, match="cannot keep sessions"):
             await sessions.run(("o", "a"), "x = 1")
         assert sessions.stats()["live"] == 0  # the failed creation frees its slot
 

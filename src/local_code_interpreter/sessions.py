@@ -17,9 +17,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .sandbox import ExecutionResult, FileInfo, QuotaExceeded, Sandbox, SandboxBusy, Session
+from .sandbox import ExecutionResult, FileInfo, Limits, QuotaExceeded, Sandbox, SandboxBusy, Session
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ class SessionManager:
         self.sandbox = sandbox
         self.limits: SessionLimits = getattr(settings, "sessions", settings)
         self.language = language or getattr(settings, "language", None)
+        # What each session is opened with: the execution limits, with the session's memory and disk quotas.
+        base = getattr(settings, "limits", None)
+        self.session_limits: Limits | None = (None if base is None else
+                                              replace(base, memory_mb=self.limits.memory_mb,
+                                                      scratch_mb=self.limits.disk_mb))
         self._clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # least recently used first
         self._notices: OrderedDict[Key, str] = OrderedDict()
@@ -274,7 +279,10 @@ class SessionManager:
 
     async def _open(self, entry: _Entry) -> None:
         try:
-            entry.session = await self.sandbox.open_session(self.language)
+            if self.session_limits is None:
+                entry.session = await self.sandbox.open_session(self.language)
+            else:
+                entry.session = await self.sandbox.open_session(self.language, self.session_limits)
         except BaseException:
             self._forget(entry)  # nothing was opened: free the slot
             raise

@@ -243,7 +243,7 @@ class Backend:
         exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return result(NAME, stdout, stderr, exit_code, False, started)
 
-    async def open_session(self, language: str | None = None) -> HyperlightSession:
+    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> HyperlightSession:
         """A Sandbox kept between executions; SandboxUnavailable with the library's reason where none can start."""
         language = language or self.language
         if language not in LANGUAGES:
@@ -251,7 +251,7 @@ class Backend:
         reason = await asyncio.get_running_loop().run_in_executor(None, session_support)  # probe() blocks once
         if reason is not None:
             raise SandboxUnavailable(f"hyperlight keeps no sessions here: {reason}")
-        return await HyperlightSession.open(language, self.limits)
+        return await HyperlightSession.open(language, limits or self.limits)
 
     async def close(self) -> None:
         """Sessions are closed by their owner (the session manager); one-shot runs leave nothing behind."""

@@ -9,11 +9,11 @@ import sys
 import sysconfig
 
 from . import landlock, seccomp
+from .quota import SCRATCH_ENTRIES
 from .libc import LIBC
 from .types import Layer, Limits
 
 NOBODY = 65534
-SCRATCH_ENTRIES = 10000
 QUOTA_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
 
@@ -45,27 +45,35 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
     return landlock.open_rules(abi, read_only_paths(), ["/dev/null"]) if abi > 0 else []
 
 
-def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]]) -> None:
-    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, Landlock."""
-    os.chdir(scratch)
+def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]],
+          address_space: int, session: bool) -> None:
+    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
+
+    `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS in bytes
+    (the template's own size plus the memory limit: the warm modules are mapped already). A session gets no
+    CPU-time limit: its executions add up; the wall-clock deadline bounds each one instead.
+    """
+    os.fchdir(scratch_fd)
     if drops_root():
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    memory = limits.memory_mb * 1024 * 1024
-    _set_limits((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1),
-                (resource.RLIMIT_NPROC, process_budget), (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
-                (resource.RLIMIT_CORE, 0))
+    limits_to_set = [(resource.RLIMIT_AS, address_space), (resource.RLIMIT_NPROC, process_budget),
+                     (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024), (resource.RLIMIT_CORE, 0)]
+    if not session:
+        limits_to_set.append((resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1))
+    _set_limits(*limits_to_set)
     if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if seccomp.supported():
-        seccomp.forbid_sockets()
+        seccomp.install()
     if landlock_abi > 0:
-        landlock.restrict(landlock_abi, rules, scratch)
-    os.closerange(3, 1 << 16)  # nothing of the parent's stays open: its socket, pipes, the rules' paths
+        landlock.restrict(landlock_abi, rules, scratch_fd)
+    os.closerange(5, 1 << 16)  # nothing of the template's stays open: its socket, the rules' paths
     _set_limits((resource.RLIMIT_NOFILE, limits.max_open_files))  # only now: the descriptors above were high
+    home = os.getcwd()
     os.environ.clear()
-    os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
+    os.environ.update(SANDBOX_ENV, HOME=home, TMPDIR=home)
 
 
 def _set_limits(*pairs: tuple[int, int]) -> None:
@@ -73,25 +81,6 @@ def _set_limits(*pairs: tuple[int, int]) -> None:
         hard = resource.getrlimit(limit)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
         resource.setrlimit(limit, (value, value))
-
-
-def scratch_overflows(path: str, limit_bytes: int) -> bool:
-    """Whether the scratch tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries."""
-    used, entries, pending = 0, 0, [path]
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as listing:
-                for entry in listing:
-                    entries += 1
-                    info = entry.stat(follow_symlinks=False)
-                    used += info.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                    if used > limit_bytes or entries > SCRATCH_ENTRIES:
-                        return True
-        except OSError:
-            continue
-    return False
 
 
 def seccomp_works() -> bool:
@@ -102,7 +91,7 @@ def seccomp_works() -> bool:
     if pid == 0:
         try:
             LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            seccomp.forbid_sockets()
+            seccomp.install()
             os._exit(0)
         except BaseException:
             os._exit(1)
