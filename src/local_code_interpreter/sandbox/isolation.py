@@ -120,23 +120,49 @@ def _world_readable(path: str) -> bool:
 
 def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
     """Each layer and whether it is active on this host, for `doctor` and the start-up log."""
+    from .template import namespace_flags
+
     linux = sys.platform.startswith("linux")
     root = drops_root()
     filtered = seccomp_works()
+    namespaces, namespace_detail = namespace_flags() if linux else (0, "not Linux")
+    fallback = ("; instead: own session and process group, and the template (a child subreaper) freezes with "
+                "SIGSTOP, then kills, whatever leaves them; on the server's SIGTERM it kills its whole tree, but a "
+                "process that left its session survives a SIGKILL of the template" if not namespaces else "")
     return [
         Layer("environment", True, f"fixed minimal environment ({', '.join(SANDBOX_ENV)}, HOME, TMPDIR); no server variable"),
-        Layer("fresh process", linux, "forked per execution from a warm parent started with an empty environment"),
-        Layer("scratch directory", True, "fresh per execution, removed afterwards"),
-        Layer("session", linux, "own session and process group; the whole group and its escapees are killed at the end"),
+        Layer("pristine template", linux, "children are forked from a template that only forks and reaps: it never "
+              "receives code, input, output or files, so no child inherits another execution's data"),
+        Layer("spare children", linux, "forked and confined before any request, waiting on their cell pipe; one-shot "
+              "runs end their child, sessions keep it"),
+        Layer("scratch directory", True, "fresh per execution or session, removed afterwards (directories the code "
+              "made unreadable included)"),
+        Layer("pid namespace", bool(namespaces), namespace_detail + (
+            ": killing its init ends every process of the execution at once, fork-successor chains included"
+            if namespaces else fallback)),
+        Layer("ipc namespace", bool(namespaces), (
+            "own System V IPC namespace (and keyrings, shm, msg, sem denied by seccomp)" if namespaces else
+            "not available (" + namespace_detail + "); System V IPC and keyrings are denied by seccomp instead")),
+        Layer("lifetime", linux, "the template dies with the server (PDEATHSIG) and every child with the template "
+              "(PDEATHSIG SIGKILL); the template kills its tree on SIGTERM or when its control socket closes"),
         Layer("unprivileged user", True, _user_detail(root)),
-        Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
-              f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
+        Layer("rlimits", linux, f"address space the template's size plus {limits.memory_mb} MiB (the warm modules "
+              f"are mapped already; the PSS quota is the real bound), CPU {int(limits.timeout_seconds) + 1} s for "
+              f"one-shot runs, {limits.max_processes} more processes, file size {limits.scratch_mb} MiB, "
+              f"{limits.max_open_files} open files"),
         Layer("quotas", True, f"scratch {limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries, memory {limits.memory_mb} "
-              f"MiB over all its processes; checked every {QUOTA_CHECK_SECONDS:g} s, the execution is killed past them"),
+              f"MiB PSS over all its processes (shared-memory mappings included; memfd and System V shared memory "
+              f"denied); checked every {QUOTA_CHECK_SECONDS:g} s while code runs and every second for an idle "
+              "session that still runs threads or processes; the execution is killed past them"),
         Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
         Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
-              "allowed), io_uring and new namespaces denied" if filtered else "cannot install a filter on this platform"),
+              "allowed), new namespaces, io_uring, keyrings, System V IPC, memfd, bpf, perf, userfaultfd, ptrace, "
+              "the mount family, modules and kexec denied; personality() only with safe values (seccomp.py lists "
+              "what stays allowed and why)" if filtered else "cannot install a filter on this platform"),
         Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
             "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
+        Layer("file metadata", False, "not hidden: Landlock governs opening, not stat(), so the code can still "
+              "learn whether a path exists and its size, owner and times anywhere it can name (no mount "
+              "namespace is used); file contents outside the allowed paths stay unreadable"),
         Layer("output cap", True, f"{limits.max_output_bytes} bytes per stream, invalid UTF-8 replaced"),
     ]
