@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
 
 import pytest
 
@@ -358,3 +359,35 @@ def test_default_max_sessions_is_sized_to_memory():
     budget = memory_budget_mb()
     assert budget is None or budget > 0
     assert default_max_sessions(256) >= 1
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] == "Z"  # a zombie holds nothing but its pid
+    except FileNotFoundError:
+        return True
+
+
+def test_nothing_of_an_ended_subprocess_session_outlives_it():
+    need_sessions("subprocess")
+
+    async def body():
+        async with manager("subprocess", max_sessions=2, idle_seconds=0.5) as (sessions, sandbox):
+            for name in ("evicted", "closed", "expired"):  # the third evicts the first (max 2)
+                await sessions.run(("o", name), "open('kept.txt', 'w').write('x')")
+            await sessions.close(("o", "closed"))  # then one is closed by its owner, and the last expires
+            await asyncio.sleep(1.5)
+            await sessions.run(("o", "after"), "pass")  # one more, then shutdown ends it
+            opened = list(sandbox.opened)
+            traces = [(s.child.pid, s.directory) for s in opened]
+            await sessions.close_all()
+            await asyncio.sleep(0.2)
+            stats = sessions.stats()
+            return traces, stats
+
+    traces, stats = go(body())
+    assert len(traces) == 4 and stats["evicted"] == 1 and stats["closed"] == 1 and stats["expired"] == 1
+    for pid, directory in traces:
+        assert pid and _gone(pid), f"session child {pid} outlived its session"
+        assert not os.path.exists(directory), f"session directory {directory} outlived its session"
