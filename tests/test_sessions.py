@@ -363,3 +363,27 @@ def test_a_session_killed_while_idle_is_replaced_and_the_next_cell_runs():
     result, opened = go(body())
     assert result.stdout == "ran\n" and "NameError" in result.stderr and opened == 2
     assert "fresh session was started" in result.notice
+
+
+def test_the_session_memory_and_disk_quotas_reach_the_subprocess_child():
+    from local_code_interpreter.settings import load
+
+    need_sessions("subprocess")
+
+    async def attempt(memory_mb: str):
+        settings = load({}, {"LCI_SESSION_MEMORY_MB": memory_mb, "LCI_SESSION_DISK_MB": "2"})
+        sandbox = create_sandbox("subprocess", settings.limits)
+        sessions = SessionManager(sandbox, settings)
+        try:
+            big = await sessions.run(("o", "a"), "b = bytearray(400 * 1024 * 1024)\nprint('allocated')")
+            disk = await sessions.run(("o", "a"), "open('f.bin', 'wb').write(b'0' * 3 * 1024 * 1024)")
+            return big, disk
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    small, small_disk = go(attempt("256"))
+    large, _ = go(attempt("1024"))
+    assert "MemoryError" in small.stderr and small.stdout == ""
+    assert large.stdout == "allocated\n"  # the same code fits a larger session quota
+    assert small_disk.exit_code == 1 and "File too large" in small_disk.stderr
