@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from .sandbox import BACKENDS, LANGUAGES, Limits
+from .sessions import SessionLimits, default_max_sessions
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,11 @@ ENV = {
     "queue_timeout": "LCI_QUEUE_TIMEOUT_SECONDS",
     "queue_length": "LCI_QUEUE_LENGTH",
     "log_level": "LCI_LOG_LEVEL",
+    "session_idle_seconds": "LCI_SESSION_IDLE_SECONDS",
+    "max_sessions": "LCI_MAX_SESSIONS",
+    "session_disk_mb": "LCI_SESSION_DISK_MB",
+    "session_memory_mb": "LCI_SESSION_MEMORY_MB",
+    "max_upload_mb": "LCI_MAX_UPLOAD_MB",
 }
 
 
@@ -68,6 +74,7 @@ class Settings:
     queue_length: int = 64  # how many callers may wait for a slot at once (more: busy, 429)
     log_level: str = "INFO"
     model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
+    sessions: SessionLimits = field(default_factory=SessionLimits)
 
     @property
     def loopback(self) -> bool:
@@ -130,6 +137,14 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         max_output_bytes=number("max_output_bytes", 65536, low=64, high=16 * 1024 * 1024),
         scratch_mb=number("scratch_mb", 64, low=1, high=65536),
     )
+    session_memory_mb = number("session_memory_mb", limits.memory_mb, low=32, high=65536)
+    sessions = SessionLimits(
+        idle_seconds=number("session_idle_seconds", 1200.0, float, low=0.1, high=7 * 24 * 3600),
+        max_sessions=number("max_sessions", default_max_sessions(session_memory_mb), high=100000),
+        disk_mb=number("session_disk_mb", 512, low=1, high=1024 * 1024),
+        memory_mb=session_memory_mb,
+        max_upload_mb=number("max_upload_mb", 128, low=1, high=1024 * 1024),
+    )
     return Settings(
         host=host,
         port=number("port", 8090, high=65535),
@@ -143,6 +158,7 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         queue_length=number("queue_length", 64, low=0, high=100000),
         log_level=str(log_level).upper(),
         model=load_model(env),
+        sessions=sessions,
     )
 
 
