@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agent_framework import Agent
@@ -17,12 +18,13 @@ with the execute_code tool; print the values you need. Each run starts fresh, wi
 only a temporary working directory. Answer from the tool's real output; if it fails, fix the code and retry."""
 
 
-def build_agent(chat_client: Any, sandbox: Sandbox) -> Agent:
+def build_agent(chat_client: Any, sandbox: Sandbox, middleware: Sequence[Any] = ()) -> Agent:
+    """`middleware`: agent middleware the serving path adds (attachments, artifacts), inside SafeReplies."""
     return Agent(
         client=chat_client,
         name=AGENT_NAME,
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox)],
-        middleware=[SafeReplies()],
+        middleware=[SafeReplies(), *middleware],
     )

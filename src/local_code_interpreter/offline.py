@@ -14,6 +14,7 @@ from typing import Any
 from agent_framework import BaseChatClient, ChatResponse, ChatResponseUpdate, Content, FunctionInvocationLayer, Message
 from agent_framework._types import ResponseStream
 
+from .attachments import user_text
 from .tool import TOOL_NAME
 
 NO_MODEL_NOTE = ("No model is configured, so this is the embedded default: it runs the code in your message as-is. "
@@ -44,7 +45,7 @@ def _reply(messages: Sequence[Message]) -> list[Content]:
         results = [c for c in last.contents if c.type == "function_result"]
         output = "\n".join(str(c.result) for c in results)
         return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}")]
-    text = last.text if last is not None else ""
+    text = user_text(last) if last is not None else ""  # without the notes about attached files
     code = extract_code(text or "")
     if code is None:
         return [Content.from_text("I found no code to run in your message. Send Python code, for example "

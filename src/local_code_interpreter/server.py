@@ -11,6 +11,11 @@ from agent_framework_devui import DevServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .agent import AGENT_NAME, build_agent
+from .artifacts import ShowArtifacts
+from .devui_output import DevUI
+from .attachments import SaveAttachments
+from .filestore import FileStore
+from .http.files import LinkSigner, WithFiles, build_files_app
 from .models import build_chat_client
 from .sandbox import create_sandbox
 from .settings import ConfigError, Settings
@@ -121,13 +126,16 @@ class ResponsesGate:
         return json.dumps(request).encode()
 
 
-def build_app(settings: Settings, sandbox) -> ASGIApp:
-    """The DevUI app with our agent registered."""
-    agent = build_agent(build_chat_client(settings.model), sandbox)
-    dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
+def build_app(settings: Settings, sandbox, store: FileStore | None = None) -> ASGIApp:
+    """The DevUI app with our agent registered, and the download route for the conversations' files."""
+    links = LinkSigner.for_token(settings.auth_token)
+    agent = build_agent(build_chat_client(settings.model), sandbox,
+                        middleware=[SaveAttachments(store), ShowArtifacts(links if store is not None else None)])
+    dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
                     auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
     dev.set_pending_entities([agent])
-    return BodyLimit(ResponsesGate(dev.get_app(), dev))
+    app = dev.get_app() if store is None else WithFiles(dev.get_app(), build_files_app(store, links))
+    return BodyLimit(ResponsesGate(app, dev))
 
 
 async def serve(settings: Settings, open_browser: bool = False) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 from agent_framework import FunctionTool, tool
 from pydantic import Field
 
+from . import artifacts
 from .sandbox import ExecutionResult, Sandbox, SandboxUnavailable
 
 TOOL_NAME = "execute_code"
@@ -23,6 +24,7 @@ def format_result(result: ExecutionResult) -> str:
         status = f"timed out (exit code {result.exit_code})"
     else:
         status = f"exit code {result.exit_code}"
+    parts += artifacts.describe(result)
     parts.append(f"[{status}; {result.duration_ms:.0f} ms in the {result.sandbox} sandbox"
                  + ("; output truncated" if result.truncated else "") + "]")
     return "\n".join(parts)
@@ -40,7 +42,9 @@ def make_execute_code(sandbox: Sandbox) -> FunctionTool:
         Every call starts fresh: no variables, files or network survive between calls.
         """
         try:
-            return format_result(await sandbox.run(code))
+            result = await sandbox.run(code)
+            artifacts.collect(result)  # images and files, shown in the reply by artifacts.ShowArtifacts
+            return format_result(result)
         except SandboxUnavailable as error:
             return f"[the sandbox could not run this code: {error}]"
 
