@@ -297,7 +297,7 @@ def test_the_streamed_reply_shows_the_image_and_links_the_file_and_devui_maps_th
     assert url.startswith("/files/conv_a/chart%20data.csv?t=")
     assert call(build_files_app(store, links), url)[::2] == (200, CSV)  # the link in the reply downloads it
     result_text = next(c.result for u in updates for c in u.contents if c.type == "function_result")
-    assert "1 image(s) shown" in result_text and "chart data.csv" in result_text
+    assert "images: 1 captured" in result_text and "chart data.csv" in result_text
     # Display only: the conversation's history (what a model reads next turn) keeps the tool's text, no image.
     history = session.state["in_memory"]["messages"]
     assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"]

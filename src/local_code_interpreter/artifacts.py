@@ -56,18 +56,6 @@ def collect(result: ExecutionResult) -> None:
         pending.append(Produced(conversation_key.get(), list(result.images), list(result.files)))
 
 
-def describe(result: ExecutionResult) -> list[str]:
-    """Lines for the tool's text result, so the model knows what the person sees."""
-    lines = []
-    if result.images:
-        lines.append(f"[{len(result.images)} image(s) shown to the user below this result]")
-    if result.files:
-        listed = ", ".join(f"{f.name} ({f.size} bytes)" for f in result.files[:MAX_LINKED_FILES])
-        more = f" and {len(result.files) - MAX_LINKED_FILES} more" if len(result.files) > MAX_LINKED_FILES else ""
-        lines.append(f"[files written: {listed}{more}; the user gets download links]")
-    return lines
-
-
 def _size(size: int) -> str:
     for unit in ("bytes", "KiB", "MiB"):
         if size < 1024 or unit == "MiB":

@@ -28,7 +28,7 @@ from agent_framework._types import ResponseStream
 
 from .conversation import conversation_key
 from .filestore import FileStore
-from .sandbox.types import InvalidFileName, QuotaExceeded
+from .sandbox.types import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,12 @@ class SaveAttachments(AgentMiddleware):
         except QuotaExceeded as error:
             raise AttachmentError(f"Could not save the attachment `{attachment.name}` "
                                   f"({len(attachment.data)} bytes): {error}.") from None
+        except SandboxBusy as error:
+            raise AttachmentError(f"Could not save the attachment `{attachment.name}` now: {error}. "
+                                  "Send the message again in a moment.") from None
+        except SandboxUnavailable as error:
+            raise AttachmentError(f"Could not save the attachment `{attachment.name}`: this sandbox keeps no "
+                                  f"session directory ({error}).") from None
         log.info("saved attachment %r (%d bytes) for conversation %s", info.name, info.size, key[1])
         return info.name
 

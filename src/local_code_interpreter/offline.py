@@ -1,7 +1,9 @@
 """The embedded default chat client: no model, yet the same agent, tool and sandbox path.
 
 A user message that holds code (a fenced block, or the whole message) becomes a call to `execute_code`;
-the tool's answer becomes the reply, with a note that no model is configured.
+the tool's answer becomes the reply (its text: `artifacts.ShowArtifacts` adds the images and file links for every
+client), with a note that no model is configured. Within a conversation the tool runs in that conversation's
+session, so `x = 41` then `print(x + 1)` prints 42.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _reply(messages: Sequence[Message]) -> list[Content]:
     if last is not None and last.role == "tool":
         results = [c for c in last.contents if c.type == "function_result"]
         output = "\n".join(str(c.result) for c in results)
+        # The images the code drew are shown by artifacts.ShowArtifacts, for every client: not repeated here.
         return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}")]
     text = user_text(last) if last is not None else ""  # without the notes about attached files
     code = extract_code(text or "")

@@ -12,12 +12,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .agent import AGENT_NAME, build_agent
 from .artifacts import ShowArtifacts
-from .devui_output import DevUI
 from .attachments import SaveAttachments
-from .filestore import FileStore
+from .devui_output import DevUI
 from .http.files import LinkSigner, WithFiles, build_files_app
 from .models import build_chat_client
 from .sandbox import create_sandbox
+from .sessions import SessionManager
 from .settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -126,15 +126,15 @@ class ResponsesGate:
         return json.dumps(request).encode()
 
 
-def build_app(settings: Settings, sandbox, store: FileStore | None = None) -> ASGIApp:
+def build_app(settings: Settings, sandbox, sessions: SessionManager | None = None) -> ASGIApp:
     """The DevUI app with our agent registered, and the download route for the conversations' files."""
     links = LinkSigner.for_token(settings.auth_token)
-    agent = build_agent(build_chat_client(settings.model), sandbox,
-                        middleware=[SaveAttachments(store), ShowArtifacts(links if store is not None else None)])
+    agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
+                        middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
     dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
-                    auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
+                auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
     dev.set_pending_entities([agent])
-    app = dev.get_app() if store is None else WithFiles(dev.get_app(), build_files_app(store, links))
+    app = dev.get_app() if sessions is None else WithFiles(dev.get_app(), build_files_app(sessions, links))
     return BodyLimit(ResponsesGate(app, dev))
 
 
@@ -143,11 +143,13 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
     check_auth(settings)
     sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
     await sandbox.start()  # warm before the first request
+    sessions = SessionManager(sandbox, settings)
+    await sessions.start()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     log.info("DevUI on http://%s:%d (mode %s, auth %s)", settings.host, settings.port, settings.mode,
              "on" if settings.auth_token else "off: loopback only")
-    config = uvicorn.Config(build_app(settings, sandbox), host=settings.host, port=settings.port,
+    config = uvicorn.Config(build_app(settings, sandbox, sessions), host=settings.host, port=settings.port,
                             log_level=settings.log_level.lower(), timeout_graceful_shutdown=1,
                             server_header=False)
     server = uvicorn.Server(config)
@@ -156,6 +158,7 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
     try:
         await server.serve()
     finally:
+        await sessions.close_all()
         await sandbox.close()
 
 

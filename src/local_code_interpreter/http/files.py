@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..filestore import FileStore
 from ..identity import SCOPE_KEY, Caller
-from ..sandbox.types import InvalidFileName
+from ..sandbox.types import InvalidFileName, SandboxBusy
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, KeyError):
             return _error(404, f"no file {name!r} in this conversation (its session may have expired)",
                           "file_not_found")
+        except SandboxBusy as error:
+            return _error(429, f"busy, retry in a moment: {error}", "busy")
         # The type is set as a header (not `media_type=`) so Starlette adds no charset the bytes may not have.
         headers = dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
                                             "Content-Disposition": content_disposition(name)})
