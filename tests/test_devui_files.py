@@ -21,7 +21,9 @@ from local_code_interpreter.artifacts import DISPLAY_PROPERTY, ShowArtifacts
 from local_code_interpreter.attachments import NOTE_PROPERTY, SaveAttachments
 from local_code_interpreter.conversation import in_conversation
 from local_code_interpreter.devui_output import install
-from local_code_interpreter.http.files import LinkSigner, WithFiles, build_files_app
+from local_code_interpreter.http.files import PREFIX, LinkSigner, build_files_app
+from local_code_interpreter.http.guard import Guard, token_verifier
+from local_code_interpreter.server import Router
 from local_code_interpreter.identity import SCOPE_KEY, Caller
 from local_code_interpreter.offline import EmbeddedChatClient
 from local_code_interpreter.sandbox.types import ExecutionResult, FileInfo, Image, InvalidFileName, QuotaExceeded
@@ -63,13 +65,13 @@ class Clock:
         return self.now
 
 
-def call(app, path: str, caller: Caller | None = None, method: str = "GET"):
+def call(app, path: str, caller: Caller | None = None, method: str = "GET", headers=()):
     """One request straight into the ASGI app, the path exactly as given (no client-side normalisation)."""
     raw_path, _, query = path.partition("?")
     from urllib.parse import unquote
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": unquote(raw_path), "raw_path": raw_path.encode(), "query_string": query.encode(),
-             "root_path": "", "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 1),
+             "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers], "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 80)}
     if caller is not None:
         scope[SCOPE_KEY] = caller
@@ -94,7 +96,17 @@ def files():
     store.sessions[(ALICE.id, "conv_a")] = {"result.csv": CSV, "out/page.html": b"<script>alert(1)</script>",
                                             "r\u00e9sum\u00e9 \"1\".txt": b"x"}
     store.sessions[(BOB.id, "conv_a")] = {"result.csv": b"bob's"}  # same conversation id, another owner
-    return build_files_app(store, signer), signer, clock
+    return mounted(build_files_app(store, signer)), signer, clock
+
+
+async def _elsewhere(scope, receive, send):  # DevUI, the lean /v1/responses and the probes, as far as routing goes
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def mounted(files_app):
+    """The download app where the server puts it: a mount of the serving router."""
+    return Router(_elsewhere, _elsewhere, _elsewhere, mounts=[(PREFIX, files_app)])
 
 
 # --- the download route ---------------------------------------------------------------------------------------
@@ -164,19 +176,16 @@ def test_active_content_is_never_served_as_a_page_and_names_keep_their_letters(f
         "attachment; filename=\"r_sum_ _1_.txt\"; filename*=UTF-8''" + quote(name, safe=""))
 
 
-def test_only_the_files_prefix_goes_to_the_download_app(files):
+def test_behind_the_guard_a_link_needs_no_bearer_token_but_everything_else_does(files):
     app, signer, _ = files
-    seen = []
-
-    async def devui(scope, receive, send):
-        seen.append(scope["path"])
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    both = WithFiles(devui, app)
-    assert call(both, "/filesystem")[0] == 204 and call(both, "/v1/responses")[0] == 204
-    assert call(both, signer.url((ALICE.id, "conv_a"), "result.csv"))[::2] == (200, CSV)
-    assert seen == ["/filesystem", "/v1/responses"]
+    guarded = Guard(app, verifiers=[token_verifier("secret-token")], self_authenticating=(PREFIX + "/",))
+    link = signer.url((ALICE.id, "conv_a"), "result.csv")
+    assert call(guarded, link)[::2] == (200, CSV)
+    assert call(guarded, "/files/conv_a/result.csv")[0] == 401  # no link, no token: the route refuses
+    assert call(guarded, link, method="POST")[0] == 401  # only GET/HEAD skip the guard's own check
+    assert call(guarded, "/v1/conversations")[0] == 401  # the exemption covers the download prefix only
+    assert call(guarded, "/filesystem")[0] == 401
+    assert call(guarded, "/v1/conversations", headers=[(b"authorization", b"Bearer secret-token")])[0] == 204
 
 
 # --- attachments: what DevUI's paperclip sends lands in the session directory -----------------------------------
@@ -295,7 +304,7 @@ def test_the_streamed_reply_shows_the_image_and_links_the_file_and_devui_maps_th
     assert "`chart data.csv`: [download](" in shown[1].text
     url = shown[1].text.split("](")[1].split(")")[0]
     assert url.startswith("/files/conv_a/chart%20data.csv?t=")
-    assert call(build_files_app(store, links), url)[::2] == (200, CSV)  # the link in the reply downloads it
+    assert call(mounted(build_files_app(store, links)), url)[::2] == (200, CSV)  # the link in the reply downloads it
     result_text = next(c.result for u in updates for c in u.contents if c.type == "function_result")
     assert "images: 1 captured" in result_text and "chart data.csv" in result_text
     # Display only: the conversation's history (what a model reads next turn) keeps the tool's text, no image.

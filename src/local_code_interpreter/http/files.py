@@ -27,8 +27,7 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Route
 
 from ..filestore import FileStore
 from ..identity import SCOPE_KEY, Caller
@@ -132,7 +131,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 
 
 def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
-    """The download app, answering under `PREFIX` (see `WithFiles`), behind the shared auth layer."""
+    """The download app, mounted at `PREFIX` behind the shared guard (`http/guard.py`)."""
 
     async def download(request: Request) -> Response:
         conversation, name = request.path_params["conversation"], request.path_params["name"]
@@ -168,21 +167,5 @@ def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
         response.headers["content-length"] = str(len(data))
         return response
 
-    return Starlette(routes=[Mount(PREFIX, routes=[
-        Route("/{conversation}/{name:path}", download, methods=["GET", "HEAD"])])])
-
-
-class WithFiles:
-    """Send `PREFIX/...` requests to the download app and everything else (lifespan included) to `app`.
-
-    Beside DevUI's app rather than inside it: DevUI serves its page from a catch-all mount at `/` and its own
-    bearer check covers every other path, which a link in a reply cannot satisfy.
-    """
-
-    def __init__(self, app: ASGIApp, files: ASGIApp):
-        self.app, self.files = app, files
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"] == PREFIX or scope["path"].startswith(PREFIX + "/")):
-            return await self.files(scope, receive, send)
-        return await self.app(scope, receive, send)
+    # Mounted at PREFIX by the serving router (Starlette's convention: `root_path` names the mount point).
+    return Starlette(routes=[Route("/{conversation}/{name:path}", download, methods=["GET", "HEAD"])])
