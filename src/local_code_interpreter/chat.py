@@ -20,7 +20,8 @@ print(primes, sum(primes))
 
 
 async def run(settings: Settings, interactive: bool) -> int:
-    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
+    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
+                             settings.queue_timeout_seconds, settings.queue_length)
     sessions = SessionManager(sandbox, settings)
     await sessions.start()
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions)

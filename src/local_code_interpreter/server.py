@@ -112,7 +112,8 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     """
     check_auth(settings, verifiers)
     logs.configure(settings.log_level, settings.serving.log_format)
-    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
+    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
+                             settings.queue_timeout_seconds, settings.queue_length)
     await sandbox.start()  # warm before the first request
     serving = settings.serving
     max_connections = serving.max_connections or default_max_connections()
