@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from urllib.parse import quote
 
 import pytest
@@ -17,7 +18,7 @@ from agent_framework_devui._mapper import MessageMapper
 from agent_framework_devui.models import AgentFrameworkRequest
 
 from local_code_interpreter.agent import build_agent
-from local_code_interpreter.artifacts import DISPLAY_PROPERTY, ShowArtifacts
+from local_code_interpreter.artifacts import DISPLAY_PROPERTY, ShowArtifacts, inline_images
 from local_code_interpreter.attachments import NOTE_PROPERTY, SaveAttachments
 from local_code_interpreter.conversation import in_conversation
 from local_code_interpreter.devui_output import install
@@ -217,7 +218,8 @@ def paperclip_file(name: str, data: bytes, media_type: str = "text/csv") -> dict
 
 
 def run_agent(sandbox, store, message, conversation: str | None = "conv_a", caller=ALICE, stream=True,
-              links: LinkSigner | None = None, session=None):
+              links: LinkSigner | None = None, session=None, inline: bool = True):
+    """Run the agent as the DevUI path does (`inline`: its page renders images) within `conversation`."""
     agent = build_agent(EmbeddedChatClient(), sandbox,
                         middleware=[SaveAttachments(store), ShowArtifacts(links)])
 
@@ -228,10 +230,14 @@ def run_agent(sandbox, store, message, conversation: str | None = "conv_a", call
             response = agent.run(message, stream=True, session=session)
             updates = [update async for update in response]
             return await response.get_final_response(), updates
-        if conversation is None:
-            return await run()
-        with in_conversation(conversation, caller):
-            return await run()
+        token = inline_images.set(inline)
+        try:
+            if conversation is None:
+                return await run()
+            with in_conversation(conversation, caller):
+                return await run()
+        finally:
+            inline_images.reset(token)
     return asyncio.run(go())
 
 
@@ -336,6 +342,13 @@ def test_the_non_streamed_reply_carries_them_after_the_tool_result():
     assert roles[at + 1] == ("assistant", ["data", "text"]), roles
 
 
+def test_a_consumer_that_renders_no_images_gets_only_the_links():
+    _, updates = run_agent(ScriptedSandbox(produced_result()), MemoryStore(), "print(1)", inline=False,
+                           links=LinkSigner(b"k" * 32))
+    shown = [c for u in updates for c in u.contents if (c.additional_properties or {}).get(DISPLAY_PROPERTY)]
+    assert [c.type for c in shown] == ["text"] and "[download](/files/conv_a/" in shown[0].text
+
+
 def test_one_shot_runs_show_images_but_link_no_files():
     final, updates = run_agent(ScriptedSandbox(produced_result()), MemoryStore(), "print(1)", conversation=None,
                                links=LinkSigner(b"k" * 32))
@@ -347,3 +360,88 @@ def test_runs_without_artifacts_are_unchanged():
     final, updates = run_agent(ScriptedSandbox(), MemoryStore(), "print(1)", links=LinkSigner(b"k" * 32))
     assert not any((c.additional_properties or {}).get(DISPLAY_PROPERTY) for u in updates for c in u.contents)
     assert "ran" in final.text
+
+
+# --- the whole application, in process: guard → router → DevUI or the lean path → agent → download mount ----
+
+class ScriptedSessions(MemoryStore):
+    """MemoryStore that also runs code like SessionManager.run: records (key, code), returns `result`."""
+
+    def __init__(self, result: ExecutionResult):
+        super().__init__()
+        self.result, self.runs = result, []
+
+    async def run(self, key, code):
+        self.runs.append((key, code))
+        self.sessions.setdefault(key, {})["chart data.csv"] = CSV
+        return self.result
+
+
+def whole_app(token: str = "app-token"):
+    from local_code_interpreter.server import build_app
+    from local_code_interpreter.settings import Settings
+
+    sessions = ScriptedSessions(produced_result())
+    return build_app(Settings(auth_token=token), ScriptedSandbox(), sessions=sessions), sessions
+
+
+def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_without_the_token():
+    import httpx
+
+    app, sessions = whole_app()
+    bearer = {"authorization": "Bearer app-token"}
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            entity = (await client.get("/v1/entities", headers=bearer)).json()["entities"][0]["id"]
+            conversation = (await client.post("/v1/conversations", json={"metadata": {"agent_id": entity}},
+                                              headers=bearer)).json()["id"]
+            body = {"input": [{"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "print(1)"}, paperclip_file("sales.csv", CSV)]}],
+                "metadata": {"entity_id": entity}, "conversation": conversation, "stream": True}
+            async with client.stream("POST", "/v1/responses", json=body, headers=bearer) as response:
+                assert response.status_code == 200
+                events = [json.loads(line[6:]) async for line in response.aiter_lines()
+                          if line.startswith("data: ") and line[6:].strip().startswith("{")]
+            text = "".join(e.get("delta") or "" for e in events if e.get("type") == "response.output_text.delta")
+            url = text.split("[download](")[1].split(")")[0]
+            download = await client.get(url)  # no bearer token: the signed link is the grant
+            return conversation, events, url, download, await client.get(url.split("?")[0])
+
+    conversation, events, url, download, bare = asyncio.run(go())
+    assert sessions.sessions[("token", conversation)]["sales.csv"] == CSV  # the shared token's caller owns it
+    assert sessions.runs == [(("token", conversation), "print(1)")]
+    images = [e["item"] for e in events if e.get("type") == "response.output_item.added"
+              and e["item"].get("type") == "output_image"]
+    assert [i["image_url"] for i in images] == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    assert not [e for e in events if e.get("type") == "error"]
+    assert (download.status_code, download.content) == (200, CSV)
+    assert bare.status_code == 401  # the same path without the link needs the bearer token
+
+
+def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalone_image():
+    import httpx
+
+    app, sessions = whole_app()
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            body = {"model": "local-code-interpreter", "conversation": "conv_lean", "input": [
+                {"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "print(1)"},
+                    {"type": "input_file", "filename": "sales.csv",
+                     "file_url": "data:text/csv;base64," + base64.b64encode(CSV).decode()}]}]}
+            response = await client.post("/v1/responses", json=body, headers={"authorization": "Bearer app-token"})
+            return response
+
+    response = asyncio.run(go())
+    assert response.status_code == 200, response.text
+    assert sessions.sessions[("token", "conv_lean")]["sales.csv"] == CSV
+    output = response.json()["output"]
+    texts = [c["text"] for item in output if item["type"] == "message" for c in item["content"]]
+    assert any("`chart data.csv`: [download](/files/conv_lean/chart%20data.csv?t=" in t for t in texts)
+    # The image reaches an API client in the tool's output, where the Responses format has a place for it.
+    tool_output = next(item for item in output if item["type"] == "function_call_output")["output"]
+    assert [part["type"] for part in tool_output] == ["input_text", "input_image"]

@@ -2,8 +2,9 @@
 
 The `execute_code` tool hands each `ExecutionResult` to `collect()`; the `ShowArtifacts` agent middleware (which
 opens a collector for each agent run) adds, right after that tool result in the reply stream, an assistant
-update holding the images as `data` contents (DevUI shows them as `output_image`, an `<img>` in the reply) and
-one markdown line per produced file linking to the download route (`http/files.py`) with a signed link.
+update holding the images as `data` contents when the consumer renders them (`inline_images`: DevUI shows them
+as `output_image`, an `<img>` in the reply) and one markdown line per produced file linking to the download
+route (`http/files.py`) with a signed link.
 
 These updates are for display only: they are left out of the run's final response, so the conversation's
 history (what a model reads on the next turn) holds the tool's text result, which says what was shown, not the
@@ -47,6 +48,10 @@ class Produced:
 
 
 _collector: ContextVar[list[Produced] | None] = ContextVar("lci_artifacts", default=None)
+# Whether this run's consumer renders image `data` contents in the reply: DevUI's page does (the request path
+# to it sets this, see devui_output.py); the Responses output has no standalone image, so API clients get the
+# images in the tool result (`function_call_output`) and the links as text.
+inline_images: ContextVar[bool] = ContextVar("lci_inline_images", default=False)
 
 
 def collect(result: ExecutionResult) -> None:
@@ -69,13 +74,13 @@ def _code_span(name: str) -> str:
     return "`" + name.replace("`", "'") + "`"
 
 
-def display_contents(produced: Sequence[Produced], linker: Linker | None) -> list[Content]:
-    """The contents shown for these executions: images first, then one link line per file."""
+def display_contents(produced: Sequence[Produced], linker: Linker | None, images: bool = True) -> list[Content]:
+    """The contents shown for these executions: images first (when `images`), then one link line per file."""
     contents: list[Content] = []
     lines: list[str] = []
     props = {DISPLAY_PROPERTY: True}
     for item in produced:
-        for image in item.images[:MAX_IMAGES_PER_RESULT]:
+        for image in item.images[:MAX_IMAGES_PER_RESULT] if images else ():
             contents.append(Content.from_data(image.data, image.media_type, additional_properties=dict(props)))
         if item.key is None or linker is None:
             continue
@@ -130,7 +135,7 @@ class ShowArtifacts(AgentMiddleware):
         def expand(update: AgentResponseUpdate) -> list[AgentResponseUpdate]:
             if not pending or not any(c.type == "function_result" for c in update.contents):
                 return [update]
-            shown = display_contents(pending, self.linker)
+            shown = display_contents(pending, self.linker, inline_images.get())
             pending.clear()
             return [update, AgentResponseUpdate(role="assistant", contents=shown)] if shown else [update]
 
@@ -138,7 +143,7 @@ class ShowArtifacts(AgentMiddleware):
 
     def _insert(self, response: AgentResponse, pending: list[Produced]) -> None:
         """Non-streaming: the display message goes right after the last tool result."""
-        shown = display_contents(pending, self.linker)
+        shown = display_contents(pending, self.linker, inline_images.get())
         if not shown:
             return
         at = len(response.messages)

@@ -5,7 +5,8 @@ message, but its mapper (agent-framework-devui 1.0.0b261022) cannot produce one 
 it reads `content.mime_type` (the attribute is `media_type`, so every image looks like octet-stream) and builds
 a pydantic event whose item type the OpenAI event model rejects, so the reply gets an `error` event instead.
 `install()` maps image data contents to that event as a plain dict (DevUI streams dict events as they are) and
-leaves every other content to DevUI's own mapper. `DevUI` is DevServer with it installed on its mapper.
+leaves every other content to DevUI's own mapper. `DevUI` is DevServer with it installed on its mapper, and
+`ShowsImages` marks the requests served by DevUI's app so the reply carries the images (`artifacts.inline_images`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import uuid
 from typing import Any
 
 from agent_framework_devui import DevServer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .artifacts import inline_images
 
 _MARK = "_lci_output_images"
 
@@ -47,3 +51,17 @@ class DevUI(DevServer):
         executor = await super()._ensure_executor()
         install(executor.message_mapper)
         return executor
+
+
+class ShowsImages:
+    """DevUI's ASGI app, with `artifacts.inline_images` set for its requests (their agent runs and streams)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = inline_images.set(True)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            inline_images.reset(token)

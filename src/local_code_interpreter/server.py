@@ -17,7 +17,7 @@ from . import logs, telemetry
 from .agent import AGENT_NAME, build_agent
 from .artifacts import ShowArtifacts
 from .attachments import SaveAttachments
-from .devui_output import DevUI
+from .devui_output import DevUI, ShowsImages
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .http.connections import default_max_connections, protocol
@@ -90,7 +90,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
         return entities[0].id if len(entities) == 1 else None
 
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
-    router = Router(dev.get_app(), ResponsesApp(agent, store, dev.get_app(), AGENT_NAME, devui_entity_id),
+    devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
+    router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id),
                     HealthApp(readiness), mounts)
     all_verifiers = ([token_verifier(settings.auth_token)] if settings.auth_token else []) + list(verifiers)
     if settings.loopback:
