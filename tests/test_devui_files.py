@@ -245,8 +245,12 @@ def test_a_paperclip_csv_lands_in_the_conversation_and_the_code_runs_unchanged()
     store, sandbox = MemoryStore(), ScriptedSandbox()
     code = "import pandas as pd\nprint(pd.read_csv('sales.csv'))"
     message = devui_message({"type": "input_text", "text": code}, paperclip_file("sales.csv", CSV))
-    response, _ = run_agent(sandbox, store, message)
+    session = build_agent(EmbeddedChatClient(), sandbox).create_session()
+    response, updates = run_agent(sandbox, store, message, session=session)
     assert store.sessions == {(ALICE.id, "conv_a"): {"sales.csv": CSV}}
+    # The person sees where the file went, first thing in the reply (display only: not in the history).
+    assert updates[0].text == "Saved in this conversation's working directory: `sales.csv`\n\n"
+    assert not any("Saved in" in m.text for m in session.state["in_memory"]["messages"])
     assert sandbox.codes == [code]  # the whole message is the code: the note about the file is not part of it
     assert "ran" in response.text
     notes = [c for c in message.contents if (c.additional_properties or {}).get(NOTE_PROPERTY)]

@@ -92,12 +92,18 @@ def display_contents(produced: Sequence[Produced], linker: Linker | None, images
     return contents
 
 
+def display_text(text: str) -> Content:
+    """Text shown to the person in this reply only (not kept as what the agent said)."""
+    return Content.from_text(text, additional_properties={DISPLAY_PROPERTY: True})
+
+
 def _display_only(update: AgentResponseUpdate) -> bool:
     return bool(update.contents) and all((c.additional_properties or {}).get(DISPLAY_PROPERTY)
                                          for c in update.contents)
 
 
-def _final(updates: Sequence[AgentResponseUpdate]) -> AgentResponse:
+def final_response(updates: Sequence[AgentResponseUpdate]) -> AgentResponse:
+    """The run's final response without the display-only updates."""
     return AgentResponse.from_updates([u for u in updates if not _display_only(u)])
 
 
@@ -139,7 +145,7 @@ class ShowArtifacts(AgentMiddleware):
             pending.clear()
             return [update, AgentResponseUpdate(role="assistant", contents=shown)] if shown else [update]
 
-        context.result = context.result.with_pull_context_manager(collecting).flat_map(expand, _final)
+        context.result = context.result.with_pull_context_manager(collecting).flat_map(expand, final_response)
 
     def _insert(self, response: AgentResponse, pending: list[Produced]) -> None:
         """Non-streaming: the display message goes right after the last tool result."""

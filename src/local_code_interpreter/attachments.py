@@ -26,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
 from agent_framework._types import ResponseStream
 
+from .artifacts import display_text, final_response
 from .conversation import conversation_key
 from .filestore import FileStore
 from .sandbox.types import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
@@ -114,13 +115,16 @@ class SaveAttachments(AgentMiddleware):
 
     async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
         try:
-            await self.save_all(context.messages)
+            saved = await self.save_all(context.messages)
         except AttachmentError as error:
             log.info("attachment refused: %s", error)
             text = f"{error}\n\nNothing was run. Fix the attachment (or send it again) and resend the message."
             context.result = _as_stream(text) if context.stream else _as_response(text)
             return
         await call_next()
+        if saved:
+            _tell(context, display_text("Saved in this conversation's working directory: "
+                                        + ", ".join(f"`{name}`" for name in saved) + "\n\n"))
 
     async def save_all(self, messages: list[Message]) -> list[str]:
         """Save every attachment of the user messages, replacing it (or adding beside it) a note; the names."""
@@ -172,6 +176,24 @@ class SaveAttachments(AgentMiddleware):
                                   f"session directory ({error}).") from None
         log.info("saved attachment %r (%d bytes) for conversation %s", info.name, info.size, key[1])
         return info.name
+
+
+def _tell(context: AgentContext, shown: Content) -> None:
+    """Open the reply with `shown` (display only: not part of what the agent said)."""
+    result = context.result
+    if isinstance(result, ResponseStream):
+        first = True
+
+        def prepend(update: AgentResponseUpdate) -> list[AgentResponseUpdate]:
+            nonlocal first
+            if not first:
+                return [update]
+            first = False
+            return [AgentResponseUpdate(role="assistant", contents=[shown]), update]
+
+        context.result = result.flat_map(prepend, final_response)
+    elif isinstance(result, AgentResponse):
+        result.messages.insert(0, Message(role="assistant", contents=[shown]))
 
 
 def _as_response(text: str) -> AgentResponse:

@@ -95,6 +95,8 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
             box.press("Enter")
 
             page.get_by_text("total sales 12").first.wait_for(timeout=90_000)
+            saved = page.locator("p", has_text="Saved in this conversation's working directory").first
+            assert "sales.csv" in saved.inner_text()
             chart = page.locator("img[src^='data:image/png']").last
             chart.wait_for(timeout=30_000)
             chart.scroll_into_view_if_needed()
