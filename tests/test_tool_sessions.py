@@ -189,3 +189,34 @@ def test_the_embedded_default_replies_with_the_text_and_leaves_the_images_to_sho
     # artifacts.ShowArtifacts shows the images once, for every client (tests/test_devui_files.py): not twice.
     assert [c.type for c in reply] == ["text"]
     assert reply[0].text.startswith("stdout:\nplotted")
+
+
+def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
+    need_sessions("subprocess")
+
+    async def go():
+        sandbox = create_sandbox("subprocess", Limits(timeout_seconds=30.0))
+        sessions = SessionManager(sandbox, SessionLimits(), language="python")
+        agent = build_agent(EmbeddedChatClient(), sandbox, sessions)
+        try:
+            with in_conversation("chart"):
+                await say(agent, "rows = [(1, 1), (2, 4), (3, 9)]")
+                response = await agent.run("import matplotlib.pyplot as plt\n"
+                                           "plt.plot([r[0] for r in rows], [r[1] for r in rows])\n"
+                                           "open('squares.csv', 'w').write('\\n'.join(f'{a},{b}' for a, b in rows))\n"
+                                           "len(rows)")
+            tool_results = [c for m in response.messages for c in m.contents if c.type == "function_result"]
+            return response, tool_results
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    response, tool_results = asyncio.run(go())
+    text = response.text
+    assert "value:\n3" in text and "images: 1 captured and attached: image 1 (image/png" in text
+    assert "files created or changed: squares.csv (" in text
+    items = tool_results[0].items
+    assert [c.type for c in items] == ["text", "data"] and items[1].media_type == "image/png"
+    assert base64.b64decode(items[1].uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    # The embedded default's own reply is text: artifacts.ShowArtifacts shows the image (tests/test_devui_files.py).
+    assert not [c for c in response.messages[-1].contents if c.type == "data"]

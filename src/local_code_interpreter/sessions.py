@@ -247,8 +247,8 @@ class SessionManager:
                         if not create:
                             yield None, ""
                             return
-                        notice = self._notices.pop(key, "")
                         await self._open(entry)
+                        notice = self._notices.pop(key, "")  # after a successful open, so a failure keeps it
                     self._entries.move_to_end(key)
                     try:
                         yield entry.session, notice
