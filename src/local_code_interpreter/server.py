@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import logs, telemetry
 from .agent import AGENT_NAME, build_agent
+from .http import devui_store
 from .http.connections import default_max_connections, protocol
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
@@ -63,6 +64,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
 
     telemetry.setup()
     telemetry.route_devui_traces()
+    devui_store.install(settings.serving.conversations_max)
     agent = build_agent(build_chat_client(settings.model), sandbox)
     dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
                     auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)

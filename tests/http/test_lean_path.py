@@ -152,3 +152,13 @@ def test_store_bounds_items_bytes_count():
     for n in range(10):
         big.record(big.resolve("me", f"c{n}", None), f"r{n}", [_message("y" * 4000)])
     assert big.total_bytes <= 12_000 and len(big) == 2
+
+
+def test_devui_conversations_are_bounded_too():
+    async def run():
+        async with app_client(env={"LCI_CONVERSATIONS_MAX": "3"}) as (c, _s, _sb):
+            ids = [(await c.post("/v1/conversations", json={"metadata": {}})).json()["id"] for _ in range(5)]
+            return ids, [(await c.get(f"/v1/conversations/{i}")).status_code for i in ids]
+
+    ids, statuses = asyncio.run(run())
+    assert statuses[:2] == [404, 404] and statuses[2:] == [200, 200, 200]
