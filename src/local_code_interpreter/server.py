@@ -18,6 +18,7 @@ from .agent import AGENT_NAME, build_agent
 from .artifacts import ShowArtifacts
 from .attachments import SaveAttachments
 from .devui_output import DevUI, ShowsImages
+from .http import devui_store
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .http.connections import default_max_connections, protocol
@@ -71,6 +72,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     """
     telemetry.setup()
     telemetry.route_devui_traces()
+    devui_store.install(settings.serving.conversations_max)
     links = LinkSigner.for_token(settings.auth_token)
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])

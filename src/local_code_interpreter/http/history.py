@@ -86,8 +86,10 @@ class ConversationStore:
                 raise HistoryError(413, f"an input item is larger than {self.bounds.item_max_bytes} bytes "
                                    "(LCI_CONVERSATION_ITEM_MAX_BYTES)", "item_too_large")
 
-    def resolve(self, owner: str, conversation_id: str | None, previous_response_id: str | None) -> Continuation:
-        """The conversation to continue (a new one when neither id is given) and its history."""
+    def resolve(self, owner: str, conversation_id: str | None, previous_response_id: str | None,
+                keep: bool = True) -> Continuation:
+        """The conversation to continue (a new one when neither id is given; not kept when `keep` is false, as
+        for `store: false`) and its history."""
         if previous_response_id is not None:
             found = self._responses.get(previous_response_id)
             conversation = self._conversations.get(found[0]) if found else None
@@ -115,6 +117,9 @@ class ConversationStore:
             self._conversations.move_to_end(conversation.id)
             return Continuation(conversation, conversation.messages(),
                                 conversation.first_turn + len(conversation.turns))
+        if not keep:
+            transient = f"conv_{uuid.uuid4().hex}"
+            return Continuation(Conversation(transient, owner, transient), [], 0)
         conversation = self._new(owner, f"conv_{uuid.uuid4().hex}", None)
         return Continuation(conversation, [], 0)
 

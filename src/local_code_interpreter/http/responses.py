@@ -186,7 +186,7 @@ class ResponsesApp:
         self.store.check_input(messages)
         keep = request.get("store", True)
         continuation = self.store.resolve(caller.id, session_id if is_conversation else None,
-                                          None if is_conversation or session_id is None else session_id)
+                                          None if is_conversation or session_id is None else session_id, keep)
         conversation = continuation.conversation
         shown_conversation = conversation.id if is_conversation else None
         response_id = create_response_id()
