@@ -229,6 +229,7 @@ def test_sigint_interrupts_the_running_cell_and_the_session_survives(child):
     assert sent and out == "started\n"
     assert frame["exit_code"] == 130 and frame["error"].startswith("KeyboardInterrupt")
     assert err.rstrip().endswith("KeyboardInterrupt") and "<module>" in err
+    assert "child.py" not in err and "_on_sigint" not in err  # our handler's frame is not the code's business
     assert child.run("survivor")[0]["value"] == "'alive'"
 
 
@@ -355,6 +356,19 @@ def test_files_changed_between_cells_are_not_the_cells(child):
     assert child.run("open('uploaded.txt').read()")[0]["files"] == []
 
 
+def test_files_are_found_in_the_session_directory_after_a_chdir(child):
+    frame, _, _ = child.run("import os, tempfile\nhome = os.getcwd()\nos.chdir(tempfile.gettempdir())\n"
+                            "os.chdir(home)\nos.mkdir('elsewhere')\nos.chdir('elsewhere')\n"
+                            "open('made-after-chdir.txt', 'w').write('x')")
+    assert [f["name"] for f in frame["files"]] == ["elsewhere/made-after-chdir.txt"]
+    assert child.run("os.chdir(home)")[0]["files"] == []
+
+
+def test_display_prints_like_a_notebook(child):
+    frame, out, _ = child.run("display({'a': 1}, 'text')")
+    assert (frame["exit_code"], out) == (0, "{'a': 1}\ntext\n")
+
+
 def test_links_and_deleted_files_are_not_reported(child):
     frame, _, _ = child.run("import os\nopen('gone.txt', 'w').close()\nos.remove('gone.txt')\n"
                             "os.symlink('/etc/passwd', 'link')")
@@ -362,14 +376,17 @@ def test_links_and_deleted_files_are_not_reported(child):
 
 
 # The template's preparation ------------------------------------------------------------------------------
-def test_prepare_warms_and_stays_single_threaded(tmp_path):
+@pytest.mark.parametrize("given_by", ["argument", "environment"])
+def test_prepare_warms_and_stays_single_threaded(tmp_path, given_by):
+    argument = repr(str(tmp_path)) if given_by == "argument" else ""
+    environment = {"MPLCONFIGDIR": str(tmp_path)} if given_by == "environment" else {}
     code = ("import os, sys, threading\nfrom local_code_interpreter.sandbox import child\n"
-            f"missing = child.prepare({str(tmp_path)!r})\n"
+            f"missing = child.prepare({argument})\n"
             "print(missing, threading.active_count(), len(os.listdir('/proc/self/task')), "
             "'numpy' in sys.modules, 'pandas' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])\n"
             "import matplotlib\nprint(matplotlib.get_backend(), matplotlib.get_cachedir())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE,
-                            env=TEMPLATE_ENV)
+                            env={**TEMPLATE_ENV, **environment})
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert first == "[] 1 1 True True 1"

@@ -52,18 +52,20 @@ MAX_REPORTED_FILES = 1000
 _HEADER = struct.Struct("!I")
 _THIS_FILE = __file__
 _running = False  # SIGINT interrupts a running cell only; between cells it is ignored
+_workdir = "."  # the session directory (the working directory when serve() started), even if a cell chdirs
 
 
 def prepare(mpl_config_dir: str | None = None) -> list[str]:
     """Warm the template: imports, matplotlib set-up, mimetypes. Returns the warm modules that are missing.
 
-    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default: a
-    directory of this uid under the temporary directory) holds matplotlib's font cache, built here, so that
-    no child (which cannot write there, nor needs a HOME) ever rebuilds it.
+    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default:
+    $MPLCONFIGDIR, else a directory of this uid under the temporary directory) holds matplotlib's font cache,
+    built here, so that no child (which cannot write there, nor needs a HOME) ever rebuilds it.
     """
     os.environ.update(BLAS_THREAD_ENV)
     os.environ["MPLBACKEND"] = "Agg"
-    os.environ["MPLCONFIGDIR"] = mpl_config_dir or _private_dir(f"lci-matplotlib-{os.geteuid()}")
+    os.environ["MPLCONFIGDIR"] = (mpl_config_dir or os.environ.get("MPLCONFIGDIR")
+                                  or _private_dir(f"lci-matplotlib-{os.geteuid()}"))
     missing = []
     for name in WARM_MODULES:
         try:
@@ -120,6 +122,9 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     _own_streams()
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
+    main.__dict__["display"] = display
+    global _workdir
+    _workdir = os.getcwd()
     sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
     sys.argv = [""]
     signal.signal(signal.SIGINT, _on_sigint)
@@ -143,7 +148,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
 def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
     """Run one cell in `namespace`; the result frame's content. Output is flushed before it returns."""
     global _running
-    before = snapshot()
+    before = snapshot(_workdir)
     value = error = None
     exit_code = 0
     try:
@@ -162,7 +167,7 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot()),
+    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot(_workdir)),
             "error": error}
 
 
@@ -209,6 +214,12 @@ def _event_loop():
     return _loop
 
 
+def display(*objects) -> None:
+    """What notebook code calls out of habit: the repr of each object on stdout (figures are captured anyway)."""
+    for item in objects:
+        print(item if isinstance(item, str) else repr(item))
+
+
 def _on_sigint(signum, frame):
     if _running:
         raise KeyboardInterrupt
@@ -238,7 +249,10 @@ def _print_traceback(exception: BaseException, filename: str) -> None:
     if isinstance(exception, SyntaxError):
         tb = None
     try:
-        traceback.print_exception(type(exception), exception, tb)
+        report = traceback.TracebackException(type(exception), exception, tb, compact=True)
+        # ...and not our SIGINT handler's frame at the end either
+        report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename != _THIS_FILE])
+        sys.stderr.write("".join(report.format()))
     except Exception:  # a hostile exception (its __str__ raises) still gets a line
         print(f"{type(exception).__name__} (its message could not be shown)", file=sys.stderr)
 
