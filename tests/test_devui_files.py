@@ -12,7 +12,6 @@ import json
 from urllib.parse import quote
 
 import pytest
-from agent_framework_devui._discovery import EntityDiscovery
 from agent_framework_devui._executor import AgentFrameworkExecutor
 from agent_framework_devui._mapper import MessageMapper
 from agent_framework_devui.models import AgentFrameworkRequest
@@ -206,8 +205,11 @@ class ScriptedSandbox:
 
 
 def devui_message(*contents):
-    """The Message DevUI's own executor makes from a /v1/responses input (the paperclip's JSON)."""
-    executor = AgentFrameworkExecutor(EntityDiscovery(None), MessageMapper())
+    """The Message DevUI's own executor makes from a /v1/responses input (the paperclip's JSON).
+
+    Its conversion only, without `__init__`: constructing an executor installs a global OpenTelemetry tracer
+    provider, which would take the place of the server's own (telemetry.py) for the rest of the test session."""
+    executor = object.__new__(AgentFrameworkExecutor)
     return executor._convert_input_to_chat_message([{"type": "message", "role": "user", "content": list(contents)}])
 
 
