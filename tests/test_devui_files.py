@@ -382,6 +382,9 @@ class ScriptedSessions(MemoryStore):
         self.sessions.setdefault(key, {})["chart data.csv"] = CSV
         return self.result
 
+    async def close(self, key):
+        return self.sessions.pop(key, None) is not None
+
 
 def whole_app(token: str = "app-token"):
     from local_code_interpreter.server import build_app
@@ -413,10 +416,16 @@ def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_
             text = "".join(e.get("delta") or "" for e in events if e.get("type") == "response.output_text.delta")
             url = text.split("[download](")[1].split(")")[0]
             download = await client.get(url)  # no bearer token: the signed link is the grant
-            return conversation, events, url, download, await client.get(url.split("?")[0])
+            bare = await client.get(url.split("?")[0])
+            saved = dict(sessions.sessions[("token", conversation)])
+            # Deleting the conversation in the page ends its session: the link finds nothing any more.
+            deleted = await client.delete(f"/v1/conversations/{conversation}", headers=bearer)
+            return conversation, events, url, download, bare, saved, deleted, await client.get(url)
 
-    conversation, events, url, download, bare = asyncio.run(go())
-    assert sessions.sessions[("token", conversation)]["sales.csv"] == CSV  # the shared token's caller owns it
+    conversation, events, url, download, bare, saved, deleted, after = asyncio.run(go())
+    assert saved["sales.csv"] == CSV  # the shared token's caller owns the session
+    assert deleted.status_code == 200 and ("token", conversation) not in sessions.sessions
+    assert after.status_code == 404
     assert sessions.runs == [(("token", conversation), "print(1)")]
     images = [e["item"] for e in events if e.get("type") == "response.output_item.added"
               and e["item"].get("type") == "output_image"]
@@ -426,19 +435,22 @@ def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_
     assert bare.status_code == 401  # the same path without the link needs the bearer token
 
 
-def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalone_image():
+@pytest.mark.parametrize("form", ["file_data", "bare-base64", "file_url"])
+def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalone_image(form):
     import httpx
 
     app, sessions = whole_app()
+    url = "data:text/csv;base64," + base64.b64encode(CSV).decode()
+    attached = {"type": "input_file", "filename": "sales.csv",
+                **{"file_data": {"file_data": url}, "bare-base64": {"file_data": url.split(",")[1]},
+                   "file_url": {"file_url": url}}[form]}  # file_data: what the OpenAI SDK documents
 
     async def go():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             body = {"model": "local-code-interpreter", "conversation": "conv_lean", "input": [
                 {"type": "message", "role": "user", "content": [
-                    {"type": "input_text", "text": "print(1)"},
-                    {"type": "input_file", "filename": "sales.csv",
-                     "file_url": "data:text/csv;base64," + base64.b64encode(CSV).decode()}]}]}
+                    {"type": "input_text", "text": "print(1)"}, attached]}]}
             response = await client.post("/v1/responses", json=body, headers={"authorization": "Bearer app-token"})
             return response
 
@@ -451,3 +463,25 @@ def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalo
     # The image reaches an API client in the tool's output, where the Responses format has a place for it.
     tool_output = next(item for item in output if item["type"] == "function_call_output")["output"]
     assert [part["type"] for part in tool_output] == ["input_text", "input_image"]
+
+
+def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
+    from local_code_interpreter.http.conversations import EndsSessions
+
+    store = ScriptedSessions(produced_result())
+    store.sessions = {(ALICE.id, "conv_a"): {"a": b"1"}, (BOB.id, "conv_a"): {"b": b"2"}}
+    answer = {"status": 200}
+
+    async def devui(scope, receive, send):
+        await send({"type": "http.response.start", "status": answer["status"], "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = EndsSessions(devui, store)
+    assert call(app, "/v1/conversations/conv_a", BOB, method="GET")[0] == 200  # not a delete
+    answer["status"] = 404
+    assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 404  # DevUI did not delete it
+    assert set(store.sessions) == {(ALICE.id, "conv_a"), (BOB.id, "conv_a")}
+    answer["status"] = 200
+    assert call(app, "/v1/conversations/conv_a/items", BOB, method="DELETE")[0] == 200  # not the conversation
+    assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 200
+    assert set(store.sessions) == {(ALICE.id, "conv_a")}

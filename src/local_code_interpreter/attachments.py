@@ -91,6 +91,26 @@ def _is_attachment(content: Content) -> bool:
     return content.type == "data" and bool(content.name)
 
 
+def inline_files(value):
+    """A Responses `input` with each inline `input_file` (`file_data`, the OpenAI form: a data URL, or bare base64
+    as DevUI sends it) also given as `file_url` = that data URL, the form the Responses parser turns into a `data`
+    content. Anything else is returned as it is."""
+    if not isinstance(value, list):
+        return value
+    for item in value:
+        parts = item.get("content") if isinstance(item, dict) else None
+        for part in parts if isinstance(parts, list) else [item]:
+            if not isinstance(part, dict) or part.get("type") != "input_file" or part.get("file_url"):
+                continue
+            data = part.get("file_data")
+            if isinstance(data, str) and data:
+                if not data.startswith("data:"):
+                    guessed = mimetypes.guess_type(str(part.get("filename") or ""), strict=False)[0]
+                    data = f"data:{guessed or 'application/octet-stream'};base64,{data}"
+                part["file_url"] = data
+    return value
+
+
 def extract(content: Content) -> Attachment:
     if content.type != "data" or not (content.uri or "").startswith("data:"):
         raise AttachmentError("only attachments sent inline (data URI or file_data) can be saved; "

@@ -22,6 +22,7 @@ from .http import devui_store
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .http.connections import default_max_connections, protocol
+from .http.conversations import EndsSessions
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
 from .http.history import Bounds, ConversationStore
@@ -93,6 +94,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
 
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
+    if sessions is not None:
+        devui_app = EndsSessions(devui_app, sessions)  # deleting a conversation in the page ends its session
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id),
                     HealthApp(readiness), mounts)
     all_verifiers = ([token_verifier(settings.auth_token)] if settings.auth_token else []) + list(verifiers)

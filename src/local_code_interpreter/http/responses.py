@@ -34,6 +34,7 @@ from agent_framework_hosting_responses import (
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import identity
+from ..attachments import inline_files
 from ..conversation import in_conversation
 from .errors import send_error, status_for
 from .history import ConversationStore, HistoryError
@@ -180,7 +181,7 @@ class ResponsesApp:
     async def _serve(self, request: dict, caller: identity.Caller, send: Send) -> None:
         try:
             session_id, is_conversation = responses_session_id(request)
-            messages = messages_from_responses_input(request["input"])
+            messages = messages_from_responses_input(inline_files(request["input"]))  # attachments.py
         except ValueError as error:
             raise BadRequest(str(error)) from None
         self.store.check_input(messages)
