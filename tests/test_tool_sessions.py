@@ -220,3 +220,27 @@ def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     assert base64.b64decode(items[1].uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     # The embedded default's own reply is text: artifacts.ShowArtifacts shows the image (tests/test_devui_files.py).
     assert not [c for c in response.messages[-1].contents if c.type == "data"]
+
+
+def test_a_full_replica_aborts_the_tool_call_with_sandbox_busy():
+    """The tool lets SandboxBusy through (the HTTP layer answers 429), rather than handing the model a text."""
+    from local_code_interpreter.sandbox import SandboxBusy
+    from local_code_interpreter.tool import make_execute_code
+
+    async def go():
+        sandbox = create_sandbox("monty", Limits(timeout_seconds=1.0))
+        sessions = SessionManager(sandbox, SessionLimits(max_sessions=1), language="python")
+        execute_code = make_execute_code(sandbox, sessions)
+        try:
+            with in_conversation("long"):
+                long = asyncio.create_task(execute_code.invoke(arguments={"code": "while True:\n    pass"}))
+            await asyncio.sleep(0.2)
+            with in_conversation("other"):
+                with pytest.raises(SandboxBusy, match="busy; retry"):
+                    await execute_code.invoke(arguments={"code": "print(1)"})
+            await long
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    asyncio.run(go())

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from . import artifacts
 from .conversation import conversation_key
-from .sandbox import ExecutionResult, Sandbox, SandboxBusy, SandboxUnavailable
+from .sandbox import ExecutionResult, Sandbox, SandboxUnavailable
 from .sessions import SessionManager
 
 TOOL_NAME = "execute_code"
@@ -97,12 +97,11 @@ def make_execute_code(sandbox: Sandbox, sessions: SessionManager | None = None) 
         Within one conversation the sandbox is a live session: variables, imports, functions and files from
         earlier calls are still there. Matplotlib figures are captured as images automatically.
         """
+        # SandboxBusy is not caught: it aborts the run so the HTTP layer answers 429 and the client retries.
         try:
             result = await execute(sandbox, sessions, code)
             artifacts.collect(result)  # shown to the person in the reply by artifacts.ShowArtifacts
             return tool_output(result)
-        except SandboxBusy as error:
-            return f"[the sandbox is busy, retry in a moment: {error}]"
         except SandboxUnavailable as error:
             return f"[the sandbox could not run this code: {error}]"
 
