@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_framework import Agent
 
-from .replies import SafeReplies
+from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
 from .tool import make_execute_code
 
@@ -24,5 +24,5 @@ def build_agent(chat_client: Any, sandbox: Sandbox) -> Agent:
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox)],
-        middleware=[SafeReplies()],
+        middleware=[SafeReplies(), BusyAborts()],
     )
