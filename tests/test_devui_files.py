@@ -485,3 +485,19 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
     assert call(app, "/v1/conversations/conv_a/items", BOB, method="DELETE")[0] == 200  # not the conversation
     assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 200
     assert set(store.sessions) == {(ALICE.id, "conv_a")}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_a_full_replica_during_an_upload_aborts_the_run_for_a_429(stream):
+    from local_code_interpreter.replies import sandbox_busy
+    from local_code_interpreter.sandbox.types import SandboxBusy
+
+    class Full(MemoryStore):
+        async def upload(self, key, name, data):
+            raise SandboxBusy("all sessions are busy; retry")
+
+    sandbox = ScriptedSandbox()
+    with pytest.raises(Exception) as raised:
+        run_agent(sandbox, Full(), devui_message({"type": "input_text", "text": "print(1)"},
+                                                 paperclip_file("a.csv", b"1")), stream=stream)
+    assert sandbox_busy(raised.value) and sandbox.codes == []

@@ -7,7 +7,7 @@ from typing import Any
 
 from agent_framework import Agent
 
-from .replies import SafeReplies
+from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
 from .sessions import SessionManager
 from .tool import make_execute_code
@@ -33,5 +33,5 @@ def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | N
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox, sessions)],
-        middleware=[SafeReplies(), *middleware],
+        middleware=[SafeReplies(), BusyAborts(), *middleware],
     )

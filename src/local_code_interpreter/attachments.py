@@ -9,7 +9,8 @@ by a short note naming the saved file (a model cannot read a CSV as an `input_fi
 travel with every later turn); an image stays, for a model that can see, with the note beside it.
 
 Nothing runs when an attachment cannot be saved (bad name, over the upload cap or the disk quota, no
-conversation): the reply says which file and why, and nothing is lost.
+conversation): the reply says which file and why, and nothing is lost. A full replica (`SandboxBusy`) is not
+turned into a reply: it aborts the run like a busy tool call does, and the HTTP layer answers 429.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from agent_framework._types import ResponseStream
 from .artifacts import display_text, final_response
 from .conversation import conversation_key
 from .filestore import FileStore
-from .sandbox.types import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
+from .sandbox.types import InvalidFileName, QuotaExceeded, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +189,6 @@ class SaveAttachments(AgentMiddleware):
         except QuotaExceeded as error:
             raise AttachmentError(f"Could not save the attachment `{attachment.name}` "
                                   f"({len(attachment.data)} bytes): {error}.") from None
-        except SandboxBusy as error:
-            raise AttachmentError(f"Could not save the attachment `{attachment.name}` now: {error}. "
-                                  "Send the message again in a moment.") from None
         except SandboxUnavailable as error:
             raise AttachmentError(f"Could not save the attachment `{attachment.name}`: this sandbox keeps no "
                                   f"session directory ({error}).") from None

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 _collector: ContextVar[Any] = ContextVar("lci_trace_collector", default=None)
 
 
+_MAX_OPEN_SPANS = 10000
+
+
 class _Router(SpanProcessor):
     """Hands each finished span to the collector that was current when it started (never to another's)."""
 
@@ -51,6 +54,8 @@ class _Router(SpanProcessor):
         if collector is not None and span.context is not None:
             with self._lock:
                 self._owners[span.context.span_id] = collector
+                if len(self._owners) > _MAX_OPEN_SPANS:  # spans never ended (an abandoned run): forget the oldest
+                    del self._owners[next(iter(self._owners))]
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is None:

@@ -65,3 +65,37 @@ def test_streamed_body_over_the_limit_is_413():
 
     (answer,) = _run({"LCI_MAX_BODY_BYTES": "16384"}, [lambda c: c.post("/v1/responses", content=chunks())])
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
+
+
+class BusySandbox:
+    """A back end whose every slot is taken (what `Bounded` raises when its queue is full)."""
+
+    name = "busy"
+
+    async def start(self):
+        pass
+
+    async def run(self, code, language=None):
+        from local_code_interpreter.sandbox import SandboxBusy
+
+        raise SandboxBusy("all 4 execution slots are busy")
+
+    async def close(self):
+        pass
+
+
+def test_sandbox_busy_is_429_plain_and_failed_event_when_streaming():
+    import sys
+
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from inprocess import app_client, sse_events
+
+    async def run():
+        async with app_client(sandbox=BusySandbox()) as (c, _s, _sb):
+            plain = await c.post("/v1/responses", json={"input": "print(1)"})
+            streamed = await c.post("/v1/responses", json={"input": "print(1)", "stream": True})
+            return plain, streamed
+
+    plain, streamed = asyncio.run(run())
+    assert plain.status_code == 429 and plain.json()["error"]["code"] == "sandbox_busy"
+    assert sse_events(streamed.text)[-1]["type"] == "response.failed"  # headers were already sent: 200 + failed
