@@ -25,6 +25,7 @@ import json
 import linecache
 import mimetypes
 import os
+import re
 import signal
 import stat
 import struct
@@ -167,15 +168,14 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot(_workdir)),
-            "error": error}
+    files = changed_files(before, snapshot(_workdir))
+    return {"exit_code": exit_code, "value": value, "images": images, "files": files, "error": error}
 
 
 def _execute(code: str, namespace: dict, filename: str) -> str | None:
     """Compile (top-level `await` allowed) and run; the repr of a last bare expression, or None."""
-    lines = code.splitlines(keepends=True)
-    linecache.cache[filename] = (len(code), None, lines, filename)  # tracebacks show the cell's source
-    tree = ast.parse(code, filename)
+    _remember_source(filename, code)
+    tree = _parse(code, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
         last = ast.Expression(tree.body.pop().value)
@@ -187,10 +187,68 @@ def _execute(code: str, namespace: dict, filename: str) -> str | None:
     result = _run(compile(last, filename, "eval", flags, dont_inherit=True), namespace)
     if result is None:
         return None
-    text = repr(result)
+    return value_text(result)
+
+
+def value_text(value) -> str:
+    """The repr of a value, at most `VALUE_LIMIT` characters, never built whole when it would be huge."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > VALUE_LIMIT:
+        text, more = repr(value[:VALUE_LIMIT]), len(value) - VALUE_LIMIT
+        return f"{text[:VALUE_LIMIT]}… [{more} more {'characters' if isinstance(value, str) else 'bytes'}]"
+    if type(value) in (list, tuple, set, frozenset, dict) and len(value) > _REPR.maxlist:
+        text = _REPR.repr(value) + f"  [{len(value)} items]"  # a '...' past the first items, as IPython does
+    else:
+        text = repr(value)
     if len(text) > VALUE_LIMIT:
         text = text[:VALUE_LIMIT] + f"… [{len(text) - VALUE_LIMIT} more characters]"
     return text
+
+
+def _make_repr():
+    import reprlib
+
+    shortened = reprlib.Repr()
+    shortened.maxlevel = 6
+    shortened.maxlist = shortened.maxtuple = shortened.maxset = shortened.maxfrozenset = shortened.maxdict = 1000
+    shortened.maxstring = shortened.maxother = shortened.maxlong = 2000
+    return shortened
+
+
+_REPR = _make_repr()
+_sources: dict[str, int] = {}  # the cells' sources kept for tracebacks (oldest first), and their sizes
+SOURCE_LIMIT = 8 * 1024 * 1024
+
+
+def _remember_source(filename: str, code: str) -> None:
+    """Tracebacks show the cells' source lines (from linecache); the oldest are forgotten past a total size."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    _sources[filename] = len(code)
+    total = sum(_sources.values())
+    while total > SOURCE_LIMIT and len(_sources) > 1:
+        oldest = next(iter(_sources))
+        total -= _sources.pop(oldest)
+        linecache.cache.pop(oldest, None)
+
+
+def _parse(code: str, filename: str) -> ast.Module:
+    """`ast.parse`; notebook-only lines get a plain explanation: `%matplotlib inline` is ignored (figures are
+    captured anyway), other magics and `!shell` lines are refused by name rather than as bare syntax errors."""
+    try:
+        return ast.parse(code, filename)
+    except SyntaxError as error:
+        if "%matplotlib" in code:  # only when the code is not Python as it stands: never inside a string
+            try:
+                return ast.parse(re.sub(r"(?m)^([ \t]*)%matplotlib\b.*$", r"\1pass", code), filename)
+            except SyntaxError:
+                pass
+        line = (code.splitlines()[error.lineno - 1] if error.lineno and error.lineno <= len(code.splitlines())
+                else "").lstrip()
+        if line[:1] in ("!", "%"):
+            kind = "shell commands (!...)" if line[0] == "!" else "IPython magics (%...)"
+            error.msg = (f"{kind} are notebook syntax, not Python: use subprocess.run([...]) or plain Python "
+                         "instead (packages cannot be installed here)")
+            error.args = (error.msg, error.args[1]) if len(error.args) > 1 else (error.msg,)
+        raise
 
 
 def _run(compiled: types.CodeType, namespace: dict):
