@@ -650,8 +650,10 @@ except Exception as error:
 
 
 def _in_scratch(pid: int) -> bool:
+    """Whether `pid` is the victim: in a sandbox scratch directory holding its file (a spare child has none)."""
     try:
-        return "lci-sandbox-" in os.readlink(f"/proc/{pid}/cwd")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        return "lci-sandbox-" in cwd and os.path.exists(os.path.join(cwd, "mine.txt"))
     except OSError:
         return False
 

@@ -88,12 +88,13 @@ def test_a_dropped_caller_stops_its_execution_before_freeing_its_slot():
         try:
             await sandbox.start()
             task = asyncio.create_task(sandbox.run("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\n"
-                                                   "time.sleep(30)"))
+                                                   "open('running', 'w').close()\ntime.sleep(30)"))
             backend = sandbox.backend
             directory = None
             for _ in range(200):
                 await asyncio.sleep(0.05)
-                busy = [child for child in backend.supervisor._children.values() if child.cell is not None]
+                busy = [child for child in backend.supervisor._children.values()
+                        if os.path.exists(os.path.join(child.scratch, "running"))]
                 if busy:
                     directory = busy[0].scratch
                     break

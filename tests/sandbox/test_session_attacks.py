@@ -347,11 +347,7 @@ def test_a_session_cannot_pass_its_disk_quota(mode):
     assert seen["sparse"].startswith("refused"), seen["sparse"]
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param(mode, marks=pytest.mark.xfail(strict=True, reason=(
-        "finding against sandbox-core: the scratch quota is measured only while a cell runs (every 0.1 s) and "
-        "between cells only when the session is not quiet, so quick executions each adding a little "
-        "accumulate past the quota without any check (6 MiB in a 4 MiB session here)"))) for mode in MODES])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_session_cannot_pass_its_disk_quota_over_many_executions(mode):
     seen = observe("accumulate", mode)
     accumulated = seen["accumulated"]
@@ -538,12 +534,7 @@ def forged():
     return asyncio.run(_in_backend(forge))
 
 
-FINDING = "finding against sandbox-core: result_fields() trusts the result frame's types and sizes"
-
-
-@pytest.mark.parametrize("label", [
-    pytest.param(label, marks=[] if label == "a frame larger than allowed" else pytest.mark.xfail(
-        strict=True, reason=FINDING)) for label in FORGERIES])
+@pytest.mark.parametrize("label", list(FORGERIES))
 def test_a_forged_result_frame_cannot_break_the_server(forged, label):
     """Whatever the code writes on its results pipe, the server returns a sane result (or ends the session)."""
     outcome = forged[label]

@@ -24,10 +24,13 @@ def _scandir(path: str):
         return os.scandir(path)
 
 
-def scratch_usage(path: str, limit_bytes: int | None = None) -> tuple[int, int]:
-    """Bytes on disk and entries below `path`; stops counting early past `limit_bytes` or `SCRATCH_ENTRIES`."""
+def scratch_usage(path: str, limit_bytes: int | None = None, budget: int | None = None) -> tuple[int, int]:
+    """Bytes on disk and entries below `path`; stops counting early past `limit_bytes` or `SCRATCH_ENTRIES`,
+    or (returning what it has, with more entries than `budget`) after looking at `budget` entries."""
     used, entries, pending = 0, 0, [path]
     while pending:
+        if budget is not None and entries > budget:
+            return used, entries
         try:
             with _scandir(pending.pop()) as listing:
                 for entry in listing:
@@ -43,10 +46,13 @@ def scratch_usage(path: str, limit_bytes: int | None = None) -> tuple[int, int]:
     return used, entries
 
 
-def scratch_overflows(path: str, limit_bytes: int) -> bool:
-    """Whether the tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries."""
-    used, entries = scratch_usage(path, limit_bytes)
-    return used > limit_bytes or entries > SCRATCH_ENTRIES
+def scratch_overflows(path: str, limit_bytes: int, budget: int | None = None) -> bool | None:
+    """Whether the tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries; None when it has
+    more than `budget` entries and still fits (the caller walks it all elsewhere, e.g. in a thread)."""
+    used, entries = scratch_usage(path, limit_bytes, budget)
+    if used > limit_bytes or entries > SCRATCH_ENTRIES:
+        return True
+    return None if budget is not None and entries > budget else False
 
 
 def remove_tree(path: str) -> None:
