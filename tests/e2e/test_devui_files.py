@@ -4,7 +4,8 @@ embedded default (no model: the code in the message runs as-is) with the real su
 A CSV is attached in the page, the message's code reads it by name, draws a matplotlib chart (captured without
 `savefig`) and writes a result file; the chart must render in the reply (an <img> that loaded: natural width > 0)
 and the result file must download through the link in the reply with exactly the expected bytes. The server
-listens with a bearer token, so the download proves the signed link works without it, as a browser follows it.
+listens on 127.0.0.1 with a bearer token (required then, as on any address), so the download proves the
+signed link works without it, as a browser follows it.
 
 DevUI 1.0.0b261022's paperclip (its file picker) only accepts images, PDF and audio; any other file attaches by
 dropping it on the message box, which sends the same `input_file`. So the CSV is dropped, and an image goes
@@ -20,6 +21,7 @@ import secrets
 import struct
 import zlib
 
+import httpx
 import pytest
 
 from service import ROOT, clean_env, running_service
@@ -78,7 +80,7 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
     picture = tmp_path / "picture.png"
     picture.write_bytes(tiny_png())
     env = clean_env(DEVUI_AUTH_TOKEN=token)
-    with running_service(env, host="0.0.0.0", ready_timeout=60) as (base, _, _), browser_kit() as playwright:
+    with running_service(env, ready_timeout=60) as (base, _, _), browser_kit() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
@@ -113,5 +115,7 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
             assert download.suggested_filename == "doubled.csv"
             with open(download.path(), "rb") as saved:
                 assert saved.read() == EXPECTED
+            # Auth is on: without the link's grant (or the token) the same path is refused.
+            assert httpx.get(base + link.get_attribute("href").split("?")[0]).status_code == 401
         finally:
             browser.close()
