@@ -177,6 +177,20 @@ def test_terminal_chat_is_one_conversation_for_the_whole_run():
     assert done.stdout.count("agent>") == 2 and "stdout:\n42\n" in done.stdout
 
 
+def test_the_embedded_default_replies_with_the_text_and_leaves_the_images_to_show_artifacts():
+    from agent_framework import Message
+
+    from local_code_interpreter.offline import _reply
+
+    png = Content.from_data(b"\x89PNG\r\n\x1a\n", "image/png")
+    tool_turn = Message(role="tool", contents=[Content.from_function_result("call_1", result=[
+        Content.from_text("stdout:\nplotted"), png])])
+    reply = _reply([tool_turn])
+    # artifacts.ShowArtifacts shows the images once, for every client (tests/test_devui_files.py): not twice.
+    assert [c.type for c in reply] == ["text"]
+    assert reply[0].text.startswith("stdout:\nplotted")
+
+
 def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     need_sessions("subprocess")
 
@@ -204,6 +218,8 @@ def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     items = tool_results[0].items
     assert [c.type for c in items] == ["text", "data"] and items[1].media_type == "image/png"
     assert base64.b64decode(items[1].uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    # The embedded default's own reply is text: artifacts.ShowArtifacts shows the image (tests/test_devui_files.py).
+    assert not [c for c in response.messages[-1].contents if c.type == "data"]
 
 
 def test_a_full_replica_aborts_the_tool_call_with_sandbox_busy():

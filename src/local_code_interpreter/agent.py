@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agent_framework import Agent
 
-from .replies import SafeReplies
+from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
 from .sessions import SessionManager
 from .tool import make_execute_code
@@ -22,13 +23,15 @@ them. There is no network access. If the tool's reply says a fresh session was s
 recreate what you need. Answer from the tool's real output; if it fails, fix the code and retry."""
 
 
-def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | None = None) -> Agent:
-    """The agent; with `sessions`, each conversation (`conversation.conversation_key`) keeps one session."""
+def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | None = None,
+                middleware: Sequence[Any] = ()) -> Agent:
+    """The agent; with `sessions`, each conversation (`conversation.conversation_key`) keeps one session.
+    `middleware`: agent middleware the serving path adds (attachments, artifacts), inside SafeReplies."""
     return Agent(
         client=chat_client,
         name=AGENT_NAME,
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox, sessions)],
-        middleware=[SafeReplies()],
+        middleware=[SafeReplies(), BusyAborts(), *middleware],
     )

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import logging
 import sys
 
 from . import __version__
@@ -83,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"local-code-interpreter: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure
+
+    configure(settings.log_level, settings.serving.log_format)
     try:
         if command == "exec":
             return run_exec(args, settings)

@@ -1,8 +1,9 @@
 """The embedded default chat client: no model, yet the same agent, tool and sandbox path.
 
 A user message that holds code (a fenced block, or the whole message) becomes a call to `execute_code`;
-the tool's answer becomes the reply (its text and any images), with a note that no model is configured. Within a
-conversation the tool runs in that conversation's session, so `x = 41` then `print(x + 1)` prints 42.
+the tool's answer becomes the reply (its text: `artifacts.ShowArtifacts` adds the images and file links for every
+client), with a note that no model is configured. Within a conversation the tool runs in that conversation's
+session, so `x = 41` then `print(x + 1)` prints 42.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from agent_framework import BaseChatClient, ChatResponse, ChatResponseUpdate, Content, FunctionInvocationLayer, Message
 from agent_framework._types import ResponseStream
 
+from .attachments import user_text
 from .tool import TOOL_NAME
 
 NO_MODEL_NOTE = ("No model is configured, so this is the embedded default: it runs the code in your message as-is. "
@@ -44,10 +46,9 @@ def _reply(messages: Sequence[Message]) -> list[Content]:
     if last is not None and last.role == "tool":
         results = [c for c in last.contents if c.type == "function_result"]
         output = "\n".join(str(c.result) for c in results)
-        # Images the code drew travel as data items of the function result; the reply shows them too.
-        images = [item for c in results for item in (c.items or []) if item.type == "data"]
-        return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}"), *images]
-    text = last.text if last is not None else ""
+        # The images the code drew are shown by artifacts.ShowArtifacts, for every client: not repeated here.
+        return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}")]
+    text = user_text(last) if last is not None else ""  # without the notes about attached files
     code = extract_code(text or "")
     if code is None:
         return [Content.from_text("I found no code to run in your message. Send Python code, for example "

@@ -7,7 +7,9 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
+from agent_framework import (AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content,
+                             FunctionMiddleware, Message)
+from agent_framework._middleware import MiddlewareFailure
 from agent_framework._types import ResponseStream
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,26 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
+def sandbox_busy(error: BaseException) -> bool:
+    """Whether the run failed because every sandbox slot was busy (the HTTP layer answers 429)."""
+    from .sandbox import SandboxBusy
+
+    return any(isinstance(cause, SandboxBusy) for cause in _chain(error))
+
+
+class BusyAborts(FunctionMiddleware):
+    """A tool call that finds the sandbox busy aborts the run (the framework would otherwise hand the model an
+    error result and answer 200); the HTTP layer turns it into 429 so the client retries later."""
+
+    async def process(self, context, call_next) -> None:
+        try:
+            await call_next()
+        except Exception as error:
+            if sandbox_busy(error):
+                raise MiddlewareFailure(str(error)) from error
+            raise
+
+
 class SafeReplies(AgentMiddleware):
     """Answer with `explain(error)` when the model service fails (the server stays healthy), and drop the
     repeated closing text of streamed answers."""
@@ -80,6 +102,8 @@ class SafeReplies(AgentMiddleware):
         try:
             await call_next()
         except Exception as error:  # noqa: BLE001 - every model failure becomes a reply
+            if sandbox_busy(error):
+                raise
             log.warning("model call failed: %r", error)
             context.result = _as_stream(explain(error)) if context.stream else _as_response(explain(error))
             return
@@ -116,6 +140,8 @@ def _cleaned(stream: ResponseStream) -> ResponseStream:
                     update.contents = kept
                     yield update
         except Exception as error:  # noqa: BLE001
+            if sandbox_busy(error):
+                raise
             log.warning("model stream failed: %r", error)
             yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(explain(error))])
     return ResponseStream(updates(), finalizer=AgentResponse.from_updates)

@@ -1,154 +1,152 @@
-"""DevUI serving: the agent behind the web page and `/v1/responses`, with auth, limits, health and shutdown."""
+"""Serving: composes the shared HTTP layer (`http/guard.py`) with the routes behind it — `/health` and `/ready`
+(`http/health.py`), the lean `/v1/responses` for API clients (`http/responses.py`), apps mounted under a prefix
+(e.g. the sessions API at `/sessions`), and DevUI (its web page and API) for everything else — and runs uvicorn
+with the connection guards (`http/connections.py`), the process's own telemetry (`telemetry.py`) and logs
+(`logs.py`)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Sequence
 
 import uvicorn
-from agent_framework_devui import DevServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import logs, telemetry
 from .agent import AGENT_NAME, build_agent
+from .artifacts import ShowArtifacts
+from .attachments import SaveAttachments
+from .devui_output import DevUI, ShowsImages
+from .http import devui_store
+from .http.files import PREFIX as FILES_PREFIX
+from .http.files import LinkSigner, build_files_app
+from .http.connections import default_max_connections, protocol
+from .http.conversations import EndsSessions
+from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
+from .http.health import HealthApp, Readiness
+from .http.history import Bounds, ConversationStore
+from .http.responses import ResponsesApp
 from .models import build_chat_client
 from .sandbox import create_sandbox
+from .sessions import SessionManager
 from .settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
+Mount = tuple[str, ASGIApp]  # (prefix such as "/sessions", ASGI app)
 
 
-def check_auth(settings: Settings) -> None:
+def check_auth(settings: Settings, verifiers: Sequence[Verifier] = ()) -> None:
     """A non-loopback bind without a token would expose code execution to the network: refuse to start."""
-    if not settings.loopback and not settings.auth_token:
+    if not settings.loopback and not settings.auth_token and not verifiers:
         raise ConfigError(f"DEVUI_AUTH_TOKEN is required to listen on {settings.host} (not loopback): "
                           "set it to a long random secret, or bind to 127.0.0.1")
 
 
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413 before anything reads them."""
+class Router:
+    """Path dispatch behind the guard: probes, the lean Responses path, mounts, then DevUI."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
-        self.app, self.limit = app, limit
+    def __init__(self, devui: ASGIApp, responses: ASGIApp, health: ASGIApp, mounts: Sequence[Mount] = ()):
+        self.devui, self.responses, self.health = devui, responses, health
+        self.mounts = [(prefix.rstrip("/"), app) for prefix, app in mounts]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await send_error(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await send_error(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path in ("/health", "/ready"):
+                return await self.health(scope, receive, send)
+            if path == "/v1/responses" and scope["method"] == "POST":
+                return await self.responses(scope, receive, send)
+            for prefix, app in self.mounts:
+                if path == prefix or path.startswith(prefix + "/"):
+                    # Starlette's convention: `path` stays whole, `root_path` names the mount point.
+                    return await app(dict(scope, root_path=scope.get("root_path", "") + prefix), receive, send)
+        await self.devui(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifiers: Sequence[Verifier] = (),
+              readiness: Readiness | None = None, sessions: SessionManager | None = None) -> ASGIApp:
+    """The whole application: guard → router → (health | lean responses | mounts | DevUI).
 
-
-async def send_error(send: Send, status: int, message: str, code: str) -> None:
-    """An error in the OpenAI API's shape, so OpenAI clients show the message."""
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class ResponsesGate:
-    """Check `/v1/responses` requests before DevUI sees them, and route them to our one agent.
-
-    Malformed JSON and empty input get a clear 400. DevUI gives in-memory entities a random id per process,
-    which a client of several replicas cannot know: a request that names no entity (or names the agent,
-    e.g. `model="local-code-interpreter"`) goes to the agent.
+    With `sessions`, each conversation keeps a sandbox session: attached files land in it (`attachments.py`),
+    the replies show its images and link its files (`artifacts.py`), served by `GET /files/...` (`http/files.py`).
     """
-
-    def __init__(self, app: ASGIApp, dev: DevServer):
-        self.app, self.dev = app, dev
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/responses":
-            return await self.app(scope, receive, send)
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        try:
-            body = self._checked(bytes(body))
-        except ValueError as error:
-            return await send_error(send, 400, str(error), "invalid_request")
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.app(dict(scope, headers=headers), replay, send)
-
-    def _checked(self, body: bytes) -> bytes:
-        try:
-            request = json.loads(body)
-        except ValueError:
-            raise ValueError("the request body must be a JSON object") from None
-        if not isinstance(request, dict):
-            raise ValueError("the request body must be a JSON object")
-        if request.get("input") in (None, "", []) or (isinstance(request["input"], str) and not request["input"].strip()):
-            raise ValueError("'input' is empty: send the message (for example code to run) as 'input'")
-        metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
-        if metadata.get("entity_id") not in (None, AGENT_NAME) or self.dev.executor is None:
-            return body
-        entities = self.dev.executor.entity_discovery.list_entities()
-        if len(entities) == 1:
-            request["metadata"] = dict(metadata, entity_id=entities[0].id)
-        return json.dumps(request).encode()
-
-
-def build_app(settings: Settings, sandbox) -> ASGIApp:
-    """The DevUI app with our agent registered."""
-    agent = build_agent(build_chat_client(settings.model), sandbox)
-    dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
+    telemetry.setup()
+    telemetry.route_devui_traces()
+    devui_store.install(settings.serving.conversations_max)
+    links = LinkSigner.for_token(settings.auth_token)
+    agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
+                        middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
+    if sessions is not None:
+        mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links))]
+    dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
                     auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
     dev.set_pending_entities([agent])
-    return BodyLimit(ResponsesGate(dev.get_app(), dev))
+    serving = settings.serving
+    store = ConversationStore(Bounds(max_items=serving.conversation_max_items,
+                                     item_max_bytes=serving.conversation_item_max_bytes,
+                                     max_bytes=serving.conversations_max_bytes,
+                                     max_conversations=serving.conversations_max))
+
+    def devui_entity_id() -> str | None:
+        entities = dev.executor.entity_discovery.list_entities() if dev.executor is not None else []
+        return entities[0].id if len(entities) == 1 else None
+
+    readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
+    devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
+    if sessions is not None:
+        devui_app = EndsSessions(devui_app, sessions)  # deleting a conversation in the page ends its session
+    router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id),
+                    HealthApp(readiness), mounts)
+    all_verifiers = ([token_verifier(settings.auth_token)] if settings.auth_token else []) + list(verifiers)
+    if settings.loopback:
+        allowed = LOOPBACK_NAMES
+    else:
+        allowed = frozenset(serving.allowed_hosts) if serving.allowed_hosts else None
+    return Guard(router, verifiers=all_verifiers, allow_local=settings.loopback and not settings.auth_token,
+                 allowed_hosts=allowed, max_body_bytes=serving.max_body_bytes, access_log=serving.access_log,
+                 # Download links in replies carry their own signed grant (a link cannot carry the bearer token).
+                 self_authenticating=(FILES_PREFIX + "/",) if sessions is not None else ())
 
 
-async def serve(settings: Settings, open_browser: bool = False) -> None:
-    """Run until SIGINT/SIGTERM; in-flight requests get one second to finish."""
-    check_auth(settings)
+async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence[Mount] = (),
+                verifiers: Sequence[Verifier] = ()) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests get one second to finish.
+
+    `mounts`: extra ASGI apps behind the same guard, e.g. `[("/sessions", build_aca_app(manager, settings))]`;
+    `verifiers`: extra bearer-token verifiers (`async (token) -> Caller | None`), e.g. Microsoft Entra ID.
+    """
+    check_auth(settings, verifiers)
+    logs.configure(settings.log_level, settings.serving.log_format)
     sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
                              settings.queue_timeout_seconds, settings.queue_length)
     await sandbox.start()  # warm before the first request
+    serving = settings.serving
+    max_connections = serving.max_connections or default_max_connections()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
-    log.info("DevUI on http://%s:%d (mode %s, auth %s)", settings.host, settings.port, settings.mode,
-             "on" if settings.auth_token else "off: loopback only")
-    config = uvicorn.Config(build_app(settings, sandbox), host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), timeout_graceful_shutdown=1,
-                            server_header=False)
+    log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request",
+             settings.host, settings.port, settings.mode, "on" if settings.auth_token else "off: loopback only",
+             max_connections, serving.read_timeout)
+    readiness = Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
+    sessions = SessionManager(sandbox, settings)
+    await sessions.start()
+    app = build_app(settings, sandbox, mounts, verifiers, readiness, sessions)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            log_config=logs.uvicorn_log_config(), access_log=False,
+                            timeout_graceful_shutdown=1, server_header=False,
+                            http=protocol(serving.read_timeout, max_connections),
+                            timeout_keep_alive=max(5, int(serving.read_timeout)))
     server = uvicorn.Server(config)
     if open_browser:
         asyncio.get_running_loop().call_later(1.0, _open_browser, settings)
+    first_check = asyncio.create_task(readiness.current())  # the first /ready answer is ready sooner
     try:
         await server.serve()
     finally:
+        first_check.cancel()
+        readiness.stop()
+        await sessions.close_all()
         await sandbox.close()
 
 

@@ -35,6 +35,18 @@ ENV = {
     "session_disk_mb": "LCI_SESSION_DISK_MB",
     "session_memory_mb": "LCI_SESSION_MEMORY_MB",
     "max_upload_mb": "LCI_MAX_UPLOAD_MB",
+    # Serving (the HTTP layer and the lean /v1/responses path): see ServingSettings.
+    "log_format": "LCI_LOG_FORMAT",
+    "access_log": "LCI_ACCESS_LOG",
+    "max_body_bytes": "LCI_MAX_BODY_BYTES",
+    "read_timeout": "LCI_READ_TIMEOUT_SECONDS",
+    "max_connections": "LCI_MAX_CONNECTIONS",
+    "allowed_hosts": "LCI_ALLOWED_HOSTS",
+    "ready_ttl": "LCI_READY_TTL_SECONDS",
+    "conversations_max": "LCI_CONVERSATIONS_MAX",
+    "conversation_max_items": "LCI_CONVERSATION_MAX_ITEMS",
+    "conversation_item_max_bytes": "LCI_CONVERSATION_ITEM_MAX_BYTES",
+    "conversations_max_bytes": "LCI_CONVERSATIONS_MAX_BYTES",
 }
 
 
@@ -61,6 +73,23 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ServingSettings:
+    """The HTTP layer: logs, limits for hostile clients, readiness, and the bounds of kept conversations."""
+
+    log_format: str = "text"  # "text" | "json"
+    access_log: bool = True
+    max_body_bytes: int = 1024 * 1024
+    read_timeout: float = 10.0  # a whole request (headers and body) must arrive within this
+    max_connections: int = 0  # 0: derived from the open-file limit
+    allowed_hosts: tuple[str, ...] = ()  # Host header names accepted on a non-loopback bind; empty: any
+    ready_ttl: float = 30.0
+    conversations_max: int = 1000
+    conversation_max_items: int = 200
+    conversation_item_max_bytes: int = 1024 * 1024
+    conversations_max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8090
@@ -75,6 +104,7 @@ class Settings:
     log_level: str = "INFO"
     model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
     sessions: SessionLimits = field(default_factory=SessionLimits)
+    serving: ServingSettings = field(default_factory=ServingSettings)
 
     @property
     def loopback(self) -> bool:
@@ -159,6 +189,31 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         log_level=str(log_level).upper(),
         model=load_model(env),
         sessions=sessions,
+        serving=load_serving(pick, number),
+    )
+
+
+def load_serving(pick, number) -> ServingSettings:
+    log_format, source = pick("log_format", "text")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{source} must be 'text' or 'json', got {log_format!r}")
+    access, source = pick("access_log", "on")
+    if str(access).lower() not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"{source} must be 'on' or 'off', got {access!r}")
+    hosts, _ = pick("allowed_hosts", "")
+    mib = 1024 * 1024
+    return ServingSettings(
+        log_format=log_format,
+        access_log=str(access).lower() in ("on", "true", "1"),
+        max_body_bytes=number("max_body_bytes", mib, low=1024, high=1024 * mib),
+        read_timeout=number("read_timeout", 10.0, float, low=0.5, high=3600),
+        max_connections=number("max_connections", 0, low=0, high=1_000_000),
+        allowed_hosts=tuple(h.strip().lower() for h in str(hosts).split(",") if h.strip()),
+        ready_ttl=number("ready_ttl", 30.0, float, low=1, high=86400),
+        conversations_max=number("conversations_max", 1000, low=1, high=1_000_000),
+        conversation_max_items=number("conversation_max_items", 200, low=2, high=1_000_000),
+        conversation_item_max_bytes=number("conversation_item_max_bytes", mib, low=1024, high=1024 * mib),
+        conversations_max_bytes=number("conversations_max_bytes", 256 * mib, low=mib, high=1024 * 1024 * mib),
     )
 
 

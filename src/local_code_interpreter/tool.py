@@ -12,6 +12,7 @@ from typing import Annotated
 from agent_framework import Content, FunctionTool, tool
 from pydantic import Field
 
+from . import artifacts
 from .conversation import conversation_key
 from .sandbox import ExecutionResult, Sandbox, SandboxUnavailable
 from .sessions import SessionManager
@@ -98,7 +99,9 @@ def make_execute_code(sandbox: Sandbox, sessions: SessionManager | None = None) 
         """
         # SandboxBusy is not caught: it aborts the run so the HTTP layer answers 429 and the client retries.
         try:
-            return tool_output(await execute(sandbox, sessions, code))
+            result = await execute(sandbox, sessions, code)
+            artifacts.collect(result)  # shown to the person in the reply by artifacts.ShowArtifacts
+            return tool_output(result)
         except SandboxUnavailable as error:
             return f"[the sandbox could not run this code: {error}]"
 

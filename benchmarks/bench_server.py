@@ -1,0 +1,174 @@
+"""The serving path under a long run, run as a pod runs it: one server process answering request after request.
+
+    .venv/bin/python benchmarks/bench_server.py [--requests 10000] [--concurrent 800] [--kernel-runs 300]
+                                                 [--path /v1/responses] [--no-kernel] [--env K=V ...]
+
+Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
+`execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses`
+requests with one keep-alive HTTP connection, then `--concurrent` requests from 4 concurrent callers. Prints, for
+the first and the last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the
+server process, from /proc) and its log bytes per request; then the 4-caller throughput and the server's CPU per
+request under it; beside a Jupyter kernel's execute round trip for the same program (benchmarks/jupyter_kernel.py)
+measured in the same run; then the load average. Figures only, no assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import jupyter_kernel  # noqa: E402  (the baseline, measured in the same run)
+
+CALLERS = 4
+WINDOW = 1000
+_SCRUB = ("AZURE_", "OPENAI_", "DEVUI_AUTH_TOKEN", "LCI_", "OTEL_", "APPLICATIONINSIGHTS_", "ENABLE_")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (not its children: the sandbox's children are the sandbox's cost)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    def __init__(self, extra_env: dict[str, str]):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+        env.update(extra_env)
+        self.log = tempfile.NamedTemporaryFile(prefix="lci-bench-server-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local_code_interpreter", "--devui", "--no-browser", "--host", "127.0.0.1",
+             "--port", str(self.port)], env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited: {open(self.log.name).read()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("server did not become healthy")
+            time.sleep(0.05)
+
+    def log_bytes(self) -> int:
+        return os.path.getsize(self.log.name)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        os.unlink(self.log.name)
+
+
+def request(client: httpx.Client, path: str, i: int) -> float:
+    started = time.perf_counter()
+    answer = client.post(path, json={"model": "local-code-interpreter", "input": f"print({i}*3)"})
+    elapsed = (time.perf_counter() - started) * 1000
+    if answer.status_code != 200 or str(i * 3) not in answer.text:
+        raise SystemExit(f"request {i}: {answer.status_code} {answer.text[:500]}")
+    return elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10000)
+    parser.add_argument("--concurrent", type=int, default=800)
+    parser.add_argument("--kernel-runs", type=int, default=300)
+    parser.add_argument("--path", default="/v1/responses")
+    parser.add_argument("--no-kernel", action="store_true")
+    parser.add_argument("--env", action="append", default=[], help="extra server environment, K=V")
+    args = parser.parse_args()
+    window = min(WINDOW, max(1, args.requests // 3))
+
+    server = Server(dict(item.split("=", 1) for item in args.env))
+    try:
+        times: list[float] = []
+        marks = []  # (request index, cpu seconds, log bytes) at the window edges
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            for i in range(5):  # warm: first imports, first sandbox child
+                request(client, args.path, i)
+            for i in range(args.requests):
+                if i in (0, window, args.requests - window):
+                    marks.append((i, server.cpu(), server.log_bytes()))
+                times.append(request(client, args.path, i))
+            marks.append((args.requests, server.cpu(), server.log_bytes()))
+        first, last = times[:window], times[-window:]
+        (a, ca, la), (b, cb, lb), (c, cc, lc), (d, cd, ld) = marks
+        print(f"server: {args.path} print(i*3), {args.requests} sequential requests, one keep-alive connection")
+        print(f"{'window':<22}{'p50 ms':>9}{'p95 ms':>9}{'CPU ms/req':>12}{'log B/req':>11}")
+        print(f"{f'first {window}':<22}{statistics.median(first):>9.2f}{pct(first, 95):>9.2f}"
+              f"{(cb - ca) * 1000 / (b - a):>12.2f}{(lb - la) / (b - a):>11.0f}")
+        print(f"{f'last {window}':<22}{statistics.median(last):>9.2f}{pct(last, 95):>9.2f}"
+              f"{(cd - cc) * 1000 / (d - c):>12.2f}{(ld - lc) / (d - c):>11.0f}")
+
+        done = 0
+        lock = threading.Lock()
+
+        def caller(k: int) -> None:
+            nonlocal done
+            with httpx.Client(base_url=server.base, timeout=60) as client:
+                while True:
+                    with lock:
+                        if done >= args.concurrent:
+                            return
+                        done += 1
+                        i = done
+                    request(client, args.path, 100000 + i * CALLERS + k)
+
+        cpu0, started = server.cpu(), time.perf_counter()
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(CALLERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        print(f"{CALLERS} callers: {args.concurrent / wall:.0f} exec/s over {args.concurrent} requests, "
+              f"server CPU {(server.cpu() - cpu0) * 1000 / args.concurrent:.2f} ms/req")
+    finally:
+        server.stop()
+
+    if not args.no_kernel:
+        with jupyter_kernel.kernel() as kc:
+            jupyter_kernel.round_trips_ms(kc, "print({i}*3)", 20)
+            ktimes = jupyter_kernel.round_trips_ms(kc, "print({i}*3)", args.kernel_runs)
+        print(f"jupyter kernel execute print(i*3): p50 {statistics.median(ktimes):.2f} ms, "
+              f"p95 {pct(ktimes, 95):.2f} ms over {args.kernel_runs}")
+    print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Slow and idle clients cannot starve the server.
+
+Uvicorn's HTTP protocol with two additions:
+- a read deadline: a connection must deliver a whole request (headers and body) within `read_timeout` seconds of
+  opening, of starting the request, or of its previous response; otherwise it is closed (slowloris, idle
+  sockets, a body that never ends);
+- a connection cap below the process's file limit: at the cap, a new connection displaces the connection that
+  has been waiting longest for its request (a client that holds sockets open without sending gets them closed,
+  so `/health` and real clients still get in); when every connection is busy with a request, the new one gets 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+         b"content-length: 107\r\n\r\n"
+         b'{"error": {"message": "too many connections", "type": "server_error", "code": "overloaded", "param": null}}')
+
+
+def default_max_connections() -> int:
+    """Below the open-file limit, leaving room for the sandbox's pipes, logs and the listening socket."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, soft - max(64, soft // 8))
+
+
+def protocol(read_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """A uvicorn `http=` protocol class with this deadline and cap."""
+
+    class GuardedHttp(_Guarded):
+        pass
+
+    GuardedHttp.read_timeout, GuardedHttp.max_connections = read_timeout, max_connections
+    return GuardedHttp
+
+
+class _Guarded(HttpToolsProtocol):
+    read_timeout = 10.0
+    max_connections = 1000
+    _deadline = None
+    _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections and not self._displace_one():
+            transport.write(_BUSY)
+            transport.close()
+        super().connection_made(transport)
+        self._arm()
+
+    def _displace_one(self) -> bool:
+        oldest, since = None, None
+        for other in self.connections:
+            waiting = getattr(other, "_waiting_since", None)
+            if waiting is not None and (since is None or waiting < since):
+                oldest, since = other, waiting
+        if oldest is None:
+            return False
+        oldest._disarm()
+        oldest.transport.close()
+        self.connections.discard(oldest)  # its connection_lost comes later from the loop
+        return True
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._waiting_since = self.loop.time()
+        self._deadline = self.loop.call_later(self.read_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.debug("closing a connection that did not deliver its request within %.0f s", self.read_timeout)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()  # the request now has `read_timeout` to arrive whole
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._waiting_since = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport is not None and not self.transport.is_closing() and self.cycle is not None \
+                and self.cycle.response_complete and not self.pipeline:
+            self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        self._waiting_since = None
+        super().connection_lost(exc)

@@ -1,0 +1,41 @@
+"""Errors in the OpenAI API's shape (`{"error": {"message", "type", "code"}}`), so OpenAI clients show the message,
+and the sandbox's errors mapped to their HTTP status."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import Send
+
+from ..sandbox import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
+
+_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def error_body(status: int, message: str, code: str) -> bytes:
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
+
+
+async def send_error(send: Send, status: int, message: str, code: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = error_body(status, message, code)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def status_for(error: BaseException) -> tuple[int, str] | None:
+    """The HTTP status and code for a sandbox error, or None for errors that are the server's own fault."""
+    if isinstance(error, SandboxBusy):
+        return 429, "sandbox_busy"
+    if isinstance(error, InvalidFileName):
+        return 400, "invalid_file_name"
+    if isinstance(error, QuotaExceeded):
+        return 413, "quota_exceeded"
+    if isinstance(error, FileNotFoundError):
+        return 404, "file_not_found"
+    if isinstance(error, SandboxUnavailable):
+        return 503, "sandbox_unavailable"
+    return None

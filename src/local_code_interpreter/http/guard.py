@@ -1,0 +1,167 @@
+"""The one ASGI layer in front of every route (DevUI, the lean `/v1/responses`, `/health`, `/ready`, mounted apps):
+Host check, authentication before any body is read, body size limit, the caller in the scope, one access-log
+line per request, and never a bare 500 page.
+
+Verifiers are `async (token) -> Caller | None`; the first that recognises the bearer token names the caller.
+Built in: the DevUI token (`identity.TOKEN`). A loopback bind without a configured token accepts callers
+without a (recognised) token as `identity.LOCAL`. More verifiers (Microsoft Entra ID) are passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import identity
+from ..logs import ACCESS
+from .errors import send_error
+
+log = logging.getLogger(__name__)
+Verifier = Callable[[str], Awaitable["identity.Caller | None"]]
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# Served without authentication: probes, and the DevUI page's static shell (its API calls carry the token).
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/index.html", "/agentframework.svg", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/assets/",)
+QUIET_PATHS = frozenset({"/health", "/ready"})  # probes: access-logged at DEBUG only
+
+
+def token_verifier(token: str) -> Verifier:
+    """The shared DevUI bearer token, compared in constant time."""
+    expected = token.encode()
+
+    async def verify(presented: str) -> identity.Caller | None:
+        return identity.TOKEN if secrets.compare_digest(presented.encode(), expected) else None
+
+    return verify
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, *, verifiers: Iterable[Verifier] = (), allow_local: bool = False,
+                 allowed_hosts: frozenset[str] | None = None, max_body_bytes: int = 1024 * 1024,
+                 access_log: bool = True, self_authenticating: Iterable[str] = ()):
+        self.app = app
+        # Path prefixes whose app checks its own credential when the request has no recognised bearer token
+        # (the download route's signed links): GET/HEAD only, and the app sees no caller in the scope.
+        self.self_authenticating = tuple(self_authenticating)
+        self.verifiers = list(verifiers)
+        self.allow_local = allow_local
+        self.allowed_hosts = allowed_hosts
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        if scope["type"] != "http":  # websockets: not served
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        started = time.perf_counter()
+        status = 0
+        started_response = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status, started_response = message["status"], True
+            await send(message)
+
+        caller = None
+        try:
+            caller = await self._handle(scope, receive, tracked_send)
+        except Exception:  # noqa: BLE001 - the client gets an error in the API's shape, the log the traceback
+            log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            if not started_response:
+                await send_error(tracked_send, 500, "internal error: see the server log", "server_error")
+        finally:
+            if self.access_log:
+                level = logging.DEBUG if scope["path"] in QUIET_PATHS and status == 200 else logging.INFO
+                if ACCESS.isEnabledFor(level):
+                    ms = (time.perf_counter() - started) * 1000
+                    who = caller.id if caller is not None else "-"
+                    ACCESS.log(level, "%s %s %d %.1fms %s", scope["method"], scope["path"], status or 499, ms, who,
+                               extra={"method": scope["method"], "path": scope["path"], "status": status or 499,
+                                      "duration_ms": round(ms, 2), "caller": who})
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> identity.Caller | None:
+        headers = scope["headers"]
+        if self.allowed_hosts is not None:
+            host = _header(headers, b"host").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+            if name.lower() not in self.allowed_hosts:
+                await send_error(send, 400, f"Invalid Host header {host!r}: this server only answers requests "
+                                 "addressed to it", "host_not_allowed")
+                return None
+        caller = await self._caller(headers)
+        path = scope["path"]
+        public = scope["method"] == "OPTIONS" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or (
+            scope["method"] in ("GET", "HEAD") and bool(self.self_authenticating)
+            and path.startswith(self.self_authenticating))
+        if caller is None and not public:
+            missing = not _header(headers, b"authorization")
+            await send_error(send, 401, "Missing or invalid Authorization header. Expected: Authorization: Bearer "
+                             "<token>" if missing else "Invalid authentication token",
+                             "missing_token" if missing else "invalid_token",
+                             headers=[(b"www-authenticate", b"Bearer")])
+            return None
+        declared = _header(headers, b"content-length")
+        if declared:
+            if not declared.isdigit():
+                await send_error(send, 400, "Content-Length must be a number", "invalid_content_length")
+                return caller
+            if int(declared) > self.max_body_bytes:
+                await send_error(send, 413, f"request body larger than {self.max_body_bytes} bytes",
+                                 "request_too_large")
+                return caller
+        scope[identity.SCOPE_KEY] = caller
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        responded = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except _TooLarge:
+            if not responded:
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
+        return caller
+
+    async def _caller(self, headers) -> identity.Caller | None:
+        authorization = _header(headers, b"authorization").decode("latin-1")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            for verify in self.verifiers:
+                caller = await verify(token)
+                if caller is not None:
+                    return caller
+        return identity.LOCAL if self.allow_local else None
+
+
+def _header(headers, name: bytes) -> bytes:
+    for key, value in headers:
+        if key == name:
+            return value
+    return b""

@@ -1,0 +1,158 @@
+"""Conversation history for the lean `/v1/responses` path, kept in memory and bounded.
+
+A conversation is a list of turns (a turn: the input messages and the agent's reply messages). Each response id
+points at its conversation and the number of turns it saw, so `previous_response_id` continues from exactly that
+response (continuing from an older response forks a new conversation with the shared part copied; it keeps the
+same session root, so the sandbox session is the chain's). Bounds (settings, environment variables):
+
+- `LCI_CONVERSATION_MAX_ITEMS`: messages kept per conversation; the oldest whole turns are dropped beyond it.
+- `LCI_CONVERSATION_ITEM_MAX_BYTES`: the largest message accepted; a larger input item is a 413, never stored.
+- `LCI_CONVERSATIONS_MAX_BYTES`: all conversations together; the least recently used conversations are evicted.
+- `LCI_CONVERSATIONS_MAX`: how many conversations; the least recently used is evicted.
+
+A continuation naming an evicted or unknown conversation/response gets a clear 404 (the client learns its
+history is gone instead of the agent silently forgetting it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from agent_framework import Message
+
+
+class HistoryError(Exception):
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_items: int = 200
+    item_max_bytes: int = 1024 * 1024
+    max_bytes: int = 256 * 1024 * 1024
+    max_conversations: int = 1000
+
+
+def message_bytes(message: Message) -> int:
+    """What a message costs to keep: its text, arguments and results (what a model would be sent again)."""
+    size = 64
+    for content in message.contents:
+        for attribute in ("text", "arguments", "result", "uri"):
+            value = getattr(content, attribute, None)
+            if value is not None:
+                size += len(value) if isinstance(value, str) else len(repr(value))
+    return size
+
+
+@dataclass
+class Conversation:
+    id: str
+    owner: str
+    root: str  # the session key's conversation id: the chain's first conversation
+    turns: list[list[Message]] = field(default_factory=list)
+    first_turn: int = 0  # turns dropped from the front (so response turn counts stay valid)
+    items: int = 0
+    bytes: int = 0
+
+    def messages(self, upto: int | None = None) -> list[Message]:
+        end = len(self.turns) if upto is None else max(0, upto - self.first_turn)
+        return [m for turn in self.turns[:end] for m in turn]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    conversation: Conversation
+    history: list[Message]
+    upto: int  # absolute turn count the new turn follows
+
+
+class ConversationStore:
+    def __init__(self, bounds: Bounds = Bounds()):
+        self.bounds = bounds
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self._responses: OrderedDict[str, tuple[str, int]] = OrderedDict()  # response id -> (conversation, turns)
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._conversations)
+
+    def check_input(self, messages: list[Message]) -> None:
+        for message in messages:
+            if message_bytes(message) > self.bounds.item_max_bytes:
+                raise HistoryError(413, f"an input item is larger than {self.bounds.item_max_bytes} bytes "
+                                   "(LCI_CONVERSATION_ITEM_MAX_BYTES)", "item_too_large")
+
+    def resolve(self, owner: str, conversation_id: str | None, previous_response_id: str | None,
+                keep: bool = True) -> Continuation:
+        """The conversation to continue (a new one when neither id is given; not kept when `keep` is false, as
+        for `store: false`) and its history."""
+        if previous_response_id is not None:
+            found = self._responses.get(previous_response_id)
+            conversation = self._conversations.get(found[0]) if found else None
+            if conversation is None or conversation.owner != owner:
+                raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, or its "
+                                   "conversation was evicted)", "previous_response_not_found")
+            upto = found[1]
+            if upto < conversation.first_turn:
+                raise HistoryError(404, f"previous response {previous_response_id!r} is older than the kept "
+                                   "history of its conversation", "previous_response_not_found")
+            if upto != conversation.first_turn + len(conversation.turns):  # continuing from an older response
+                fork = self._new(owner, f"conv_{uuid.uuid4().hex}", conversation.root)
+                fork.turns = [list(t) for t in conversation.turns[:upto - conversation.first_turn]]
+                fork.first_turn = conversation.first_turn
+                self._account(fork)
+                conversation = fork
+            self._conversations.move_to_end(conversation.id)
+            return Continuation(conversation, conversation.messages(upto), upto)
+        if conversation_id is not None:
+            conversation = self._conversations.get(conversation_id)
+            if conversation is None:
+                conversation = self._new(owner, conversation_id, conversation_id)
+            elif conversation.owner != owner:
+                raise HistoryError(404, f"conversation {conversation_id!r} not found", "conversation_not_found")
+            self._conversations.move_to_end(conversation.id)
+            return Continuation(conversation, conversation.messages(),
+                                conversation.first_turn + len(conversation.turns))
+        if not keep:
+            transient = f"conv_{uuid.uuid4().hex}"
+            return Continuation(Conversation(transient, owner, transient), [], 0)
+        conversation = self._new(owner, f"conv_{uuid.uuid4().hex}", None)
+        return Continuation(conversation, [], 0)
+
+    def record(self, continuation: Continuation, response_id: str, turn: list[Message]) -> None:
+        """Append the finished turn and index the response; then enforce the bounds."""
+        conversation = continuation.conversation
+        if conversation.id not in self._conversations:  # evicted while the run went on: keep nothing
+            return
+        conversation.turns.append(turn)
+        self._account(conversation)
+        self._responses[response_id] = (conversation.id, conversation.first_turn + len(conversation.turns))
+        while len(self._responses) > self.bounds.max_conversations * 64:
+            self._responses.popitem(last=False)
+        while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
+            conversation.turns.pop(0)
+            conversation.first_turn += 1
+            self._account(conversation)
+        while self.total_bytes > self.bounds.max_bytes and len(self._conversations) > 1:
+            self._evict()
+
+    def _new(self, owner: str, conversation_id: str, root: str | None) -> Conversation:
+        conversation = Conversation(conversation_id, owner, root or conversation_id)
+        self._conversations[conversation_id] = conversation
+        while len(self._conversations) > self.bounds.max_conversations:
+            self._evict()
+        return conversation
+
+    def _evict(self) -> None:
+        _, oldest = self._conversations.popitem(last=False)
+        self.total_bytes -= oldest.bytes
+
+    def _account(self, conversation: Conversation) -> None:
+        self.total_bytes -= conversation.bytes
+        conversation.items = sum(len(turn) for turn in conversation.turns)
+        conversation.bytes = sum(message_bytes(m) for turn in conversation.turns for m in turn)
+        self.total_bytes += conversation.bytes

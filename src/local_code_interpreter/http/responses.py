@@ -1,0 +1,278 @@
+"""`POST /v1/responses` for API clients: the lean path, built on `agent-framework-hosting-responses`.
+
+The request body is parsed here once (strict JSON: no NaN/Infinity, bounded nesting; types checked), turned into
+agent run arguments by `messages_from_responses_input`, run with `Agent.run` (streaming only when the client asked
+for it), and rendered by `responses_from_run` / `responses_from_streaming_run`. No Responses mapping is written
+here.
+
+Which requests go where: a request that names a DevUI entity (`metadata.entity_id`, which the DevUI web page always
+sends) or asks for DevUI's OpenAI proxy (`X-Proxy-Backend`) is handed to DevUI unchanged (its body replayed), inside
+`in_conversation(<its conversation>, caller)`. Everything else — the official `openai` client and any API
+client — is served here. `metadata.entity_id` equal to the agent's name (`local-code-interpreter`) also stays
+here.
+
+Conversation continuity: `conversation` (string or `{"id"}`) or `previous_response_id`, kept by `ConversationStore`
+(bounded); each run is wrapped in `conversation.in_conversation(<root conversation>, caller)` so the
+`execute_code` tool finds the conversation's sandbox session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent_framework_hosting_responses import (
+    create_response_id,
+    messages_from_responses_input,
+    responses_from_run,
+    responses_from_streaming_run,
+    responses_session_id,
+)
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import identity
+from ..attachments import inline_files
+from ..conversation import in_conversation
+from .errors import send_error, status_for
+from .history import ConversationStore, HistoryError
+
+log = logging.getLogger(__name__)
+MAX_DEPTH = 32
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, code: str = "invalid_request", status: int = 400):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"the request body contains {name}, which is not valid JSON", "invalid_json")
+
+
+def parse_body(body: bytes) -> dict:
+    """A JSON object, or BadRequest: invalid JSON, NaN/Infinity, nesting deeper than MAX_DEPTH."""
+    if _depth_exceeds(body, MAX_DEPTH):
+        raise BadRequest(f"the request body is nested deeper than {MAX_DEPTH} levels", "invalid_json")
+    try:
+        value = json.loads(body, parse_constant=_no_constant)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError):
+        raise BadRequest("the request body must be a JSON object", "invalid_json") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the request body must be a JSON object", "invalid_json")
+    return value
+
+
+def _depth_exceeds(body: bytes, limit: int) -> bool:
+    """Bracket depth outside strings, without building anything (cheap; rejects nesting bombs before parsing)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "instructions": (str,), "stream": (bool,), "store": (bool,), "metadata": (dict,),
+    "temperature": (int, float), "top_p": (int, float), "max_output_tokens": (int,),
+    "parallel_tool_calls": (bool,), "previous_response_id": (str,), "conversation": (str, dict),
+    "user": (str,), "tools": (list,), "tool_choice": (str, dict), "include": (list,), "text": (dict,),
+    "reasoning": (dict,), "truncation": (str,), "background": (bool,),
+}
+
+
+def check_request(request: dict) -> None:
+    """Types of the fields we read, with the field named in the error."""
+    for key, kinds in _TYPES.items():
+        value = request.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            names = " or ".join(dict.fromkeys({str: "a string", bool: "a boolean", dict: "an object",
+                                               list: "an array", int: "a number", float: "a number"}[k]
+                                              for k in kinds))
+            raise BadRequest(f"'{key}' must be {names}", "invalid_type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"'{key}' must be a finite number", "invalid_type")
+    metadata = request.get("metadata") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise BadRequest("'metadata' values must be strings", "invalid_type")
+    if request.get("max_output_tokens") is not None and request["max_output_tokens"] < 1:
+        raise BadRequest("'max_output_tokens' must be at least 1", "invalid_value")
+    if request.get("background"):
+        raise BadRequest("'background' responses are not supported by this server", "unsupported")
+    text = request.get("input")
+    if text is None or text in ("", []) or (isinstance(text, str) and not text.strip()):
+        raise BadRequest("'input' is empty: send the message (for example code to run) as 'input'", "empty_input")
+
+
+def _options(request: dict) -> dict:
+    """The generation settings passed to the model; the model itself is the server's (ignored)."""
+    options: dict[str, Any] = {}
+    if request.get("temperature") is not None:
+        options["temperature"] = request["temperature"]
+    if request.get("top_p") is not None:
+        options["top_p"] = request["top_p"]
+    if request.get("max_output_tokens") is not None:
+        options["max_tokens"] = request["max_output_tokens"]
+    if request.get("instructions"):
+        options["instructions"] = request["instructions"]
+    return options
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole body (the guard has already bounded it), or None if the client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+class ResponsesApp:
+    """The `/v1/responses` POST handler: lean path for API clients, DevUI's for its web page."""
+
+    def __init__(self, agent, store: ConversationStore, devui: ASGIApp, agent_name: str,
+                 devui_entity_id=lambda: None):
+        self.agent, self.store, self.devui, self.agent_name = agent, store, devui, agent_name
+        self.devui_entity_id = devui_entity_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive)
+        if body is None:
+            return
+        caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
+        try:
+            request = parse_body(body)
+            metadata = request.get("metadata")
+            entity = metadata.get("entity_id") if isinstance(metadata, dict) else None
+            if (entity is not None and entity != self.agent_name) or _header(scope, b"x-proxy-backend"):
+                return await self._to_devui(scope, receive, send, request, body, caller)
+            check_request(request)
+            await self._serve(request, caller, send)
+        except BadRequest as error:
+            await send_error(send, error.status, str(error), error.code)
+        except HistoryError as error:
+            await send_error(send, error.status, str(error), error.code)
+
+    async def _serve(self, request: dict, caller: identity.Caller, send: Send) -> None:
+        try:
+            session_id, is_conversation = responses_session_id(request)
+            messages = messages_from_responses_input(inline_files(request["input"]))  # attachments.py
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+        self.store.check_input(messages)
+        keep = request.get("store", True)
+        continuation = self.store.resolve(caller.id, session_id if is_conversation else None,
+                                          None if is_conversation or session_id is None else session_id, keep)
+        conversation = continuation.conversation
+        shown_conversation = conversation.id if is_conversation else None
+        response_id = create_response_id()
+        history = continuation.history + messages
+        options = _options(request)
+        if request.get("stream"):
+            await self._stream(send, history, options, messages, continuation, response_id, shown_conversation,
+                               caller, keep)
+            return
+        try:
+            with in_conversation(conversation.root, caller):
+                result = await self.agent.run(history, options=options)
+        except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
+            mapped = _mapped(error)
+            if mapped is None:
+                raise
+            return await send_error(send, mapped[0], str(error), mapped[1])
+        if keep:
+            self.store.record(continuation, response_id, messages + list(result.messages))
+        payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, send, history, options, messages, continuation, response_id, shown_conversation,
+                      caller, keep) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        with in_conversation(continuation.conversation.root, caller):
+            stream = self.agent.run(history, stream=True, options=options)
+            events: AsyncIterator[str] = responses_from_streaming_run(stream, response_id=response_id,
+                                                                      conversation_id=shown_conversation)
+            async for event in events:
+                await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if keep:
+            try:
+                final = await stream.get_final_response()
+            except Exception:  # noqa: BLE001 - the stream already reported its failure to the client
+                return
+            self.store.record(continuation, response_id, messages + list(final.messages))
+
+    async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
+        """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names."""
+        metadata = request.get("metadata")
+        if isinstance(metadata, dict) and metadata.get("entity_id") == self.agent_name:
+            entity = self.devui_entity_id()
+            if entity:
+                request["metadata"] = dict(metadata, entity_id=entity)
+                body = json.dumps(request).encode()
+        conversation = request.get("conversation")
+        if isinstance(conversation, dict):
+            conversation = conversation.get("id")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        scope = dict(scope, headers=headers)
+        if isinstance(conversation, str) and conversation:
+            with in_conversation(conversation, caller):
+                await self.devui(scope, replay, send)
+        else:
+            await self.devui(scope, replay, send)
+
+
+def _mapped(error: BaseException) -> tuple[int, str] | None:
+    seen = 0
+    while error is not None and seen < 8:
+        mapped = status_for(error)
+        if mapped is not None:
+            return mapped
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return b""

@@ -1,0 +1,101 @@
+"""The shared layer in process: mounted apps behind the same guard, pluggable verifiers, the caller in the scope,
+and the body limit counted on streamed bodies too."""
+
+import asyncio
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from local_code_interpreter import identity, server
+from local_code_interpreter.sandbox import create_sandbox
+from local_code_interpreter.settings import load
+
+
+async def whoami(request):
+    caller = request.scope[identity.SCOPE_KEY]
+    return JSONResponse({"caller": caller.id, "kind": caller.kind, "root_path": request.scope["root_path"],
+                         "path": request.url.path})
+
+
+SESSIONS = Starlette(routes=[Route("/whoami", whoami)])  # routes relative to the mount point, as with Mount
+
+
+async def entra(token: str):
+    return identity.Caller("entra:tenant/object", "entra") if token == "a-valid-jwt" else None
+
+
+def _run(env, calls):
+    async def run():
+        settings = load({"sandbox": "monty"}, environ=env)
+        sandbox = create_sandbox("monty", settings.limits)
+        app = server.build_app(settings, sandbox, mounts=[("/sessions", SESSIONS)], verifiers=[entra])
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as client:
+            return [await call(client) for call in calls]
+
+    return asyncio.run(run())
+
+
+def test_mounted_app_sees_the_caller_from_any_verifier():
+    env = {"DEVUI_AUTH_TOKEN": "devui-token"}
+    results = _run(env, [
+        lambda c: c.get("/sessions/whoami", headers={"authorization": "Bearer devui-token"}),
+        lambda c: c.get("/sessions/whoami", headers={"authorization": "Bearer a-valid-jwt"}),
+        lambda c: c.get("/sessions/whoami", headers={"authorization": "Bearer forged"}),
+        lambda c: c.get("/sessions/whoami"),
+    ])
+    assert results[0].json() == {"caller": "token", "kind": "token", "root_path": "/sessions",
+                                 "path": "/sessions/whoami"}
+    assert results[1].json()["caller"] == "entra:tenant/object"
+    assert [r.status_code for r in results[2:]] == [401, 401]
+    assert results[3].json()["error"]["code"] == "missing_token"
+
+
+def test_loopback_without_token_is_local():
+    (answer,) = _run({}, [lambda c: c.get("/sessions/whoami", headers={"authorization": "Bearer anything"})])
+    assert answer.json()["caller"] == "local"
+
+
+def test_streamed_body_over_the_limit_is_413():
+    async def chunks():  # no Content-Length: the guard counts what arrives
+        for _ in range(20):
+            yield b"x" * 4096
+
+    (answer,) = _run({"LCI_MAX_BODY_BYTES": "16384"}, [lambda c: c.post("/v1/responses", content=chunks())])
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
+
+
+class BusySandbox:
+    """A back end whose every slot is taken (what `Bounded` raises when its queue is full)."""
+
+    name = "busy"
+
+    async def start(self):
+        pass
+
+    async def run(self, code, language=None):
+        from local_code_interpreter.sandbox import SandboxBusy
+
+        raise SandboxBusy("all 4 execution slots are busy")
+
+    async def close(self):
+        pass
+
+
+def test_sandbox_busy_is_429_plain_and_failed_event_when_streaming():
+    import sys
+
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    from inprocess import app_client, sse_events
+
+    async def run():
+        async with app_client(sandbox=BusySandbox()) as (c, _s, _sb):
+            plain = await c.post("/v1/responses", json={"input": "print(1)"})
+            streamed = await c.post("/v1/responses", json={"input": "print(1)", "stream": True})
+            return plain, streamed
+
+    plain, streamed = asyncio.run(run())
+    assert plain.status_code == 429 and plain.json()["error"]["code"] == "sandbox_busy"
+    assert sse_events(streamed.text)[-1]["type"] == "response.failed"  # headers were already sent: 200 + failed

@@ -1,0 +1,250 @@
+"""Hostile HTTP clients against the real server process: authentication before the body, malformed input always a
+4xx in the OpenAI error shape, slow and idle clients closed or displaced so `/health` keeps answering."""
+
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from service import ROOT, clean_env, free_port, running_service
+
+TOKEN = "hostile-test-token-0123456789"
+
+
+@contextmanager
+def server_process(env: dict[str, str], nofile: int | None = None):
+    """The service on a free loopback port, optionally with RLIMIT_NOFILE set in the child before exec."""
+    port = free_port()
+
+    def limit():
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    process = subprocess.Popen([sys.executable, "-m", "local_code_interpreter", "--devui", "--no-browser",
+                                "--host", "127.0.0.1", "--port", str(port)], env=clean_env(**env), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=limit)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "service did not become healthy"
+            time.sleep(0.05)
+        yield base, port, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def raw(port: int, data: bytes, read_timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+@pytest.fixture(scope="module")
+def with_token():
+    with server_process({"DEVUI_AUTH_TOKEN": TOKEN, "LCI_READ_TIMEOUT_SECONDS": "1"}) as running:
+        yield running
+
+
+@pytest.mark.parametrize("body_header, body", [
+    (b"Content-Length: 1073741824\r\n", b"{" * 1000),  # a gigabyte announced, never sent
+    (b"Transfer-Encoding: chunked\r\n", b"3e8\r\n" + b"{" * 1000),  # a body of unknown length, never ended
+])
+def test_unauthenticated_huge_body_gets_401_before_any_body_is_read(with_token, body_header, body):
+    _, port, _ = with_token
+    started = time.monotonic()
+    answer = raw(port, b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 + body_header + b"\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert time.monotonic() - started < 1.0  # answered at once, not after reading (or waiting for) the body
+
+
+@pytest.mark.parametrize("body", [b"garbage", b"{" * 100000, b'{"input": NaN}', b"\xff\xfe"])
+def test_unauthenticated_garbage_gets_401_in_openai_shape(with_token, body):
+    base, _, _ = with_token
+    answer = httpx.post(f"{base}/v1/responses", content=body, headers={"authorization": "Bearer wrong"})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "invalid_token"
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_token_holder_is_served_and_page_shell_is_public(with_token):
+    base, _, _ = with_token
+    answer = httpx.post(f"{base}/v1/responses", json={"input": "print(6*7)"},
+                        headers={"authorization": f"Bearer {TOKEN}"}, timeout=30)
+    assert answer.status_code == 200 and "42" in answer.text
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_wrong_host_header_is_refused(with_token):
+    base, _, _ = with_token
+    answer = httpx.get(f"{base}/health", headers={"host": "evil.example"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "host_not_allowed"
+
+
+@pytest.fixture(scope="module")
+def open_server():
+    with server_process({"LCI_READ_TIMEOUT_SECONDS": "1"}) as running:
+        yield running
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"input": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("body, words", [
+    (_nested(100000), "nested deeper"),
+    (_nested(40), "nested deeper"),
+    (b'{"input": "print(1)", "temperature": NaN}', "NaN"),
+    (b'{"input": "print(1)", "temperature": Infinity}', "Infinity"),
+    (b'{"input": "print(1)", "top_p": -Infinity}', "Infinity"),
+    (b'{"input": 5}', "input"),
+    (b'{"input": [5]}', "object"),
+    (b'{"input": [{"role": "robot", "content": "x"}]}', "role"),
+    (b'{"input": [{"role": "user", "content": 7}]}', "content"),
+    (b'{"input": [{"type": "input_text", "text": 7}]}', "text"),
+    (b'{"input": [{"type": "bogus"}]}', "Unsupported"),
+    (b'{"input": "print(1)", "stream": "yes"}', "stream"),
+    (b'{"input": "print(1)", "model": 3}', "model"),
+    (b'{"input": "print(1)", "metadata": []}', "metadata"),
+    (b'{"input": "print(1)", "metadata": {"k": 1}}', "metadata"),
+    (b'{"input": "print(1)", "previous_response_id": 5}', "previous_response_id"),
+    (b'{"input": "print(1)", "previous_response_id": "resp_x", "conversation": "c"}', "mutually exclusive"),
+    (b'{"input": "print(1)", "conversation": {"id": 5}}', "conversation"),
+    (b'{"input": "print(1)", "max_output_tokens": true}', "max_output_tokens"),
+    (b'{"input": "print(1)", "max_output_tokens": 0}', "max_output_tokens"),
+    (b'{"input": "print(1)", "tools": "all"}', "tools"),
+    (b'"just a string"', "JSON object"),
+    (b"\xff\xfe\x00", "JSON object"),
+])
+def test_malformed_input_is_4xx_in_openai_shape(open_server, body, words):
+    base, _, _ = open_server
+    answer = httpx.post(f"{base}/v1/responses", content=body, headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text[:300]
+    error = answer.json()["error"]
+    assert set(error) >= {"message", "type", "code"} and words in error["message"], error
+
+
+def test_unknown_previous_response_is_404(open_server):
+    base, _, _ = open_server
+    answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "previous_response_not_found"
+
+
+def test_slow_headers_are_closed_after_the_read_timeout(open_server):
+    _, port, _ = open_server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+        started = time.monotonic()
+        assert s.recv(100) == b""  # closed by the server
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 5, waited
+
+
+def test_slowloris_body_is_closed_after_the_read_timeout(open_server):
+    base, port, _ = open_server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{\"input\": ")
+        started = time.monotonic()
+        try:
+            for _ in range(20):  # a byte now and then, never the whole body
+                s.sendall(b" ")
+                time.sleep(0.25)
+        except OSError:
+            pass
+        waited = time.monotonic() - started
+        assert s.recv(100) == b""
+    assert waited < 4, waited
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_idle_connection_without_a_request_is_closed(open_server):
+    _, port, _ = open_server
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        started = time.monotonic()
+        assert s.recv(100) == b""
+    assert time.monotonic() - started < 5
+
+
+def test_health_answers_with_1000_idle_connections_at_nofile_1024():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip(f"this test needs 1200 open files in the test process; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    sockets = []
+    try:
+        with server_process({"LCI_READ_TIMEOUT_SECONDS": "120"}, nofile=1024) as (base, port, process):
+            limits = open(f"/proc/{process.pid}/limits").read()
+            assert any(line.startswith("Max open files") and " 1024 " in line for line in limits.splitlines())
+            for _ in range(1000):
+                s = socket.socket()
+                s.settimeout(10)
+                s.connect(("127.0.0.1", port))
+                sockets.append(s)
+            time.sleep(0.5)  # let the server accept them all
+            started = time.monotonic()
+            answer = httpx.get(f"{base}/health", timeout=10)
+            assert answer.status_code == 200, answer.text
+            real = httpx.post(f"{base}/v1/responses", json={"input": "print(6*7)"}, timeout=30)
+            assert real.status_code == 200 and "42" in real.text
+            print(f"\n/health with 1000 idle connections at nofile 1024: {(time.monotonic() - started) * 1000:.0f} ms")
+            open_fds = len(__import__("os").listdir(f"/proc/{process.pid}/fd"))
+            assert open_fds < 1024
+            assert process.poll() is None
+    finally:
+        for s in sockets:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_bounded_conversations_item_too_large_is_413():
+    with running_service(env=clean_env(LCI_CONVERSATION_ITEM_MAX_BYTES="2048")) as (base, _, _s):
+        answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)  # " + "x" * 4000})
+        assert answer.status_code == 413 and "LCI_CONVERSATION_ITEM_MAX_BYTES" in answer.json()["error"]["message"]
+        assert httpx.post(f"{base}/v1/responses", json={"input": "print(1)"}, timeout=30).status_code == 200
+
+
+def test_json_log_format_and_access_log_switch():
+    env = clean_env(LCI_LOG_FORMAT="json", LCI_ACCESS_LOG="on")
+    with running_service(env=env) as (base, process, _s):
+        for i in range(5):
+            assert httpx.post(f"{base}/v1/responses", json={"input": f"print({i})"}, timeout=30).status_code == 200
+        process.terminate()
+        process.wait(10)
+        lines = [line for line in process.stdout.read().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is JSON
+    access = [e for e in entries if e["logger"] == "local_code_interpreter.access"]
+    assert len(access) == 5 and all(e["status"] == 200 and e["path"] == "/v1/responses" for e in access)
+    with running_service(env=clean_env(LCI_ACCESS_LOG="off")) as (base, process, _s):
+        for i in range(5):
+            httpx.post(f"{base}/v1/responses", json={"input": f"print({i})"}, timeout=30)
+        process.terminate()
+        process.wait(10)
+        assert "/v1/responses" not in process.stdout.read()

@@ -1,0 +1,164 @@
+"""The lean `/v1/responses` path with the official openai client (plain and streaming), conversation continuity
+and the conversation key the `execute_code` tool reads, on the lean path and on DevUI's; bounded history."""
+
+import asyncio
+
+import openai
+import pytest
+from agent_framework import Content, Message
+
+from inprocess import app_client, devui_entity, sse_events
+from local_code_interpreter.conversation import conversation_key
+from local_code_interpreter.http.history import Bounds, ConversationStore, HistoryError
+from local_code_interpreter.sandbox import Limits, create_sandbox
+from service import running_service
+
+
+@pytest.fixture(scope="module")
+def service():
+    with running_service() as (base, process, _seconds):
+        yield base
+
+
+def client(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused-on-loopback", max_retries=0)
+
+
+def test_openai_client_plain(service):
+    reply = client(service).responses.create(model="local-code-interpreter", input="print(6 * 7)")
+    assert reply.status == "completed" and reply.id.startswith("resp_")
+    assert "42" in reply.output_text and "exit code 0" in reply.output_text
+    assert [item.type for item in reply.output] == ["function_call", "function_call_output", "message"]
+
+
+def test_openai_client_streaming(service):
+    events = list(client(service).responses.create(model="local-code-interpreter", input="print(6 * 7)",
+                                                     stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "42" in "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "42" in events[-1].response.output_text
+
+
+def test_openai_client_continuity(service):
+    c = client(service)
+    first = c.responses.create(model="m", input="print(1)")
+    second = c.responses.create(model="m", input="print(2)", previous_response_id=first.id)
+    assert second.status == "completed" and "2" in second.output_text
+    in_conversation = c.responses.create(model="m", input="print(3)", conversation="conv_lean_test")
+    assert in_conversation.conversation.id == "conv_lean_test"
+
+
+class Recording:
+    """The real monty back end, noting which conversation key each execution ran under."""
+
+    def __init__(self):
+        self.inner = create_sandbox("monty", Limits(), "python", 4)
+        self.name = self.inner.name
+        self.keys: list = []
+
+    async def start(self):
+        await self.inner.start()
+
+    async def run(self, code, language=None):
+        self.keys.append(conversation_key.get())
+        return await self.inner.run(code, language)
+
+    async def close(self):
+        await self.inner.close()
+
+
+def test_runs_happen_in_their_conversation_on_both_paths():
+    recording = Recording()
+
+    async def run():
+        async with app_client(sandbox=recording) as (c, _s, _sb):
+            first = (await c.post("/v1/responses", json={"input": "print(1)"})).json()
+            await c.post("/v1/responses", json={"input": "print(2)", "previous_response_id": first["id"]})
+            await c.post("/v1/responses", json={"input": "print(3)", "conversation": "conv_a"})
+            await c.post("/v1/responses", json={"input": "print(4)", "conversation": {"id": "conv_a"}, "stream": True})
+            await c.post("/v1/responses", json={"input": "print(5)", "store": False})
+            # DevUI's page: its own conversation, named in the body
+            created = (await c.post("/v1/conversations", json={"metadata": {}})).json()
+            entity = await devui_entity(c)
+            page = await c.post("/v1/responses", json={"input": "print(6)", "stream": True, "conversation": created["id"],
+                                                       "metadata": {"entity_id": entity}})
+            assert "6" in "".join(str(e.get("delta", "")) for e in sse_events(page.text))
+            return created["id"]
+
+    devui_conversation = asyncio.run(run())
+    keys = recording.keys[-6:]
+    chain = keys[0]
+    assert chain is not None and chain[0] == "local"
+    assert keys[1] == chain  # previous_response_id continues the chain's conversation (same sandbox session)
+    assert keys[2] == keys[3] == ("local", "conv_a")
+    assert keys[4] is not None and keys[4] != chain  # a fresh, unkept conversation
+    assert keys[5] == ("local", devui_conversation)
+
+
+def test_history_reaches_the_model_on_continuation(monkeypatch):
+    from local_code_interpreter import offline
+
+    seen: list[list[str]] = []
+    original = offline._reply
+
+    def recording_reply(messages):
+        seen.append([m.text for m in messages if m.role == "user"])
+        return original(messages)
+
+    monkeypatch.setattr(offline, "_reply", recording_reply)
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            first = (await c.post("/v1/responses", json={"input": "print(11)", "conversation": "conv_h"})).json()
+            second = (await c.post("/v1/responses", json={"input": "print(22)", "conversation": "conv_h"})).json()
+            seen.clear()
+            forked = await c.post("/v1/responses", json={"input": "print(33)", "previous_response_id": first["id"]})
+            return first, second, forked
+
+    first, second, forked = asyncio.run(run())
+    assert first["conversation"]["id"] == second["conversation"]["id"] == "conv_h"
+    assert forked.status_code == 200
+    # continuing from the first response: the model sees the first turn and the new input, not the second turn
+    assert seen[0] == ["print(11)", "print(33)"]
+
+
+def _message(text: str) -> Message:
+    return Message("user", [Content.from_text(text)])
+
+
+def test_store_bounds_items_bytes_count():
+    store = ConversationStore(Bounds(max_items=4, item_max_bytes=1000, max_bytes=10_000, max_conversations=3))
+    with pytest.raises(HistoryError) as caught:
+        store.check_input([_message("x" * 2000)])
+    assert caught.value.status == 413
+    c = store.resolve("me", "conv_1", None)
+    for i in range(5):
+        c = store.resolve("me", "conv_1", None)
+        store.record(c, f"resp_{i}", [_message(f"in {i}"), _message(f"out {i}")])
+    kept = store.resolve("me", "conv_1", None)
+    assert [m.text for m in kept.history] == ["in 3", "out 3", "in 4", "out 4"]  # oldest turns dropped
+    with pytest.raises(HistoryError):  # a response older than the kept history is a clear 404
+        store.resolve("me", None, "resp_0")
+    with pytest.raises(HistoryError):  # another caller cannot continue it
+        store.resolve("someone-else", None, "resp_4")
+    for n in range(2, 6):
+        store.record(store.resolve("me", f"conv_{n}", None), f"r{n}", [_message("hi")])
+    assert len(store) == 3  # the least recently used were evicted
+    with pytest.raises(HistoryError):
+        store.resolve("me", None, "resp_4")  # its conversation was evicted
+    big = ConversationStore(Bounds(max_items=100, item_max_bytes=5000, max_bytes=12_000, max_conversations=100))
+    for n in range(10):
+        big.record(big.resolve("me", f"c{n}", None), f"r{n}", [_message("y" * 4000)])
+    assert big.total_bytes <= 12_000 and len(big) == 2
+
+
+def test_devui_conversations_are_bounded_too():
+    async def run():
+        async with app_client(env={"LCI_CONVERSATIONS_MAX": "3"}) as (c, _s, _sb):
+            ids = [(await c.post("/v1/conversations", json={"metadata": {}})).json()["id"] for _ in range(5)]
+            return ids, [(await c.get(f"/v1/conversations/{i}")).status_code for i in ids]
+
+    ids, statuses = asyncio.run(run())
+    assert statuses[:2] == [404, 404] and statuses[2:] == [200, 200, 200]

@@ -1,0 +1,37 @@
+"""The serving settings: defaults, environment variables, clear errors naming the variable."""
+
+import pytest
+
+from local_code_interpreter.http.connections import default_max_connections
+from local_code_interpreter.settings import ConfigError, load
+
+
+def test_defaults_and_environment():
+    default = load({}, environ={}).serving
+    assert (default.log_format, default.access_log, default.max_body_bytes, default.read_timeout) == \
+        ("text", True, 1024 * 1024, 10.0)
+    s = load({}, environ={"LCI_LOG_FORMAT": "json", "LCI_ACCESS_LOG": "off", "LCI_MAX_BODY_BYTES": "2048",
+                          "LCI_READ_TIMEOUT_SECONDS": "2.5", "LCI_ALLOWED_HOSTS": "Interp.Example.com, b",
+                          "LCI_CONVERSATIONS_MAX": "7", "LCI_CONVERSATION_MAX_ITEMS": "9"}).serving
+    assert (s.log_format, s.access_log, s.max_body_bytes, s.read_timeout) == ("json", False, 2048, 2.5)
+    assert s.allowed_hosts == ("interp.example.com", "b") and s.conversations_max == 7
+    assert s.conversation_max_items == 9
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"LCI_LOG_FORMAT": "xml"}, "LCI_LOG_FORMAT"),
+    ({"LCI_ACCESS_LOG": "maybe"}, "LCI_ACCESS_LOG"),
+    ({"LCI_MAX_BODY_BYTES": "ten"}, "LCI_MAX_BODY_BYTES"),
+    ({"LCI_READ_TIMEOUT_SECONDS": "0"}, "LCI_READ_TIMEOUT_SECONDS"),
+    ({"LCI_CONVERSATIONS_MAX": "-1"}, "LCI_CONVERSATIONS_MAX"),
+])
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        load({}, environ=env)
+
+
+def test_connection_cap_is_below_the_file_limit():
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert default_max_connections() < soft
