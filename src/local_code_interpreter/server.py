@@ -104,6 +104,10 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     await sandbox.start()  # warm before the first request
     serving = settings.serving
     max_connections = serving.max_connections or default_max_connections()
+    if max_connections > default_max_connections():
+        log.warning("LCI_MAX_CONNECTIONS=%d is above what the open-file limit leaves room for; using %d",
+                    max_connections, default_max_connections())
+        max_connections = default_max_connections()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request",
