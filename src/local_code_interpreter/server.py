@@ -7,6 +7,7 @@ with the connection guards (`http/connections.py`), the process's own telemetry 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 
@@ -124,6 +125,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     if open_browser:
         asyncio.get_running_loop().call_later(1.0, _open_browser, settings)
     first_check = asyncio.create_task(readiness.current())  # the first /ready answer is ready sooner
+    gc.freeze()  # what start-up built lives as long as the process: later collections need not walk it
     try:
         await server.serve()
     finally:
