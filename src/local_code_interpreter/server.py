@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 from collections.abc import Sequence
 
 import uvicorn
@@ -67,8 +68,11 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     telemetry.route_devui_traces()
     devui_store.install(settings.serving.conversations_max)
     agent = build_agent(build_chat_client(settings.model), sandbox)
+    # DevUI refuses to run unauthenticated off loopback. With only other verifiers (Entra ID) configured, its own
+    # API gets an unguessable token nobody holds: the DevUI page is for DEVUI_AUTH_TOKEN holders.
+    devui_token = settings.auth_token or (None if settings.loopback else secrets.token_urlsafe(32))
     dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
-                    auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
+                    auth_enabled=bool(devui_token), auth_token=devui_token)
     dev.set_pending_entities([agent])
     serving = settings.serving
     store = ConversationStore(Bounds(max_items=serving.conversation_max_items,
