@@ -120,11 +120,15 @@ def main() -> int:
         with httpx.Client(base_url=server.base, timeout=60) as client:
             for i in range(5):  # warm: first imports, first sandbox child
                 request(client, args.path, i)
+            steps = []  # (request index, cpu seconds) every `window` requests: the trend, not just the ends
             for i in range(args.requests):
                 if i in (0, window, args.requests - window):
                     marks.append((i, server.cpu(), server.log_bytes()))
+                if i % window == 0:
+                    steps.append((i, server.cpu()))
                 times.append(request(client, args.path, i))
             marks.append((args.requests, server.cpu(), server.log_bytes()))
+            steps.append((args.requests, server.cpu()))
         first, last = times[:window], times[-window:]
         (a, ca, la), (b, cb, lb), (c, cc, lc), (d, cd, ld) = marks
         print(f"server: {args.path} print(i*3), {args.requests} sequential requests, one keep-alive connection")
@@ -133,6 +137,10 @@ def main() -> int:
               f"{(cb - ca) * 1000 / (b - a):>12.2f}{(lb - la) / (b - a):>11.0f}")
         print(f"{f'last {window}':<22}{statistics.median(last):>9.2f}{pct(last, 95):>9.2f}"
               f"{(cd - cc) * 1000 / (d - c):>12.2f}{(ld - lc) / (d - c):>11.0f}")
+        print(f"server CPU ms/req per {window}: " + " ".join(
+            f"{(c2 - c1) * 1000 / (i2 - i1):.2f}" for (i1, c1), (i2, c2) in zip(steps, steps[1:])))
+        print(f"p50 ms per {window}: " + " ".join(
+            f"{statistics.median(times[k:k + window]):.2f}" for k in range(0, len(times) - window + 1, window)))
 
         done = 0
         lock = threading.Lock()

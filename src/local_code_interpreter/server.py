@@ -7,7 +7,9 @@ with the connection guards (`http/connections.py`), the process's own telemetry 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import secrets
 from collections.abc import Sequence
 
 import uvicorn
@@ -79,8 +81,11 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
     if sessions is not None:
         mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links))]
+    # DevUI refuses to run unauthenticated off loopback. With only other verifiers (Entra ID) configured, its own
+    # API gets an unguessable token nobody holds: the DevUI page is for DEVUI_AUTH_TOKEN holders.
+    devui_token = settings.auth_token or (None if settings.loopback else secrets.token_urlsafe(32))
     dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
-                    auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
+                auth_enabled=bool(devui_token), auth_token=devui_token)
     dev.set_pending_entities([agent])
     serving = settings.serving
     store = ConversationStore(Bounds(max_items=serving.conversation_max_items,
@@ -123,6 +128,10 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     await sandbox.start()  # warm before the first request
     serving = settings.serving
     max_connections = serving.max_connections or default_max_connections()
+    if max_connections > default_max_connections():
+        log.warning("LCI_MAX_CONNECTIONS=%d is above what the open-file limit leaves room for; using %d",
+                    max_connections, default_max_connections())
+        max_connections = default_max_connections()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request",
@@ -141,6 +150,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     if open_browser:
         asyncio.get_running_loop().call_later(1.0, _open_browser, settings)
     first_check = asyncio.create_task(readiness.current())  # the first /ready answer is ready sooner
+    gc.freeze()  # what start-up built lives as long as the process: later collections need not walk it
     try:
         await server.serve()
     finally:

@@ -99,3 +99,25 @@ def test_sandbox_busy_is_429_plain_and_failed_event_when_streaming():
     plain, streamed = asyncio.run(run())
     assert plain.status_code == 429 and plain.json()["error"]["code"] == "sandbox_busy"
     assert sse_events(streamed.text)[-1]["type"] == "response.failed"  # headers were already sent: 200 + failed
+
+
+def test_off_loopback_with_only_an_entra_verifier():
+    """No DEVUI_AUTH_TOKEN, a non-loopback bind, an Entra verifier: API clients with a valid token are served by
+    the lean path; DevUI's own API stays closed (nobody holds its token); no token is 401."""
+
+    async def run():
+        settings = load({"sandbox": "monty", "host": "0.0.0.0"}, environ={})
+        server.check_auth(settings, [entra])  # allowed: a verifier guards it
+        sandbox = create_sandbox("monty", settings.limits)
+        app = server.build_app(settings, sandbox, verifiers=[entra])
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://interp.example") as c:
+            served = await c.post("/v1/responses", json={"input": "print(6*7)"},
+                                  headers={"authorization": "Bearer a-valid-jwt"})
+            devui = await c.get("/v1/entities", headers={"authorization": "Bearer a-valid-jwt"})
+            anonymous = await c.post("/v1/responses", json={"input": "print(1)"})
+            return served, devui, anonymous
+
+    served, devui, anonymous = asyncio.run(run())
+    assert served.status_code == 200 and "42" in served.text
+    assert devui.status_code == 401 and anonymous.status_code == 401

@@ -143,6 +143,7 @@ def test_store_bounds_items_bytes_count():
         store.resolve("me", None, "resp_0")
     with pytest.raises(HistoryError):  # another caller cannot continue it
         store.resolve("someone-else", None, "resp_4")
+    assert store.resolve("someone-else", "conv_1", None).history == []  # the same id, another caller's own
     for n in range(2, 6):
         store.record(store.resolve("me", f"conv_{n}", None), f"r{n}", [_message("hi")])
     assert len(store) == 3  # the least recently used were evicted

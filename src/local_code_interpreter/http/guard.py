@@ -96,7 +96,7 @@ class Guard:
         if self.allowed_hosts is not None:
             host = _header(headers, b"host").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-            if name.lower() not in self.allowed_hosts:
+            if host and name.lower() not in self.allowed_hosts:  # no Host (HTTP/1.0): nothing to rebind
                 await send_error(send, 400, f"Invalid Host header {host!r}: this server only answers requests "
                                  "addressed to it", "host_not_allowed")
                 return None

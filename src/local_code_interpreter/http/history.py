@@ -73,8 +73,10 @@ class Continuation:
 class ConversationStore:
     def __init__(self, bounds: Bounds = Bounds()):
         self.bounds = bounds
-        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
-        self._responses: OrderedDict[str, tuple[str, int]] = OrderedDict()  # response id -> (conversation, turns)
+        # (owner, conversation id) -> Conversation: two callers using the same id never share a conversation
+        self._conversations: OrderedDict[tuple[str, str], Conversation] = OrderedDict()
+        # response id -> ((owner, conversation id), turns it saw)
+        self._responses: OrderedDict[str, tuple[tuple[str, str], int]] = OrderedDict()
         self.total_bytes = 0
 
     def __len__(self) -> int:
@@ -92,8 +94,8 @@ class ConversationStore:
         for `store: false`) and its history."""
         if previous_response_id is not None:
             found = self._responses.get(previous_response_id)
-            conversation = self._conversations.get(found[0]) if found else None
-            if conversation is None or conversation.owner != owner:
+            conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
+            if conversation is None:
                 raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, or its "
                                    "conversation was evicted)", "previous_response_not_found")
             upto = found[1]
@@ -106,15 +108,13 @@ class ConversationStore:
                 fork.first_turn = conversation.first_turn
                 self._account(fork)
                 conversation = fork
-            self._conversations.move_to_end(conversation.id)
+            self._conversations.move_to_end((owner, conversation.id))
             return Continuation(conversation, conversation.messages(upto), upto)
         if conversation_id is not None:
-            conversation = self._conversations.get(conversation_id)
+            conversation = self._conversations.get((owner, conversation_id))
             if conversation is None:
                 conversation = self._new(owner, conversation_id, conversation_id)
-            elif conversation.owner != owner:
-                raise HistoryError(404, f"conversation {conversation_id!r} not found", "conversation_not_found")
-            self._conversations.move_to_end(conversation.id)
+            self._conversations.move_to_end((owner, conversation_id))
             return Continuation(conversation, conversation.messages(),
                                 conversation.first_turn + len(conversation.turns))
         if not keep:
@@ -126,11 +126,12 @@ class ConversationStore:
     def record(self, continuation: Continuation, response_id: str, turn: list[Message]) -> None:
         """Append the finished turn and index the response; then enforce the bounds."""
         conversation = continuation.conversation
-        if conversation.id not in self._conversations:  # evicted while the run went on: keep nothing
+        key = (conversation.owner, conversation.id)
+        if self._conversations.get(key) is not conversation:  # evicted while the run went on: keep nothing
             return
         conversation.turns.append(turn)
         self._account(conversation)
-        self._responses[response_id] = (conversation.id, conversation.first_turn + len(conversation.turns))
+        self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
         while len(self._responses) > self.bounds.max_conversations * 64:
             self._responses.popitem(last=False)
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
@@ -142,7 +143,7 @@ class ConversationStore:
 
     def _new(self, owner: str, conversation_id: str, root: str | None) -> Conversation:
         conversation = Conversation(conversation_id, owner, root or conversation_id)
-        self._conversations[conversation_id] = conversation
+        self._conversations[(owner, conversation_id)] = conversation
         while len(self._conversations) > self.bounds.max_conversations:
             self._evict()
         return conversation
