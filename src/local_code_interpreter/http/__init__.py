@@ -1,0 +1,1 @@
+"""HTTP apps and layers served beside DevUI."""
