@@ -121,13 +121,18 @@ class ResponsesGate:
         return json.dumps(request).encode()
 
 
-def build_app(settings: Settings, sandbox) -> ASGIApp:
-    """The DevUI app with our agent registered."""
+def build_app(settings: Settings, sandbox, manager=None) -> ASGIApp:
+    """The DevUI app with our agent registered; with a SessionManager, the sessions API at /sessions."""
     agent = build_agent(build_chat_client(settings.model), sandbox)
     dev = DevServer(host=settings.host, port=settings.port, mode=settings.mode,
                     auth_enabled=bool(settings.auth_token), auth_token=settings.auth_token or None)
     dev.set_pending_entities([agent])
-    return BodyLimit(ResponsesGate(dev.get_app(), dev))
+    app = BodyLimit(ResponsesGate(dev.get_app(), dev))
+    if manager is not None:
+        from .http.aca import Mounted, build_aca_app
+
+        app = Mounted(app, build_aca_app(manager, settings), "/sessions")
+    return app
 
 
 async def serve(settings: Settings, open_browser: bool = False) -> None:
@@ -135,11 +140,15 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
     check_auth(settings)
     sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
     await sandbox.start()  # warm before the first request
+    from .sessions import SessionManager
+
+    manager = SessionManager(sandbox, settings)
+    await manager.start()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     log.info("DevUI on http://%s:%d (mode %s, auth %s)", settings.host, settings.port, settings.mode,
              "on" if settings.auth_token else "off: loopback only")
-    config = uvicorn.Config(build_app(settings, sandbox), host=settings.host, port=settings.port,
+    config = uvicorn.Config(build_app(settings, sandbox, manager), host=settings.host, port=settings.port,
                             log_level=settings.log_level.lower(), timeout_graceful_shutdown=1,
                             server_header=False)
     server = uvicorn.Server(config)
@@ -148,6 +157,7 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
     try:
         await server.serve()
     finally:
+        await manager.close_all()
         await sandbox.close()
 
 
