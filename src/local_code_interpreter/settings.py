@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from .auth.entra import DEFAULT_AUDIENCE, DEFAULT_AUTHORITY, EntraSettings
 from .sandbox import BACKENDS, LANGUAGES, Limits
+from .sessions import SessionLimits, default_max_sessions
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,11 @@ ENV = {
     "scratch_mb": "LCI_SCRATCH_MB",
     "max_concurrency": "LCI_MAX_CONCURRENCY",
     "log_level": "LCI_LOG_LEVEL",
+    "session_idle_seconds": "LCI_SESSION_IDLE_SECONDS",
+    "max_sessions": "LCI_MAX_SESSIONS",
+    "session_disk_mb": "LCI_SESSION_DISK_MB",
+    "session_memory_mb": "LCI_SESSION_MEMORY_MB",
+    "max_upload_mb": "LCI_MAX_UPLOAD_MB",
 }
 
 
@@ -66,6 +72,7 @@ class Settings:
     max_concurrency: int = 4
     log_level: str = "INFO"
     model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
+    sessions: SessionLimits = field(default_factory=SessionLimits)
     # The sessions API (/sessions): Microsoft Entra ID callers (None: only the DevUI token).
     entra: EntraSettings | None = None
 
@@ -130,6 +137,14 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         max_output_bytes=number("max_output_bytes", 65536, low=64, high=16 * 1024 * 1024),
         scratch_mb=number("scratch_mb", 64, low=1, high=65536),
     )
+    session_memory_mb = number("session_memory_mb", limits.memory_mb, low=32, high=65536)
+    sessions = SessionLimits(
+        idle_seconds=number("session_idle_seconds", 1200.0, float, low=0.1, high=7 * 24 * 3600),
+        max_sessions=number("max_sessions", default_max_sessions(session_memory_mb), high=100000),
+        disk_mb=number("session_disk_mb", 512, low=1, high=1024 * 1024),
+        memory_mb=session_memory_mb,
+        max_upload_mb=number("max_upload_mb", 128, low=1, high=1024 * 1024),
+    )
     return Settings(
         host=host,
         port=number("port", 8090, high=65535),
@@ -141,6 +156,7 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         max_concurrency=number("max_concurrency", 4, high=256),
         log_level=str(log_level).upper(),
         model=load_model(env),
+        sessions=sessions,
         entra=load_entra(env),
     )
 

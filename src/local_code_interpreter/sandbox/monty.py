@@ -1,6 +1,9 @@
 """`monty` back end: pydantic-monty, a Python interpreter with no OS access, in a warm pool of worker processes.
 
-Every execution gets a fresh session (`Monty.checkout`), so no state crosses executions. Time, memory and sleep
+A one-shot execution gets a fresh Monty session (`Monty.checkout`), so no state crosses executions. A stateful
+session (`open_session`) holds no worker while idle: its interpreter state lives in the server as the bytes of
+Monty's own `dump()`, restored into a pooled worker for each execution (`load_session`) and dumped again after it,
+so an idle session costs only those bytes and never a process. Time, memory and sleep
 are bounded by Monty's own `ResourceLimits` inside the worker; the pool kills a worker that overruns them
 (`feed_duration_limit_grace`, `request_timeout`). The blocking feed runs on a small dedicated thread pool, one
 thread per Monty worker, so the event loop never waits on sandboxed code. (The sync pool is used rather than
@@ -10,17 +13,19 @@ exit in about a third of runs.)
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pydantic_monty
 from pydantic_monty import Monty, MontyCrashedError, MontyError, MontySyntaxError
 
 from .output import CappedBuffer, result
-from .types import TIMEOUT_EXIT_CODE, BackendReport, ExecutionResult, Layer, Limits
+from .types import TIMEOUT_EXIT_CODE, BackendReport, ExecutionResult, FileInfo, Layer, Limits, SandboxUnavailable
 
 NAME = "monty"
 # Appended to every snippet so the trailing expression's value (which Monty returns to the host, where a huge
@@ -47,8 +52,144 @@ def _hit_time_limit(exc: MontyError) -> bool:
     return isinstance(inner, TimeoutError) and "limit exceeded" in str(inner)
 
 
+def _show_last_value(code: str, cap: int) -> str:
+    """`code` rewritten so Monty returns the text (repr, at most `cap` characters) of a last bare expression, as a
+    REPL shows it, also binding it to `_`; `None` when the code ends in a statement or the value is None. Code the
+    host cannot parse is returned as written (Monty reports the error)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code + _DISCARD_VALUE
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return code + _DISCARD_VALUE
+    last = tree.body[-1]
+    lines = code.splitlines(keepends=True)
+    # ast offsets are in UTF-8 bytes within a line
+    head = "".join(lines[: last.lineno - 1]) + lines[last.lineno - 1].encode()[: last.col_offset].decode()
+    expr = ast.get_source_segment(code, last)
+    if expr is None:
+        return code + _DISCARD_VALUE
+    return f"{head}_ = ({expr}\n)\npass\nNone if _ is None else repr(_)[:{cap}]"
+
+
+class MontySession:
+    """One stateful Monty interpreter; its state is Monty's `dump()` between executions (see the module doc).
+
+    Monty's own time limit interrupts a cell with an uncatchable TimeoutError and the session survives with what
+    the cell did so far. When the worker dies instead (a single operation overran the limit past the pool's
+    grace, or crashed) the session ends: that result's `notice` says the state was lost and `alive` is False.
+    Monty has no file system, so there are no session files: `files()` is empty, `upload` raises
+    SandboxUnavailable, `read`/`delete` raise FileNotFoundError.
+    """
+
+    sandbox = NAME
+
+    def __init__(self, backend: "Backend") -> None:
+        self.id = uuid.uuid4().hex
+        self._backend = backend
+        self._state: bytes | None = None  # None: a fresh interpreter
+        self._alive = True
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @property
+    def state_bytes(self) -> int:
+        """Size of the kept interpreter state (what an idle session costs the server)."""
+        return len(self._state or b"")
+
+    async def run(self, code: str) -> ExecutionResult:
+        backend = self._backend
+        started = time.perf_counter()
+        stdout = CappedBuffer(backend.limits.max_output_bytes)
+        stderr = CappedBuffer(backend.limits.max_output_bytes)
+        if not self._alive:
+            stderr.write(b"this session has ended; open a new one\n")
+            return result(NAME, stdout, stderr, 1, False, started)
+        streams = {"stdout": stdout, "stderr": stderr}
+
+        def on_print(stream: str, text: str) -> None:
+            streams[stream].write(text.encode("utf-8", "replace"))
+
+        pool = backend._pool or await backend._ensure_pool()
+        value, notice, exit_code, timed_out = None, "", 0, False
+        try:
+            value, state, error = await asyncio.get_running_loop().run_in_executor(
+                backend._executor, self._feed, pool, self._state, code, on_print)
+        except MontyCrashedError as exc:
+            self._end()
+            timed_out = exc.timed_out
+            exit_code = TIMEOUT_EXIT_CODE if timed_out else 1
+            stderr.write(f"monty worker died: {exc}\n".encode())
+            notice = ("The execution " + ("ran past its time limit and could not be interrupted" if timed_out
+                                          else "crashed the interpreter")
+                      + ", so this session ended and its state (variables, functions) was lost.")
+        else:
+            if error is not None:
+                timed_out = _hit_time_limit(error)
+                exit_code = TIMEOUT_EXIT_CODE if timed_out else 1
+                message = error.display() if hasattr(error, "display") else str(error)
+                stderr.write(f"{message}\n".encode("utf-8", "replace"))
+            quota = backend.limits.memory_mb * 1024 * 1024
+            if len(state) > quota:
+                self._end()
+                notice = (f"The session's state grew to {len(state)} bytes, past its {backend.limits.memory_mb} MiB "
+                          "memory quota, so this session ended and its state was lost.")
+            else:
+                self._state = state
+        out = result(NAME, stdout, stderr, exit_code, timed_out, started)
+        out.value = value if isinstance(value, str) else None
+        out.notice = notice
+        return out
+
+    def _feed(self, pool: Monty, state: bytes | None, code: str, on_print):
+        """Blocking (on the executor): restore, run one cell, dump. Returns (value, new state, MontyError|None)."""
+        with pool.checkout(limits=self._backend._monty_limits) as session:
+            if state is not None:
+                session.load_session(state)
+            value, error = None, None
+            rewritten = _show_last_value(code, self._backend.limits.max_output_bytes)
+            try:
+                value = session.feed_run(rewritten, print_callback=on_print)
+            except MontyCrashedError:
+                raise
+            except MontySyntaxError as exc:
+                error = exc
+                if rewritten != code:  # nothing ran; show the message on the caller's own lines
+                    try:
+                        session.feed_run(code + _DISCARD_VALUE, print_callback=on_print)
+                        error = None
+                    except MontyCrashedError:
+                        raise
+                    except MontyError as again:
+                        error = again
+            except MontyError as exc:
+                error = exc
+            return value, session.dump(), error
+
+    def _end(self) -> None:
+        self._alive, self._state = False, None
+
+    async def upload(self, name: str, data: bytes) -> FileInfo:
+        raise SandboxUnavailable("the monty sandbox has no file system, so a session cannot hold files; use the "
+                                 "subprocess back end for files")
+
+    async def files(self) -> list[FileInfo]:
+        return []
+
+    async def read(self, name: str) -> bytes:
+        raise FileNotFoundError(f"{name}: the monty sandbox has no file system")
+
+    async def delete(self, name: str) -> None:
+        raise FileNotFoundError(f"{name}: the monty sandbox has no file system")
+
+    async def close(self) -> None:
+        self._end()
+
+
 class Backend:
-    """Runs Python snippets in pydantic-monty sessions, one fresh session per execution."""
+    """Runs Python snippets in pydantic-monty sessions: a fresh one per one-shot run, or a kept one per session."""
 
     name = NAME
 
@@ -109,6 +250,14 @@ class Backend:
             message = exc.display() if hasattr(exc, "display") else str(exc)
             stderr.write(f"{message}\n".encode("utf-8", "replace"))
         return result(NAME, stdout, stderr, exit_code, timed_out, started)
+
+    async def open_session(self, language: str | None = None) -> MontySession:
+        """A stateful session; no worker is held while it is idle."""
+        language = language or self.language
+        if language != "python":
+            raise SandboxUnavailable(f"the monty sandbox runs Python only, not {language!r}")
+        await self._ensure_pool()
+        return MontySession(self)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
