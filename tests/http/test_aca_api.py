@@ -237,6 +237,7 @@ def test_oversized_upload_is_413_and_nothing_is_stored(manager):
     assert manager.stored == {}
 
     async def chunked():  # no content-length: the stream itself is counted
+        yield b'--zz\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
         for _ in range(40):
             yield b"y" * 65536
 
