@@ -11,7 +11,8 @@ import pytest
 
 from local_code_interpreter.sandbox import BACKENDS, TIMEOUT_EXIT_CODE
 
-JSON_KEYS = {"stdout", "stderr", "exit_code", "timed_out", "truncated", "duration_ms", "sandbox"}
+JSON_KEYS = {"stdout", "stderr", "exit_code", "timed_out", "truncated", "duration_ms", "sandbox", "value", "images", "files",
+             "notice"}
 
 
 def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

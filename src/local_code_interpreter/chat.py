@@ -17,7 +17,8 @@ print(primes, sum(primes))
 
 
 async def run(settings: Settings, interactive: bool) -> int:
-    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
+    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
+                             settings.queue_timeout_seconds, settings.queue_length)
     agent = build_agent(build_chat_client(settings.model), sandbox)
     print(f"model: {settings.model.describe()}\nsandbox: {settings.sandbox}\n", file=sys.stderr)
     try:

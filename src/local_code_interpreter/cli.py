@@ -11,6 +11,7 @@ import sys
 from . import __version__
 from .sandbox import BACKENDS, LANGUAGES, TIMEOUT_EXIT_CODE, SandboxUnavailable, create_sandbox, report_all
 from .settings import ENV, ConfigError, Settings, load
+from .terminal import escape_controls
 
 EXIT_CONFIG = 2
 
@@ -117,8 +118,8 @@ def run_exec(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
+        for stream, text in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
+            stream.write(escape_controls(text) if stream.isatty() else text)
     return TIMEOUT_EXIT_CODE if result.timed_out else result.exit_code
 
 

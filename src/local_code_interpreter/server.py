@@ -138,7 +138,8 @@ def build_app(settings: Settings, sandbox, manager=None) -> ASGIApp:
 async def serve(settings: Settings, open_browser: bool = False) -> None:
     """Run until SIGINT/SIGTERM; in-flight requests get one second to finish."""
     check_auth(settings)
-    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency)
+    sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
+                             settings.queue_timeout_seconds, settings.queue_length)
     await sandbox.start()  # warm before the first request
     from .sessions import SessionManager
 

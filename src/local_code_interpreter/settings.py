@@ -29,6 +29,8 @@ ENV = {
     "max_output_bytes": "LCI_MAX_OUTPUT_BYTES",
     "scratch_mb": "LCI_SCRATCH_MB",
     "max_concurrency": "LCI_MAX_CONCURRENCY",
+    "queue_timeout": "LCI_QUEUE_TIMEOUT_SECONDS",
+    "queue_length": "LCI_QUEUE_LENGTH",
     "log_level": "LCI_LOG_LEVEL",
     "session_idle_seconds": "LCI_SESSION_IDLE_SECONDS",
     "max_sessions": "LCI_MAX_SESSIONS",
@@ -70,6 +72,8 @@ class Settings:
     language: str = "python"
     limits: Limits = field(default_factory=Limits)
     max_concurrency: int = 4
+    queue_timeout_seconds: float = 30.0  # how long a caller waits for an execution slot (then: busy, 429)
+    queue_length: int = 64  # how many callers may wait for a slot at once (more: busy, 429)
     log_level: str = "INFO"
     model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
     sessions: SessionLimits = field(default_factory=SessionLimits)
@@ -154,6 +158,8 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         language=language,
         limits=limits,
         max_concurrency=number("max_concurrency", 4, high=256),
+        queue_timeout_seconds=number("queue_timeout", 30.0, float, low=0, high=3600),
+        queue_length=number("queue_length", 64, low=0, high=100000),
         log_level=str(log_level).upper(),
         model=load_model(env),
         sessions=sessions,

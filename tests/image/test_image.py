@@ -197,7 +197,7 @@ def test_runs_as_nobody_without_capabilities_on_a_read_only_root(container: Cont
               "done 2>/dev/null")
     ps = podman("exec", container.name, "sh", "-c", script).stdout
     rows = [row for row in (line.split(" ", 4) for line in ps.splitlines()) if len(row) == 5 and row[1]]
-    server = [row for row in rows if "local_code_interpreter" in row[4] and "forkserver" not in row[4]
+    server = [row for row in rows if "local_code_interpreter" in row[4] and "sandbox.template" not in row[4]
               and "tini" not in row[4]]
     assert server, ps
     for pid, uid, gid, cap_eff, cmdline in rows:
@@ -273,11 +273,11 @@ def test_sigterm_with_an_execution_in_flight_stops_within_two_seconds(image: str
 
         caller = threading.Thread(target=call, daemon=True)
         caller.start()
-        # Wait until the sandbox runs it: a second fork-server process (the per-execution child) appears.
+        # Wait until the sandbox runs it: a second template process (a confined child) appears.
         deadline = time.monotonic() + 20
         while True:
             top = podman("top", name, "args", check=False).stdout
-            if top.count("local_code_interpreter.sandbox.forkserver") >= 2:
+            if top.count("local_code_interpreter.sandbox.template") >= 2:
                 break
             assert time.monotonic() < deadline, (top, box.logs())
             time.sleep(0.1)

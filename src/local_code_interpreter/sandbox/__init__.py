@@ -35,11 +35,17 @@ def _module(name: str):
     return importlib.import_module(BACKENDS[name])
 
 
-def create_sandbox(name: str, limits: Limits, language: str = "python", max_concurrency: int = 4) -> Sandbox:
-    """Build the named back end, at most `max_concurrency` runs at once; `language` is its default language."""
-    from .bounded import Bounded  # asyncio stays out of the fork server, which imports this package
+def create_sandbox(name: str, limits: Limits, language: str = "python", max_concurrency: int = 4,
+                   queue_timeout_seconds: float = 30.0, queue_length: int = 64) -> Sandbox:
+    """Build the named back end, at most `max_concurrency` runs at once; `language` is its default language.
 
-    return Bounded(_module(name).Backend(limits, language=language), max_concurrency)
+    Callers past the bound wait at most `queue_timeout_seconds`, and at most `queue_length` of them wait;
+    past either, `SandboxBusy`.
+    """
+    from .bounded import Bounded  # asyncio stays out of the template, which imports this package
+
+    return Bounded(_module(name).Backend(limits, language=language), max_concurrency,
+                   queue_timeout=queue_timeout_seconds, queue_length=queue_length)
 
 
 def report_all(limits: Limits) -> list[BackendReport]:

@@ -1,65 +1,89 @@
-"""A concurrency gate in front of any back end: one-shot runs and session executions share the same slots."""
+"""A concurrency gate in front of any back end: the bound holds, waiting is bounded, a gone caller stops.
+
+- At most `slots` executions run at once, one-shot runs and session executions alike. A slot is given back
+  only when the back end's `run` returned, and the back ends stop (and wait for) an execution whose caller
+  was cancelled before they return: a dropped streamed request cannot leave its execution running while
+  its slot serves someone else.
+- Waiting for a slot is limited: at most `queue_length` callers wait, each at most `queue_timeout` seconds;
+  past either, `SandboxBusy` (HTTP 429) says so.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
-from .types import ExecutionResult, FileInfo, Sandbox, SandboxUnavailable, Session
+from .types import ExecutionResult, Limits, Sandbox, SandboxBusy
 
 
 class Bounded:
-    """At most `slots` executions at once on the wrapped back end; the rest wait their turn."""
+    """At most `slots` executions at once on the wrapped back end; a bounded queue waits for them."""
 
-    def __init__(self, backend: Sandbox, slots: int):
+    def __init__(self, backend: Sandbox, slots: int, queue_timeout: float = 30.0, queue_length: int = 64):
         self.backend, self.name = backend, backend.name
+        self.slots, self.queue_timeout, self.queue_length = slots, queue_timeout, queue_length
         self._slots = asyncio.Semaphore(slots)
+        self._waiting = 0
+        self.running = 0  # executions inside the back end right now (never above `slots`)
 
     async def start(self) -> None:
         start = getattr(self.backend, "start", None)
         if start is not None:
             await start()
 
+    @asynccontextmanager
+    async def slot(self):
+        if self._slots.locked():
+            if self._waiting >= self.queue_length:
+                raise SandboxBusy(f"all {self.slots} execution slots are busy and {self._waiting} callers are "
+                                  "already waiting; retry later")
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.queue_timeout)
+            except asyncio.TimeoutError:
+                raise SandboxBusy(f"no execution slot became free within {self.queue_timeout:g} s; "
+                                  "retry later") from None
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._slots.release()
+
     async def run(self, code: str, language: str | None = None) -> ExecutionResult:
-        async with self._slots:
+        async with self.slot():
             return await self.backend.run(code, language)
 
-    async def open_session(self, language: str | None = None) -> Session:
-        """A session of the wrapped back end whose executions take a slot like one-shot runs do."""
-        opener = getattr(self.backend, "open_session", None)
-        if opener is None:
-            raise SandboxUnavailable(f"the {self.name} back end keeps no state between executions")
-        return _BoundedSession(await opener(language), self._slots)
+    async def open_session(self, language: str | None = None, limits: Limits | None = None):
+        open_session = getattr(self.backend, "open_session", None)
+        if open_session is None:
+            from .types import SandboxUnavailable
+
+            raise SandboxUnavailable(f"the {self.name} sandbox cannot keep sessions")
+        session = await (open_session(language, limits) if limits is not None else open_session(language))
+        return BoundedSession(session, self)
 
     async def close(self) -> None:
         await self.backend.close()
 
 
-class _BoundedSession:
-    """Delegates to the back end's session; only `run` waits for a slot (file operations run no code)."""
+class BoundedSession:
+    """A session whose executions take a slot of the gate like one-shot runs; everything else passes through."""
 
-    def __init__(self, inner: Session, slots: asyncio.Semaphore) -> None:
-        self.inner, self._slots = inner, slots
-        self.id, self.sandbox = inner.id, inner.sandbox
+    def __init__(self, session, gate: Bounded):
+        self._session, self._gate = session, gate
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
     @property
     def alive(self) -> bool:
-        return self.inner.alive
+        return self._session.alive
 
     async def run(self, code: str) -> ExecutionResult:
-        async with self._slots:
-            return await self.inner.run(code)
-
-    async def upload(self, name: str, data: bytes) -> FileInfo:
-        return await self.inner.upload(name, data)
-
-    async def files(self) -> list[FileInfo]:
-        return await self.inner.files()
-
-    async def read(self, name: str) -> bytes:
-        return await self.inner.read(name)
-
-    async def delete(self, name: str) -> None:
-        await self.inner.delete(name)
-
-    async def close(self) -> None:
-        await self.inner.close()
+        async with self._gate.slot():
+            return await self._session.run(code)

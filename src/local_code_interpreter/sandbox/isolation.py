@@ -9,11 +9,11 @@ import sys
 import sysconfig
 
 from . import landlock, seccomp
+from .quota import SCRATCH_ENTRIES
 from .libc import LIBC
 from .types import Layer, Limits
 
 NOBODY = 65534
-SCRATCH_ENTRIES = 10000
 QUOTA_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
 
@@ -45,27 +45,35 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
     return landlock.open_rules(abi, read_only_paths(), ["/dev/null"]) if abi > 0 else []
 
 
-def apply(scratch: str, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]]) -> None:
-    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, Landlock."""
-    os.chdir(scratch)
+def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]],
+          address_space: int, session: bool) -> None:
+    """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
+
+    `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS in bytes
+    (the template's own size plus the memory limit: the warm modules are mapped already). A session gets no
+    CPU-time limit: its executions add up; the wall-clock deadline bounds each one instead.
+    """
+    os.fchdir(scratch_fd)
     if drops_root():
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    memory = limits.memory_mb * 1024 * 1024
-    _set_limits((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1),
-                (resource.RLIMIT_NPROC, process_budget), (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024),
-                (resource.RLIMIT_CORE, 0))
+    limits_to_set = [(resource.RLIMIT_AS, address_space), (resource.RLIMIT_NPROC, process_budget),
+                     (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024), (resource.RLIMIT_CORE, 0)]
+    if not session:
+        limits_to_set.append((resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1))
+    _set_limits(*limits_to_set)
     if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if seccomp.supported():
-        seccomp.forbid_sockets()
+        seccomp.install()
     if landlock_abi > 0:
-        landlock.restrict(landlock_abi, rules, scratch)
-    os.closerange(3, 1 << 16)  # nothing of the parent's stays open: its socket, pipes, the rules' paths
+        landlock.restrict(landlock_abi, rules, scratch_fd)
+    os.closerange(5, 1 << 16)  # nothing of the template's stays open: its socket, the rules' paths
     _set_limits((resource.RLIMIT_NOFILE, limits.max_open_files))  # only now: the descriptors above were high
+    home = os.getcwd()
     os.environ.clear()
-    os.environ.update(SANDBOX_ENV, HOME=scratch, TMPDIR=scratch)
+    os.environ.update(SANDBOX_ENV, HOME=home, TMPDIR=home)
 
 
 def _set_limits(*pairs: tuple[int, int]) -> None:
@@ -73,25 +81,6 @@ def _set_limits(*pairs: tuple[int, int]) -> None:
         hard = resource.getrlimit(limit)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
         resource.setrlimit(limit, (value, value))
-
-
-def scratch_overflows(path: str, limit_bytes: int) -> bool:
-    """Whether the scratch tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries."""
-    used, entries, pending = 0, 0, [path]
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as listing:
-                for entry in listing:
-                    entries += 1
-                    info = entry.stat(follow_symlinks=False)
-                    used += info.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                    if used > limit_bytes or entries > SCRATCH_ENTRIES:
-                        return True
-        except OSError:
-            continue
-    return False
 
 
 def seccomp_works() -> bool:
@@ -102,7 +91,7 @@ def seccomp_works() -> bool:
     if pid == 0:
         try:
             LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-            seccomp.forbid_sockets()
+            seccomp.install()
             os._exit(0)
         except BaseException:
             os._exit(1)
@@ -131,23 +120,49 @@ def _world_readable(path: str) -> bool:
 
 def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
     """Each layer and whether it is active on this host, for `doctor` and the start-up log."""
+    from .template import namespace_flags
+
     linux = sys.platform.startswith("linux")
     root = drops_root()
     filtered = seccomp_works()
+    namespaces, namespace_detail = namespace_flags() if linux else (0, "not Linux")
+    fallback = ("; instead: own session and process group, and the template (a child subreaper) freezes with "
+                "SIGSTOP, then kills, whatever leaves them; on the server's SIGTERM it kills its whole tree, but a "
+                "process that left its session survives a SIGKILL of the template" if not namespaces else "")
     return [
         Layer("environment", True, f"fixed minimal environment ({', '.join(SANDBOX_ENV)}, HOME, TMPDIR); no server variable"),
-        Layer("fresh process", linux, "forked per execution from a warm parent started with an empty environment"),
-        Layer("scratch directory", True, "fresh per execution, removed afterwards"),
-        Layer("session", linux, "own session and process group; the whole group and its escapees are killed at the end"),
+        Layer("pristine template", linux, "children are forked from a template that only forks and reaps: it never "
+              "receives code, input, output or files, so no child inherits another execution's data"),
+        Layer("spare children", linux, "forked and confined before any request, waiting on their cell pipe; one-shot "
+              "runs end their child, sessions keep it"),
+        Layer("scratch directory", True, "fresh per execution or session, removed afterwards (directories the code "
+              "made unreadable included)"),
+        Layer("pid namespace", bool(namespaces), namespace_detail + (
+            ": killing its init ends every process of the execution at once, fork-successor chains included"
+            if namespaces else fallback)),
+        Layer("ipc namespace", bool(namespaces), (
+            "own System V IPC namespace (and keyrings, shm, msg, sem denied by seccomp)" if namespaces else
+            "not available (" + namespace_detail + "); System V IPC and keyrings are denied by seccomp instead")),
+        Layer("lifetime", linux, "the template dies with the server (PDEATHSIG) and every child with the template "
+              "(PDEATHSIG SIGKILL); the template kills its tree on SIGTERM or when its control socket closes"),
         Layer("unprivileged user", True, _user_detail(root)),
-        Layer("rlimits", linux, f"address space {limits.memory_mb} MiB, CPU {int(limits.timeout_seconds) + 1} s, "
-              f"{limits.max_processes} more processes, file size {limits.scratch_mb} MiB, {limits.max_open_files} open files"),
+        Layer("rlimits", linux, f"address space the template's size plus {limits.memory_mb} MiB (the warm modules "
+              f"are mapped already; the PSS quota is the real bound), CPU {int(limits.timeout_seconds) + 1} s for "
+              f"one-shot runs, {limits.max_processes} more processes, file size {limits.scratch_mb} MiB, "
+              f"{limits.max_open_files} open files"),
         Layer("quotas", True, f"scratch {limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries, memory {limits.memory_mb} "
-              f"MiB over all its processes; checked every {QUOTA_CHECK_SECONDS:g} s, the execution is killed past them"),
+              f"MiB PSS over all its processes (shared-memory mappings included; memfd and System V shared memory "
+              f"denied); checked every {QUOTA_CHECK_SECONDS:g} s while code runs and every second for an idle "
+              "session that still runs threads or processes; the execution is killed past them"),
         Layer("no_new_privs", linux, "set before running code" if linux else "not Linux"),
         Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
-              "allowed), io_uring and new namespaces denied" if filtered else "cannot install a filter on this platform"),
+              "allowed), new namespaces, io_uring, keyrings, System V IPC, memfd, bpf, perf, userfaultfd, ptrace, "
+              "the mount family, modules and kexec denied; personality() only with safe values (seccomp.py lists "
+              "what stays allowed and why)" if filtered else "cannot install a filter on this platform"),
         Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
             "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
+        Layer("file metadata", False, "not hidden: Landlock governs opening, not stat(), so the code can still "
+              "learn whether a path exists and its size, owner and times anywhere it can name (no mount "
+              "namespace is used); file contents outside the allowed paths stay unreadable"),
         Layer("output cap", True, f"{limits.max_output_bytes} bytes per stream, invalid UTF-8 replaced"),
     ]

@@ -70,8 +70,8 @@ def open_rules(abi: int, read_only: list[str], read_write: list[str]) -> list[tu
     return rules
 
 
-def restrict(abi: int, rules: list[tuple[int, int]], read_write_dir: str) -> None:
-    """Confine this process (and its future children) for good to `rules` plus `read_write_dir`.
+def restrict(abi: int, rules: list[tuple[int, int]], read_write_fd: int) -> None:
+    """Confine this process (and its future children) for good to `rules` plus the directory `read_write_fd`.
 
     Needs no_new_privs set first. `rules` come from `open_rules`.
     """
@@ -84,14 +84,12 @@ def restrict(abi: int, rules: list[tuple[int, int]], read_write_dir: str) -> Non
     ruleset = LIBC.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-    scratch = os.open(read_write_dir, os.O_PATH | os.O_CLOEXEC)
     try:
-        for fd, access in [*rules, (scratch, handled_fs)]:
+        for fd, access in [*rules, (read_write_fd, handled_fs)]:
             rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
             if LIBC.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
                 raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
         if LIBC.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
-        os.close(scratch)
         os.close(ruleset)

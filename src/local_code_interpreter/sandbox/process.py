@@ -1,128 +1,160 @@
-"""The `subprocess` back end: full CPython, one fresh confined process per execution, forked from a warm parent."""
+"""The `subprocess` back end: full CPython in confined children forked from a pristine template.
+
+A one-shot run takes a spare child (forked and confined before the request), gives it one cell and ends it;
+a session keeps its child. `supervisor.py` runs the children, `template.py` forks them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import socket
+import secrets
 import sys
 import time
-from dataclasses import asdict
 
 from . import isolation, landlock
-from .forkserver import read_frames, send_frame
-from .types import BackendReport, ExecutionResult, Limits, SandboxUnavailable
+from .supervisor import Child, Supervisor, result_fields
+from .types import (BackendReport, ExecutionResult, FileInfo, Limits, QuotaExceeded, SandboxUnavailable)
 
 NAME = "subprocess"
+GRACE_SECONDS = 1.0
 
 
 class Backend:
-    """Talks to one fork server; starts it on first use and again if it ever dies."""
+    """One supervisor (and its template), started on first use and again if the template ever dies."""
 
     name = NAME
 
-    def __init__(self, limits: Limits, language: str = "python"):
+    def __init__(self, limits: Limits, language: str = "python", spares: int = 2, session_spares: int = 1,
+                 grace_seconds: float = GRACE_SECONDS):
         self.limits = limits
         self.language = language
-        self._ids = itertools.count()
-        self._pending: dict[str, asyncio.Future] = {}
-        self._process: asyncio.subprocess.Process | None = None
-        self._sock: socket.socket | None = None
-        self._reader: asyncio.Task | None = None
-        self._starting: asyncio.Lock | None = None
+        self.grace_seconds = grace_seconds
+        self.supervisor = Supervisor(limits, spares=spares, session_spares=session_spares,
+                                     grace_seconds=grace_seconds)
+        self._sessions: set[SubprocessSession] = set()
 
     async def start(self) -> None:
-        """Start the warm parent now rather than on the first execution."""
-        if self._starting is None:
-            self._starting = asyncio.Lock()
-        async with self._starting:
-            if self._process is not None and self._process.returncode is None:
-                return
-            mine, theirs = socket.socketpair()
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-X", "utf8", "-m", "local_code_interpreter.sandbox.forkserver",
-                str(theirs.fileno()), env={}, pass_fds=(theirs.fileno(),), cwd="/",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            )
-            theirs.close()
-            mine.setblocking(False)
-            self._sock = mine
-            self._reader = asyncio.get_running_loop().create_task(self._read_results(mine))
+        """Start the template now (and fork the spares) rather than on the first execution."""
+        await self.supervisor.start()
 
-    async def run(self, code: str, language: str | None = None) -> ExecutionResult:
+    def _check(self, language: str | None) -> None:
         language = language or self.language
         if language != "python":
             raise SandboxUnavailable(f"the subprocess sandbox runs Python only, not {language}")
-        await self.start()
-        request_id = str(next(self._ids))
-        future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        started = time.perf_counter()
-        send_frame_nowait(self._sock, {"id": request_id, "code": code, "limits": asdict(self.limits)})
-        try:
-            reply = await future
-        finally:
-            self._pending.pop(request_id, None)
-        reply.pop("id")
-        if "error" in reply:
-            raise SandboxUnavailable(reply["error"])
-        reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        return ExecutionResult(sandbox=NAME, **reply)
 
-    async def _read_results(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        buffer = bytearray()
-        while True:
-            try:
-                chunk = await loop.sock_recv(sock, 1 << 20)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            buffer += chunk
-            for reply in read_frames(buffer):
-                future = self._pending.get(reply["id"])
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        # The fork server died (or was told to stop): fail what was in flight, restart on the next call.
-        for request_id, future in list(self._pending.items()):
-            if not future.done():
-                future.set_result({"id": request_id, "error": "the sandbox's fork server stopped; try again"})
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        self._process = None
+    async def run(self, code: str, language: str | None = None) -> ExecutionResult:
+        self._check(language)
+        started = time.perf_counter()
+        child = await self.supervisor.child(self.limits, session=False)
+        try:
+            cell = await child.run(code, grace_seconds=0)
+        except asyncio.CancelledError:  # the caller went away: its execution ends before its slot is free
+            await asyncio.shield(child.gone())
+            raise
+        finally:
+            self.supervisor.release(child)  # killed now; its directory removed in the background
+        fields = result_fields(cell, self.limits, session=False, grace_seconds=0)
+        return ExecutionResult(sandbox=NAME, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
+
+    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> "SubprocessSession":
+        self._check(language)
+        limits = limits or self.limits
+        child = await self.supervisor.child(limits, session=True)
+        session = SubprocessSession(self, child, limits)
+        self._sessions.add(session)
+        return session
 
     async def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._process is not None:
+        for session in list(self._sessions):
+            await session.close()
+        await self.supervisor.close()
+
+
+class SubprocessSession:
+    """One confined child kept between executions, with its own directory (see `types.Session`)."""
+
+    sandbox = NAME
+
+    def __init__(self, backend: Backend, child: Child, limits: Limits):
+        self.id = secrets.token_hex(8)
+        self.backend, self.child, self.limits = backend, child, limits
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed and self.child.alive
+
+    @property
+    def directory(self) -> str:
+        return self.child.scratch
+
+    async def run(self, code: str) -> ExecutionResult:
+        async with self._lock:
+            if not self.alive:
+                raise SandboxUnavailable("this session has ended; open a new one")
+            started = time.perf_counter()
             try:
-                await asyncio.wait_for(self._process.wait(), 2)
-            except asyncio.TimeoutError:
-                self._process.kill()
-        if self._reader is not None:
-            self._reader.cancel()
+                cell = await self.child.run(code, self.backend.grace_seconds)
+            except asyncio.CancelledError:  # the caller went away: the session ends with its execution
+                await asyncio.shield(self.child.gone())
+                raise
+            fields = result_fields(cell, self.limits, session=True, grace_seconds=self.backend.grace_seconds)
+            if not self.child.alive:
+                self.backend.supervisor.release(self.child)
+            return ExecutionResult(sandbox=NAME, duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                                   **fields)
 
+    # Files: through files.py, relative to the directory's descriptor, never following a symlink ------------
+    def _files(self):
+        if self._closed:
+            raise SandboxUnavailable("this session has ended")
+        from . import files
 
-def send_frame_nowait(sock: socket.socket, message: dict) -> None:
-    """Frames are small next to the socket buffer; a blocking send here would only ever wait briefly."""
-    sock.setblocking(True)
-    try:
-        send_frame(sock, message)
-    finally:
-        sock.setblocking(False)
+        return files
+
+    async def upload(self, name: str, data: bytes) -> FileInfo:
+        files = self._files()
+        name = files.check_name(name)
+        quota_bytes = self.limits.scratch_mb * 1024 * 1024
+        async with self._lock:
+            used = await asyncio.to_thread(files.usage, self.child.dirfd)
+            if used + len(data) > quota_bytes:
+                raise QuotaExceeded(f"{name}: {len(data)} bytes would pass the session's disk quota of "
+                                    f"{self.limits.scratch_mb} MiB ({used} bytes used)")
+            owner = (isolation.NOBODY, isolation.NOBODY) if isolation.drops_root() else None
+            return await asyncio.to_thread(files.write, self.child.dirfd, name, data, owner)
+
+    async def files(self) -> list[FileInfo]:
+        return await asyncio.to_thread(self._files().listing, self.child.dirfd)
+
+    async def read(self, name: str) -> bytes:
+        files = self._files()
+        return await asyncio.to_thread(files.read, self.child.dirfd, files.check_name(name))
+
+    async def delete(self, name: str) -> None:
+        files = self._files()
+        await asyncio.to_thread(files.delete, self.child.dirfd, files.check_name(name))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.backend._sessions.discard(self)
+        await self.child.dispose()
 
 
 def report(limits: Limits) -> BackendReport:
     abi = landlock.abi_version()
     linux = sys.platform.startswith("linux")
+    layers = isolation.detect(limits, abi)
     return BackendReport(
         name=NAME,
         usable=linux and hasattr(os, "fork"),
-        detail="CPython " + sys.version.split()[0] + (" with a warm fork server" if linux else ": needs Linux"),
+        detail="CPython " + sys.version.split()[0] + (
+            " in confined children forked from a pristine template; spare children ready before each request; "
+            "sessions keep their child" if linux else ": needs Linux"),
         languages=("python",),
-        layers=isolation.detect(limits, abi),
+        layers=layers,
     )

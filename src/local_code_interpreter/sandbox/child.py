@@ -1,0 +1,401 @@
+"""What runs inside the confined child: one cell (a one-shot execution) or a session's REPL loop.
+
+`prepare()` runs once in the warm template before any fork: warm imports (numpy, pandas, matplotlib with our
+inline Agg back end and a pre-built font cache), one BLAS thread, and a check that the process is still
+single-threaded (fork copies only the calling thread). `serve()` runs in each forked, already confined
+child, in its working directory:
+
+    cells in  (fd 3): 4-byte big-endian length + UTF-8 JSON  {"code": str}
+    results out (fd 4): same framing  {"exit_code", "value", "images", "files", "error"}
+
+Each cell runs in one persistent `__main__` namespace, like a notebook: the repr of a last bare expression is
+returned as `value` (not printed); an exception prints its traceback (without our frames) to stderr;
+`SystemExit(n)` ends the cell with exit code n; SIGINT (the supervisor's timeout) interrupts the running cell
+only. The result frame is written after the cell's output was flushed to fds 1 and 2, so a reader that drains
+those pipes when the frame arrives has all of it. EOF on the cells pipe ends the loop.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import builtins
+import io
+import json
+import linecache
+import mimetypes
+import os
+import signal
+import stat
+import struct
+import sys
+import tempfile
+import threading
+import types
+
+# The modules model-written code reaches for most, imported once in the template so no child pays for them.
+WARM_MODULES = ("json", "math", "re", "random", "statistics", "datetime", "collections", "itertools",
+                "functools", "decimal", "fractions", "string", "textwrap", "traceback", "csv", "io",
+                "pathlib", "subprocess", "hashlib", "base64", "heapq", "bisect", "dataclasses", "typing",
+                "asyncio", "operator", "copy", "pprint", "time", "uuid", "zipfile", "gzip", "tempfile",
+                "shutil", "glob", "sqlite3", "urllib.parse", "unicodedata", "enum", "contextlib",
+                "numpy", "pandas", "matplotlib", "matplotlib.pyplot", "PIL.Image")
+# Read before numpy loads its BLAS: one thread each, so the template stays single-threaded and forkable.
+BLAS_THREAD_ENV = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                          "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                                          "BLIS_NUM_THREADS")}
+VALUE_LIMIT = 20000  # characters of a last expression's repr
+MAX_FRAME = 64 * 1024 * 1024
+SNAPSHOT_ENTRIES = 10000  # directory entries looked at to find the files a cell created or changed
+MAX_REPORTED_FILES = 1000
+
+_HEADER = struct.Struct("!I")
+_THIS_FILE = __file__
+_running = False  # SIGINT interrupts a running cell only; between cells it is ignored
+
+
+def prepare(mpl_config_dir: str | None = None) -> list[str]:
+    """Warm the template: imports, matplotlib set-up, mimetypes. Returns the warm modules that are missing.
+
+    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default: a
+    directory of this uid under the temporary directory) holds matplotlib's font cache, built here, so that
+    no child (which cannot write there, nor needs a HOME) ever rebuilds it.
+    """
+    os.environ.update(BLAS_THREAD_ENV)
+    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLCONFIGDIR"] = mpl_config_dir or _private_dir(f"lci-matplotlib-{os.geteuid()}")
+    missing = []
+    for name in WARM_MODULES:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    mimetypes.init()
+    if "matplotlib.pyplot" in sys.modules:
+        _warm_matplotlib()
+    _check_single_threaded()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # keep the warm heap shared between forks
+    return missing
+
+
+def _private_dir(name: str) -> str:
+    """A directory only this uid can use, reused across starts (so the font cache is built once)."""
+    path = os.path.join(tempfile.gettempdir(), name)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return tempfile.mkdtemp(prefix=name + "-")  # someone else's, or loose: do not trust it
+    return path
+
+
+def _warm_matplotlib() -> None:
+    """Agg through our inline back end, and one figure drawn so the PNG path is loaded and the cache built."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from . import figures
+
+    matplotlib.use(figures.BACKEND)
+    plt.figure(figsize=(1, 1)).gca().plot([0, 1])
+    figures.collect()
+
+
+def _check_single_threaded() -> None:
+    tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["?"]
+    if threading.active_count() != 1 or len(tasks) != 1:
+        raise RuntimeError(f"the warm template must stay single-threaded to fork safely: "
+                           f"{threading.active_count()} Python thread(s), {len(tasks)} task(s) after the warm imports")
+
+
+# The REPL loop --------------------------------------------------------------------------------------------
+def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
+    """Run cells from `cells_fd` until EOF, one result frame each on `results_fd`. Returns the exit status."""
+    for fd in (cells_fd, results_fd):
+        os.set_inheritable(fd, False)  # the code's own children (subprocess, fork+exec) never hold them
+    _own_streams()
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
+    sys.argv = [""]
+    signal.signal(signal.SIGINT, _on_sigint)
+    me = os.getpid()
+    count = 0
+    while True:
+        try:
+            request = _read_frame(cells_fd)
+        except ValueError as error:
+            print(f"[sandbox protocol error: {error}]", file=sys.stderr, flush=True)
+            return 2
+        if request is None:
+            return 0
+        count += 1
+        result = run_cell(request.get("code", ""), main.__dict__, f"<cell {count}>")
+        if os.getpid() != me:  # a fork the code made came back here: it must not answer for us
+            os._exit(result["exit_code"])
+        _write_frame(results_fd, result)
+
+
+def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
+    """Run one cell in `namespace`; the result frame's content. Output is flushed before it returns."""
+    global _running
+    before = snapshot()
+    value = error = None
+    exit_code = 0
+    try:
+        try:
+            _running = True
+            value = _execute(code, namespace, filename)
+        finally:
+            _running = False
+    except SystemExit as exit_:
+        exit_code = _exit_status(exit_)
+    except KeyboardInterrupt as interrupt:
+        _print_traceback(interrupt, filename)
+        exit_code, error = 130, "KeyboardInterrupt: the cell was interrupted (its time ran out)"
+    except BaseException as exception:
+        _print_traceback(exception, filename)
+        exit_code, error = 1, _describe(exception)
+    images = _capture_figures()
+    _flush()
+    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot()),
+            "error": error}
+
+
+def _execute(code: str, namespace: dict, filename: str) -> str | None:
+    """Compile (top-level `await` allowed) and run; the repr of a last bare expression, or None."""
+    lines = code.splitlines(keepends=True)
+    linecache.cache[filename] = (len(code), None, lines, filename)  # tracebacks show the cell's source
+    tree = ast.parse(code, filename)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
+        last = ast.Expression(tree.body.pop().value)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    if tree.body:
+        _run(compile(tree, filename, "exec", flags, dont_inherit=True), namespace)
+    if last is None:
+        return None
+    result = _run(compile(last, filename, "eval", flags, dont_inherit=True), namespace)
+    if result is None:
+        return None
+    text = repr(result)
+    if len(text) > VALUE_LIMIT:
+        text = text[:VALUE_LIMIT] + f"… [{len(text) - VALUE_LIMIT} more characters]"
+    return text
+
+
+def _run(compiled: types.CodeType, namespace: dict):
+    result = eval(compiled, namespace)  # noqa: S307 - running the code is the point
+    if compiled.co_flags & 0x80:  # CO_COROUTINE: the cell used top-level await
+        result = _event_loop().run_until_complete(result)
+    return result
+
+
+_loop = None
+
+
+def _event_loop():
+    """One event loop per session, so tasks and futures made by one cell still work in the next."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        import asyncio
+
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop
+
+
+def _on_sigint(signum, frame):
+    if _running:
+        raise KeyboardInterrupt
+
+
+def _exit_status(exit_: SystemExit) -> int:
+    code = exit_.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_traceback(exception: BaseException, filename: str) -> None:
+    """The traceback from the cell's own frame on (ours are not the code's business)."""
+    import traceback
+
+    tb = exception.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _THIS_FILE:
+        tb = tb.tb_next
+    cell = tb  # past an event loop's frames (top-level await), from the cell's own frame when it is there
+    while cell is not None and cell.tb_frame.f_code.co_filename != filename:
+        cell = cell.tb_next
+    tb = cell or tb
+    if isinstance(exception, SyntaxError):
+        tb = None
+    try:
+        traceback.print_exception(type(exception), exception, tb)
+    except Exception:  # a hostile exception (its __str__ raises) still gets a line
+        print(f"{type(exception).__name__} (its message could not be shown)", file=sys.stderr)
+
+
+def _describe(exception: BaseException) -> str:
+    try:
+        message = str(exception)
+    except Exception:
+        message = "(its message could not be shown)"
+    text = f"{type(exception).__name__}: {message}" if message else type(exception).__name__
+    return text[:1000]
+
+
+def _capture_figures() -> list[dict]:
+    figures = sys.modules.get("local_code_interpreter.sandbox.figures")
+    if figures is None:
+        if "matplotlib.pyplot" not in sys.modules:
+            return []
+        figures = _figures_backend()
+        if figures is None:
+            return []
+    try:
+        images = figures.collect()
+    except Exception as error:
+        print(f"[figures could not be captured: {type(error).__name__}: {error}]", file=sys.stderr)
+        return []
+    return [{"media_type": "image/png", "data": base64.b64encode(data).decode("ascii")} for data in images]
+
+
+def _figures_backend():
+    """pyplot was imported by a cell (the template did not warm it): capture through our module all the same."""
+    try:
+        from . import figures
+    except Exception:
+        return None
+    return figures
+
+
+# Output -------------------------------------------------------------------------------------------------
+def _own_streams() -> None:
+    """Fresh line-buffered UTF-8 writers on fds 1 and 2 (nothing buffered in the template comes along)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        stream = io.TextIOWrapper(io.BufferedWriter(io.FileIO(fd, "w", closefd=False)), encoding="utf-8",
+                                  errors="backslashreplace", line_buffering=True)
+        setattr(sys, name, stream)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    try:
+        _libc().fflush(None)  # C code's stdio buffers (printf from an extension) reach the pipe too
+    except Exception:
+        pass
+
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        from .libc import LIBC
+
+        _LIBC = LIBC
+    return _LIBC
+
+
+# Files the cell created or changed ------------------------------------------------------------------------
+def snapshot(root: str = ".") -> dict[str, tuple[int, int, int]]:
+    """name → (size, mtime_ns, inode) of the regular files below `root`, symlinks not followed; bounded."""
+    found: dict[str, tuple[int, int, int]] = {}
+    pending, seen = [""], 0
+    while pending and seen < SNAPSHOT_ENTRIES:
+        prefix = pending.pop()
+        try:
+            with os.scandir(os.path.join(root, prefix) if prefix else root) as listing:
+                for entry in listing:
+                    seen += 1
+                    if seen > SNAPSHOT_ENTRIES:
+                        break
+                    name = prefix + entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(name + "/")
+                    elif entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        found[name] = (info.st_size, info.st_mtime_ns, info.st_ino)
+        except OSError:
+            continue  # unreadable or removed meanwhile
+    return found
+
+
+def changed_files(before: dict, after: dict) -> list[dict]:
+    names = sorted(name for name, signature in after.items() if before.get(name) != signature)
+    return [{"name": name, "size": after[name][0], "modified": after[name][1] / 1e9,
+             "media_type": mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"}
+            for name in names[:MAX_REPORTED_FILES]]
+
+
+# Framing ------------------------------------------------------------------------------------------------
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            if remaining == size:
+                return None
+            raise ValueError("the frame was cut short")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(fd: int) -> dict | None:
+    header = _read_exactly(fd, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes is larger than {MAX_FRAME}")
+    body = _read_exactly(fd, size) if size else b""
+    if body is None:
+        raise ValueError("the frame was cut short")
+    try:
+        request = json.loads(body)
+    except ValueError as error:
+        raise ValueError(f"a frame is not JSON: {error}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("code"), str):
+        raise ValueError('a frame is not {"code": str}')
+    return request
+
+
+def _write_frame(fd: int, message: dict) -> None:
+    body = json.dumps(message, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    view = memoryview(_HEADER.pack(len(body)) + body)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m local_code_interpreter.sandbox.child [CELLS_FD RESULTS_FD]`: prepare, then serve (default fds
+    3 and 4). For tests and debugging: unconfined, in the current directory."""
+    argv = sys.argv[1:] if argv is None else argv
+    cells_fd, results_fd = (int(argv[0]), int(argv[1])) if argv else (3, 4)
+    prepare()
+    return serve(cells_fd, results_fd)
+
+
+if __name__ == "__main__":
+    from local_code_interpreter.sandbox import child
+
+    sys.exit(child.main())

@@ -1,0 +1,123 @@
+"""What rlimits cannot bound per execution, measured from outside: its directory tree and its processes' memory.
+
+Both walks run in a worker thread of the supervisor (they read /proc and the file system), never in the
+server's event loop. When the server is not root the code runs as the server's own uid, so it can make a
+directory unreadable to itself (`chmod 000`); the walks then restore the owner's rights on that directory
+(the server owns it) rather than skip it, so nothing hides from the quota or survives the clean-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+SCRATCH_ENTRIES = 10000
+
+
+def _scandir(path: str):
+    """`os.scandir`, restoring the owner's rights on a directory the code made unreadable."""
+    try:
+        return os.scandir(path)
+    except PermissionError:
+        os.chmod(path, stat.S_IRWXU, follow_symlinks=False)
+        return os.scandir(path)
+
+
+def scratch_usage(path: str, limit_bytes: int | None = None) -> tuple[int, int]:
+    """Bytes on disk and entries below `path`; stops counting early past `limit_bytes` or `SCRATCH_ENTRIES`."""
+    used, entries, pending = 0, 0, [path]
+    while pending:
+        try:
+            with _scandir(pending.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    info = entry.stat(follow_symlinks=False)
+                    used += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        pending.append(entry.path)
+                    if limit_bytes is not None and (used > limit_bytes or entries > SCRATCH_ENTRIES):
+                        return used, entries
+        except OSError:
+            continue  # removed while we walked
+    return used, entries
+
+
+def scratch_overflows(path: str, limit_bytes: int) -> bool:
+    """Whether the tree holds more than `limit_bytes` on disk or `SCRATCH_ENTRIES` entries."""
+    used, entries = scratch_usage(path, limit_bytes)
+    return used > limit_bytes or entries > SCRATCH_ENTRIES
+
+
+def remove_tree(path: str) -> None:
+    """Remove `path` and everything below it, directories the code made unreadable or unwritable included."""
+
+    def fix(function, failed, error):
+        error = error[1] if isinstance(error, tuple) else error
+        if not isinstance(error, PermissionError):
+            if isinstance(error, FileNotFoundError):
+                return
+            raise error
+        parent = os.path.dirname(failed)
+        for target in (parent, failed):
+            try:
+                if os.path.isdir(target) and not os.path.islink(target):
+                    os.chmod(target, stat.S_IRWXU)
+            except OSError:
+                pass
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            shutil.rmtree(failed, onerror=fix)
+        else:
+            os.unlink(failed)
+
+    if os.path.lexists(path):
+        os.chmod(path, stat.S_IRWXU)
+        shutil.rmtree(path, onerror=fix)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (all its threads'), from /proc."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def tree(root: int) -> list[int]:
+    """A process and its descendants."""
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending += children(pid)
+    return found
+
+
+def memory_of_tree(root: int) -> int:
+    """Proportional resident memory (PSS, so pages shared after fork count once, and shared memory mappings
+    count to whoever maps them) of a process and its descendants, in bytes."""
+    total = 0
+    for pid in tree(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def quiet(pid: int) -> bool:
+    """Whether a process can change nothing while it waits: one thread and no child (an idle session's REPL)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            threads = int(f.read().rsplit(")", 1)[1].split()[17])
+    except (OSError, IndexError, ValueError):
+        return True  # gone
+    return threads == 1 and not children(pid)

@@ -1,0 +1,571 @@
+"""The supervisor: executions and sessions of the `subprocess` back end, on the server's event loop.
+
+It owns everything that is an execution's: the child's pipes (cells in, results out, stdout, stderr), the
+capped output, deadlines, quotas (the scratch tree, and PSS memory summed over the execution's processes),
+the kill and the clean-up. The template (`template.py`) only forks: it gets the new child's descriptors and
+never any code, input, output or file.
+
+Why in the server's event loop and not a process of its own: the data it handles (code in, output out) is
+the server's anyway (it arrived in a request and leaves in a reply), so another process would add a hop to
+every execution (two more pipe crossings and a second event loop) without keeping anything from anyone; and
+nothing is ever forked from the server, so nothing it holds reaches a child. What would block the loop never
+runs on it: the quota walks (/proc and the scratch tree) and directory removal run in worker threads
+(`asyncio.to_thread`), and the pipes are non-blocking readers of the loop.
+
+Spare children: for each kind of child in use (one-shot or session, and its limits), a few are forked and
+fully confined before any request, each blocked reading its empty cell pipe. An execution takes one and pays
+neither fork nor confinement; the refill runs after it, off its critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import isolation, quota
+from .output import CappedBuffer
+from .types import TIMEOUT_EXIT_CODE, FileInfo, Image, Limits, SandboxUnavailable
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct("!I")
+FLOOD_FACTOR = 16  # past this many times the cap, the execution is killed: the rest would be thrown away
+IDLE_CHECK_SECONDS = 1.0  # an idle session that still runs threads or processes is measured this often
+_READ_CHUNK = 65536
+_MAX_RESULT_FRAME = 64 * 1024 * 1024
+
+
+def frame(message: dict) -> bytes:
+    data = json.dumps(message).encode()
+    return HEADER.pack(len(data)) + data
+
+
+@dataclass
+class Cell:
+    """What one cell produced, before it becomes an `ExecutionResult`."""
+
+    stdout: CappedBuffer
+    stderr: CappedBuffer
+    reply: dict | None = None  # the child's result frame; None when it died first
+    timed_out: bool = False
+    interrupted: bool = False  # stopped by SIGINT within the grace period: the session survives
+    killed: str = ""  # why the supervisor killed the child: "timeout", "flood", "scratch", "memory"
+    status: int | None = None  # the child's exit status when it died
+    done: asyncio.Future = field(default=None, repr=False)
+
+
+class Child:
+    """One confined child, from spare to end: its pipes, its directory, the cell it runs."""
+
+    def __init__(self, supervisor: "Supervisor", key: tuple, limits: Limits, session: bool, scratch: str,
+                 dirfd: int, pipes: dict[str, int]):
+        self.supervisor, self.key, self.limits, self.session = supervisor, key, limits, session
+        self.scratch, self.dirfd = scratch, dirfd
+        self.cells_w, self.results_r = pipes["cells"], pipes["results"]
+        self.streams = {"stdout": pipes["stdout"], "stderr": pipes["stderr"]}
+        self.pid: int | None = None
+        self.exited: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.cell: Cell | None = None
+        self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
+        self.inbox = bytearray()
+        self.killed = ""
+        self.disposed = False
+        loop = asyncio.get_running_loop()
+        for name, fd in self.streams.items():
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._read_stream, name)
+        os.set_blocking(self.results_r, False)
+        os.set_blocking(self.cells_w, False)
+        loop.add_reader(self.results_r, self._read_results)
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done() and not self.killed
+
+    # Pipes --------------------------------------------------------------------------------------------
+    def _read_stream(self, name: str) -> None:
+        fd = self.streams[name]
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close_stream(name)
+            return
+        cell = self.cell or self.between  # between cells: a setup failure, or a session's background thread
+        output = getattr(cell, name)
+        output.write(chunk)
+        if output.seen > self.limits.max_output_bytes * FLOOD_FACTOR:
+            self.kill("flood")
+
+    def _drain_streams(self) -> None:
+        for name in list(self.streams):
+            for _ in range(1024):  # bounded: a flood is cut by the cap's killing, not here
+                fd = self.streams.get(name)
+                if fd is None:
+                    break
+                before = getattr(self.cell, name).seen
+                self._read_stream(name)
+                if getattr(self.cell, name).seen == before:
+                    break
+
+    def _close_stream(self, name: str) -> None:
+        fd = self.streams.pop(name, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _read_results(self) -> None:
+        try:
+            chunk = os.read(self.results_r, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(self.results_r)
+            self._finish(None)
+            return
+        self.inbox += chunk
+        while len(self.inbox) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.inbox)
+            if size > _MAX_RESULT_FRAME:
+                self.kill("protocol")
+                return
+            if len(self.inbox) < HEADER.size + size:
+                break
+            data = bytes(self.inbox[HEADER.size:HEADER.size + size])
+            del self.inbox[:HEADER.size + size]
+            try:
+                reply = json.loads(data)
+            except ValueError:
+                reply = {"exit_code": 1, "error": "the child sent an unreadable result"}
+            self._finish(reply if isinstance(reply, dict) else None)
+
+    def _finish(self, reply: dict | None) -> None:
+        cell = self.cell
+        if cell is not None and not cell.done.done():
+            cell.reply = reply
+            cell.done.set_result(None)
+
+    def on_exit(self, status: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(status)
+        if self.cell is not None:
+            self.cell.status = status
+        self._finish(None)
+
+    async def _send_cell(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.cells_w, view)
+                view = view[written:]
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_writer(self.cells_w, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await asyncio.wait([ready, self.exited], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    loop.remove_writer(self.cells_w)
+                if self.exited.done():
+                    return
+            except (BrokenPipeError, OSError):
+                return  # the child is gone; its end is reported as a crash
+
+    # Running a cell -----------------------------------------------------------------------------------
+    async def run(self, code: str, grace_seconds: float) -> Cell:
+        limits = self.limits
+        loop = asyncio.get_running_loop()
+        cell = self.cell = self.between  # what came between cells is shown with this one
+        cell.done = loop.create_future()
+        self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
+        if not self.alive:
+            cell.status = self.exited.result() if self.exited.done() else None
+            cell.killed = self.killed
+            return cell
+        monitor = loop.create_task(self._watch_quotas())
+        try:
+            await self._send_cell(frame({"code": code}))
+            try:
+                await asyncio.wait_for(asyncio.shield(cell.done), limits.timeout_seconds)
+            except asyncio.TimeoutError:
+                cell.timed_out = True
+                if self.session and grace_seconds > 0:
+                    self.supervisor.signal(self, "interrupt")
+                    try:
+                        await asyncio.wait_for(asyncio.shield(cell.done), grace_seconds)
+                        cell.interrupted = cell.reply is not None
+                    except asyncio.TimeoutError:
+                        pass
+                if not cell.interrupted:
+                    self.kill("timeout")
+                    try:
+                        await asyncio.wait_for(asyncio.shield(cell.done), 10)
+                    except asyncio.TimeoutError:
+                        log.warning("sandbox child %s outlived SIGKILL by 10 s", self.pid)
+        except BaseException:
+            self.kill("cancelled")  # the caller went away: so does its execution
+            raise
+        finally:
+            monitor.cancel()
+        if cell.reply is None:  # it died: its status comes from the template, after its pipes closed
+            try:
+                cell.status = await asyncio.wait_for(asyncio.shield(self.exited), 10)
+            except asyncio.TimeoutError:
+                log.warning("sandbox child %s closed its pipes but did not exit", self.pid)
+        self._drain_streams()
+        cell.killed = cell.killed or self.killed
+        self.cell = None
+        return cell
+
+    async def _watch_quotas(self) -> None:
+        """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while a cell runs."""
+        while True:
+            await asyncio.sleep(isolation.QUOTA_CHECK_SECONDS)
+            over = await asyncio.to_thread(self.over_quota)
+            if over:
+                self.kill(over)
+                return
+
+    def over_quota(self) -> str:
+        if quota.scratch_overflows(self.scratch, self.limits.scratch_mb * 1024 * 1024):
+            return "scratch"
+        if self.pid is not None and quota.memory_of_tree(self.pid) > self.limits.memory_mb * 1024 * 1024:
+            return "memory"
+        return ""
+
+    # The end ------------------------------------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        if not self.killed:
+            self.killed = reason
+            if self.cell is not None and not self.cell.killed:
+                self.cell.killed = reason
+        self.supervisor.signal(self, "kill")
+
+    async def gone(self) -> None:
+        """Kill it and wait until it and every process it started have exited."""
+        self.kill(self.killed or "ended")
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), 10)
+        except asyncio.TimeoutError:
+            log.warning("sandbox child %s did not exit within 10 s of SIGKILL", self.pid)
+
+    async def dispose(self) -> None:
+        """Kill it, wait for every process of it to be gone, close its pipes, remove its directory."""
+        if self.disposed:
+            return
+        self.disposed = True
+        if not self.exited.done():
+            await self.gone()
+        loop = asyncio.get_running_loop()
+        for name in list(self.streams):
+            self._close_stream(name)
+        loop.remove_reader(self.results_r)
+        for fd in (self.results_r, self.cells_w, self.dirfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        await asyncio.to_thread(quota.remove_tree, self.scratch)
+
+
+class Supervisor:
+    """Talks to one template (started on first use, again if it dies) and keeps spare children."""
+
+    def __init__(self, limits: Limits, spares: int = 2, session_spares: int = 1, grace_seconds: float = 1.0):
+        self.limits = limits
+        self.spare_counts = {False: spares, True: session_spares}
+        self.grace_seconds = grace_seconds
+        self.hello: dict = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._starting: asyncio.Lock | None = None
+        self._ids = 0
+        self._forking: dict[int, asyncio.Future] = {}
+        self._children: dict[int, Child] = {}  # pid -> live child
+        self._spares: dict[tuple, list[Child]] = {}
+        self._refills: dict[tuple, asyncio.Task] = {}
+        self._idle_watch: asyncio.Task | None = None
+        self._cleanups: set[asyncio.Task] = set()
+        self.root = ""
+
+    # The template -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._process is not None and self._process.returncode is None and self._sock is not None:
+                return
+            if not self.root:
+                self.root = tempfile.mkdtemp(prefix="lci-sandbox-")
+                if isolation.drops_root():
+                    os.chmod(self.root, 0o711)
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
+                str(theirs.fileno()), _matplotlib_cache(), env={}, pass_fds=(theirs.fileno(),), cwd="/",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            )
+            theirs.close()
+            self._sock = mine
+            loop = asyncio.get_running_loop()
+            hello = loop.create_future()
+            self._forking[-1] = hello
+            loop.add_reader(mine.fileno(), self._read_template)
+            try:
+                self.hello = await asyncio.wait_for(hello, 120)
+            except (asyncio.TimeoutError, SandboxUnavailable):
+                await self._stop_template()
+                raise SandboxUnavailable("the sandbox template did not start")
+            if self._idle_watch is None:
+                self._idle_watch = loop.create_task(self._watch_idle())
+
+    def _read_template(self) -> None:
+        sock = self._sock
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._template_gone()
+            return
+        message = json.loads(data)
+        op = message.get("op")
+        if op == "hello":
+            future = self._forking.pop(-1, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif op in ("forked", "failed"):
+            future = self._forking.pop(message["id"], None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif op == "exited":
+            child = self._children.pop(message["pid"], None)
+            if child is not None:
+                child.on_exit(message["status"])
+
+    def _template_gone(self) -> None:
+        """The template died (or was stopped): so did every child (PDEATHSIG). Restart on the next call."""
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for future in self._forking.values():
+            if not future.done():
+                future.set_exception(SandboxUnavailable("the sandbox template stopped; try again"))
+        self._forking.clear()
+        for child in list(self._children.values()):
+            child.on_exit(-signal.SIGKILL)
+        self._children.clear()
+        for spares in self._spares.values():
+            for child in spares:
+                self._cleanup(child)
+        self._spares.clear()
+
+    def signal(self, child: Child, op: str) -> None:
+        if child.pid is not None and child.pid in self._children and self._sock is not None:
+            try:
+                self._sock.send(json.dumps({"op": op, "pid": child.pid}).encode())
+            except OSError:
+                pass
+
+    async def _stop_template(self) -> None:
+        if self._sock is not None:
+            self._template_gone()
+        if self._process is not None:
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except asyncio.TimeoutError:
+                self._process.kill()
+                await self._process.wait()
+            self._process = None
+
+    async def close(self) -> None:
+        for task in self._refills.values():
+            task.cancel()
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+            self._idle_watch = None
+        spares = [child for spares in self._spares.values() for child in spares]
+        self._spares.clear()
+        live = list(self._children.values())
+        await asyncio.gather(*(child.dispose() for child in spares + live), return_exceptions=True)
+        await self._stop_template()
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        if self.root:
+            await asyncio.to_thread(quota.remove_tree, self.root)
+            self.root = ""
+
+    # Children -----------------------------------------------------------------------------------------
+    async def child(self, limits: Limits | None = None, session: bool = False) -> Child:
+        """A confined child ready for its first cell: a spare when one of this kind is waiting."""
+        await self.start()
+        limits = limits or self.limits
+        key = (limits, session)
+        spares = self._spares.setdefault(key, [])
+        child = None
+        while spares and child is None:
+            candidate = spares.pop(0)
+            if candidate.alive:
+                child = candidate
+            else:
+                self._cleanup(candidate)
+        self._refill(key)
+        return child or await self._fork(limits, session)
+
+    def _refill(self, key: tuple) -> None:
+        target = self.spare_counts[key[1]]
+        running = self._refills.get(key)
+        if target <= 0 or (running is not None and not running.done()):
+            return
+
+        async def refill() -> None:
+            await asyncio.sleep(0)  # after the caller's execution has its child
+            spares = self._spares.setdefault(key, [])
+            while len(spares) < target:
+                try:
+                    child = await self._fork(*key)
+                except SandboxUnavailable:
+                    return
+                spares.append(child)
+
+        self._refills[key] = asyncio.get_running_loop().create_task(refill())
+
+    async def _fork(self, limits: Limits, session: bool) -> Child:
+        await self.start()
+        scratch = tempfile.mkdtemp(dir=self.root)
+        if isolation.drops_root():
+            os.chown(scratch, isolation.NOBODY, isolation.NOBODY)
+        dirfd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        cells_r, cells_w = os.pipe2(os.O_CLOEXEC)
+        results_r, results_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        theirs = [dirfd, cells_r, results_w, out_w, err_w]
+        child = Child(self, (limits, session), limits, session, scratch, dirfd,
+                      {"cells": cells_w, "results": results_r, "stdout": out_r, "stderr": err_r})
+        self._ids += 1
+        request_id = self._ids
+        future = asyncio.get_running_loop().create_future()
+        self._forking[request_id] = future
+        try:
+            socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": request_id, "limits": asdict(limits),
+                                                     "session": session}).encode()], theirs)
+            reply = await future
+        except BaseException:
+            self._forking.pop(request_id, None)
+            child.on_exit(-signal.SIGKILL)
+            self._cleanup(child)
+            raise
+        finally:
+            for fd in theirs[1:]:
+                os.close(fd)
+        if reply["op"] == "failed":
+            child.on_exit(-signal.SIGKILL)
+            self._cleanup(child)
+            raise SandboxUnavailable(reply["error"])
+        child.pid = reply["pid"]
+        self._children[child.pid] = child
+        return child
+
+    def _cleanup(self, child: Child) -> None:
+        """Dispose of a child in the background (its reply, if any, is already on its way)."""
+        task = asyncio.get_running_loop().create_task(child.dispose())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def release(self, child: Child) -> None:
+        child.kill(child.killed or "ended")
+        self._cleanup(child)
+
+    async def _watch_idle(self) -> None:
+        """Quotas hold between a session's executions too: a thread or process it left running is measured."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_SECONDS)
+            idle = [child for child in self._children.values()
+                    if child.session and child.cell is None and child.alive and child.pid is not None]
+            for child in idle:
+                if await asyncio.to_thread(quota.quiet, child.pid):
+                    continue
+                over = await asyncio.to_thread(child.over_quota)
+                if over:
+                    child.kill(over)
+
+
+def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: float) -> dict:
+    """The `ExecutionResult` fields of a finished cell; `notice` says what happened to a session."""
+    reply = cell.reply or {}
+    stderr_note, notice = "", ""
+    if cell.timed_out:
+        exit_code = TIMEOUT_EXIT_CODE
+        if cell.interrupted:
+            stderr_note = f"\n[timed out after {limits.timeout_seconds:g} s: the execution was interrupted]\n"
+        else:
+            stderr_note = (f"\n[timed out after {limits.timeout_seconds:g} s: the execution and its processes "
+                           "were killed]\n")
+            if session:
+                notice = (f"The session's state was lost: the code did not stop within {grace_seconds:g} s of "
+                          "the timeout, so the session was ended. The next execution starts a fresh session.")
+    elif cell.killed in ("flood", "scratch", "memory", "protocol"):
+        exit_code = 1
+        stderr_note = {
+            "flood": "\n[killed: output flood]\n",
+            "scratch": (f"\n[killed: the scratch directory grew past {limits.scratch_mb} MiB "
+                        f"or {quota.SCRATCH_ENTRIES} entries]\n"),
+            "memory": f"\n[killed: Memory quota: its processes used more than {limits.memory_mb} MiB in all]\n",
+            "protocol": "\n[killed: the interpreter broke the result protocol]\n",
+        }[cell.killed]
+        if session:
+            notice = f"The session ended ({stderr_note.strip()[1:-1]}); its state was lost."
+    elif cell.reply is not None:
+        exit_code = int(reply.get("exit_code") or 0)
+    else:
+        status = cell.status if cell.status is not None else -signal.SIGKILL
+        exit_code = 128 - status if status < 0 else status
+        if session:
+            how = (f"was killed by signal {-status} ({signal.Signals(-status).name})" if status < 0
+                   else f"exited with status {status}")
+            notice = f"The session ended: its interpreter {how}; its state was lost."
+    images, files = [], []
+    for image in reply.get("images") or []:
+        try:
+            images.append(Image(str(image["media_type"]), base64.b64decode(image["data"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    for info in reply.get("files") or []:
+        try:
+            files.append(FileInfo(**info))
+        except TypeError:
+            continue
+    value = reply.get("value")
+    return {"stdout": cell.stdout.text(), "stderr": cell.stderr.text() + stderr_note, "exit_code": exit_code,
+            "timed_out": cell.timed_out, "truncated": cell.stdout.truncated or cell.stderr.truncated,
+            "value": None if value is None else str(value), "images": images, "files": files, "notice": notice}
+
+
+def _matplotlib_cache() -> str:
+    """A directory the template builds matplotlib's font cache in once, kept across restarts."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "local-code-interpreter", "matplotlib")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        path = tempfile.mkdtemp(prefix="lci-matplotlib-")
+    return path

@@ -1,0 +1,432 @@
+"""The pristine template: the process every confined child is forked from. It only forks and reaps.
+
+Run as `python -I -m local_code_interpreter.sandbox.template FD` with an empty environment. It pins the numeric
+libraries to one thread (a multi-threaded process cannot fork safely), imports the warm modules once (NumPy,
+pandas, matplotlib with Agg, ...), builds the seccomp program and opens the Landlock base rules once, and
+then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object per message):
+
+  {"op": "fork", "id", "limits", "session"} + five descriptors by SCM_RIGHTS (the child's scratch directory,
+      its cell pipe's read end, its result pipe's write end, its stdout and stderr pipes' write ends)
+      -> {"op": "forked", "id", "pid"} | {"op": "failed", "id", "error"}
+  {"op": "kill", "pid"} / {"op": "interrupt", "pid"}     (SIGKILL to the child's whole tree / SIGINT to it)
+  and on its own: {"op": "exited", "pid", "status"}       (the child and everything it started are gone)
+
+It never receives code, input, output or files: those flow between the supervisor and the child on the
+child's own pipes, which the template closes right after the fork. So no child can find another execution's
+data in the memory it inherits, whether that execution ran before it or runs beside it.
+
+Each child is cloned into its own PID and IPC namespaces when the host allows it (root): killing its init
+ends every process of the execution at once (a fork-successor chain included), and System V objects die
+with it. Otherwise the child gets its own session and process group, and the template, a child subreaper,
+freezes (SIGSTOP) then kills whatever leaves them. The template dies with its parent (PDEATHSIG), every child
+with the template (PDEATHSIG SIGKILL), and on SIGTERM or the control socket's end it kills its whole tree.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from . import isolation, landlock, quota
+from .libc import LIBC
+from .types import Limits
+
+THREAD_VARIABLES = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                           "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")}
+CHILD_FDS = ("scratch", "cells", "results", "stdout", "stderr")
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+_CLONE_NEWIPC, _CLONE_NEWPID = 0x08000000, 0x20000000
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}
+_SWEEP_SECONDS = 0.05
+_MESSAGE = 65536
+_PY = ctypes.PyDLL(None, use_errno=True)  # calls made with the GIL held: nothing runs between clone and fix-up
+_PY.syscall.restype = ctypes.c_long
+
+
+def clone(flags: int) -> int:
+    """fork(), plus namespace flags: a raw clone(2) wrapped in CPython's own before/after-fork steps."""
+    if not flags:
+        return os.fork()
+    _PY.PyOS_BeforeFork()
+    pid = _PY.syscall(ctypes.c_long(_SYS_CLONE[os.uname().machine]), ctypes.c_ulong(flags | signal.SIGCHLD),
+                      None, None, None, None)
+    if pid == 0:
+        _PY.PyOS_AfterFork_Child()
+        return 0
+    _PY.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "clone failed")
+    return pid
+
+
+def namespace_flags() -> tuple[int, str]:
+    """The namespace flags this host lets the template use, and why (not), tried in a short-lived child."""
+    if os.uname().machine not in _SYS_CLONE:
+        return 0, f"no clone(2) wrapper for {os.uname().machine}"
+    flags = _CLONE_NEWPID | _CLONE_NEWIPC
+    try:
+        pid = clone(flags)
+    except OSError as error:
+        return 0, f"clone(CLONE_NEWPID|CLONE_NEWIPC) refused: {os.strerror(error.errno)} (needs root)"
+    if pid == 0:
+        os._exit(0 if os.getpid() == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return 0, "clone(CLONE_NEWPID) did not make the child its namespace's init"
+    return flags, "own PID and IPC namespaces per execution"
+
+
+def prepare() -> None:
+    """Warm imports, so that a child's first `import pandas` costs milliseconds."""
+    try:
+        from . import child
+    except ImportError:
+        child = None
+    if child is not None and hasattr(child, "prepare"):
+        child.prepare()
+        return
+    for module in _WARM_MODULES:  # until the child module (branch `child`) brings its own list
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        pass
+
+
+_WARM_MODULES = ("json", "math", "re", "random", "statistics", "datetime", "collections", "itertools",
+                 "functools", "decimal", "fractions", "string", "textwrap", "traceback", "csv", "io", "ast",
+                 "pathlib", "subprocess", "hashlib", "base64", "heapq", "bisect", "dataclasses", "typing",
+                 "numpy", "pandas")
+
+
+def serve_cells(cells_fd: int, results_fd: int) -> int:
+    """What the child runs once confined: `child.serve` (the session REPL)."""
+    try:
+        from .child import serve
+    except ImportError:
+        serve = _serve_minimal
+    return serve(cells_fd, results_fd)
+
+
+def _serve_minimal(cells_fd: int, results_fd: int) -> int:
+    """A minimal cell runner until `child.py` arrives: one namespace, frames in and out."""
+    import ast
+    import builtins
+    import struct
+    import traceback
+
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    sys.argv = ["<code>"]
+    header = struct.Struct("!I")
+
+    def read_exact(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = os.read(cells_fd, size - len(data))
+            if not chunk:
+                return b""
+            data += chunk
+        return data
+
+    while True:
+        head = read_exact(4)
+        if not head:
+            return 0
+        code = json.loads(read_exact(header.unpack(head)[0]))["code"]
+        exit_code, value, error = 0, None, None
+        try:
+            tree = ast.parse(code, "<code>")
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            exec(compile(tree, "<code>", "exec"), namespace)
+            if last is not None:
+                result = eval(compile(ast.Expression(last.value), "<code>", "eval"), namespace)
+                value = None if result is None else repr(result)
+        except SystemExit as exit_:
+            exit_code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            if not isinstance(exit_.code, (int, type(None))):
+                print(exit_.code, file=sys.stderr)
+        except BaseException as caught:
+            traceback.print_exception(type(caught), caught, caught.__traceback__.tb_next)
+            exit_code, error = 1, type(caught).__name__
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        frame = json.dumps({"exit_code": exit_code & 0xFF, "value": value, "images": [], "files": [],
+                            "error": error}).encode()
+        os.write(results_fd, header.pack(len(frame)) + frame)
+
+
+class Template:
+    def __init__(self, control: socket.socket):
+        self.control = control
+        self.pid = os.getpid()
+        self.flags, self.namespace_detail = namespace_flags()
+        self.landlock_abi = landlock.abi_version()
+        # Above the numbers a child takes for its own pipes (0-4) and the received ones: they must survive both.
+        self.rules = [(_above(fd, 64), access) for fd, access in isolation.landlock_rules(self.landlock_abi)]
+        self.vm_size = _vm_size()
+        self.children: dict[int, str] = {}  # live (unreaped) child pid -> request id
+        self.budget_cache = (0.0, 0)
+        self.sweep_at: float | None = None
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        selector = selectors.DefaultSelector()
+        selector.register(wake_r, selectors.EVENT_READ, "wake")
+        selector.register(self.control, selectors.EVENT_READ, "control")
+        self._send({"op": "hello", "pid_namespace": bool(self.flags), "namespace_detail": self.namespace_detail,
+                    "vm_size": self.vm_size, "landlock_abi": self.landlock_abi})
+        try:
+            while True:
+                timeout = None if self.sweep_at is None else max(0.0, self.sweep_at - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.data == "control" and not self._read_control():
+                        return
+                    if key.data == "wake":
+                        _drain(wake_r)
+                        self._reap()
+                if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
+                    self._sweep()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Kill every child and everything that left them, then reap."""
+        for pid in list(self.children):
+            _kill_group(pid)
+        self._sweep(everything=True)
+        deadline = time.monotonic() + 2
+        while self.children and time.monotonic() < deadline:
+            self._reap(block=True)
+
+    def _send(self, message: dict, fds: list[int] = ()) -> None:
+        data = json.dumps(message).encode()
+        try:
+            if fds:
+                socket.send_fds(self.control, [data], fds)
+            else:
+                self.control.send(data)
+        except OSError:
+            pass  # the supervisor went away: the control socket's end stops us next
+
+    def _read_control(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, _MESSAGE, len(CHILD_FDS))
+        except (ConnectionResetError, BlockingIOError):
+            return True
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False  # the supervisor went away: so do we
+        try:
+            request = json.loads(data)
+            op = request["op"]
+            if op == "fork":
+                self._fork(request, fds)
+            elif op in ("kill", "interrupt") and request["pid"] in self.children:
+                if op == "kill":
+                    _kill_group(request["pid"])
+                else:
+                    _signal(request["pid"], signal.SIGINT)
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return True
+
+    def _fork(self, request: dict, fds: list[int]) -> None:
+        if len(fds) != len(CHILD_FDS):
+            self._send({"op": "failed", "id": request["id"], "error": f"expected {len(CHILD_FDS)} descriptors"})
+            return
+        limits = Limits(**request["limits"])
+        budget = self._process_budget(limits)
+        address_space = self.vm_size + limits.memory_mb * 1024 * 1024
+        try:
+            pid = clone(self.flags)
+        except OSError as error:
+            self._send({"op": "failed", "id": request["id"], "error": f"fork failed: {error}"})
+            return
+        if pid == 0:
+            _child(self.pid, self.flags, dict(zip(CHILD_FDS, fds)), limits, self.landlock_abi, self.rules, budget,
+                   address_space, bool(request.get("session")))
+        self.children[pid] = request["id"]
+        self._send({"op": "forked", "id": request["id"], "pid": pid})
+
+    def _process_budget(self, limits: Limits) -> int:
+        """RLIMIT_NPROC counts every task of the uid, so the budget is what it has now plus the allowance."""
+        checked, count = self.budget_cache
+        if time.monotonic() - checked > 1.0:
+            uid = isolation.NOBODY if isolation.drops_root() else os.geteuid()
+            count = _count_tasks(uid)
+            self.budget_cache = (time.monotonic(), count)
+        return count + limits.max_processes
+
+    def _reap(self, block: bool = False) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG))
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            tracked = pid in self.children
+            if tracked:
+                _kill_group(pid)  # before reaping: the group id cannot be reused yet
+            _, status = os.waitpid(pid, 0)
+            if tracked:
+                del self.children[pid]
+                self._send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+                if not self.flags:
+                    self.sweep_at = time.monotonic()
+            block = False
+
+    def _sweep(self, everything: bool = False) -> None:
+        """Without PID namespaces: freeze, then kill, the processes that left a child's session and were
+        reparented to us (we are subreaper), so a chain that forks a successor when killed cannot outrun us."""
+        self.sweep_at = None
+        live_sessions = set() if everything else set(self.children)  # a child leads its own session
+        frozen: set[int] = set()
+        while True:
+            roots = [pid for pid in quota.children(self.pid)
+                     if everything or (pid not in self.children and _session_of(pid) not in live_sessions)]
+            found = {pid for root in roots for pid in quota.tree(root)} - frozen
+            if not found:
+                break
+            for pid in found:
+                _signal(pid, signal.SIGSTOP)
+            frozen |= found
+        for pid in frozen:
+            _signal(pid, signal.SIGKILL)
+        if frozen:
+            self._reap()
+            self.sweep_at = time.monotonic() + _SWEEP_SECONDS  # once more: nothing may have slipped through
+
+
+def _child(template: int, flags: int, fds: dict[str, int], limits: Limits, landlock_abi: int,
+           rules: list[tuple[int, int]], budget: int, address_space: int, session: bool) -> None:
+    """In the new child: become its own session, take its descriptors, confine itself, serve cells."""
+    status = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if not flags and os.getppid() != template:
+            os._exit(1)  # the template died before the line above
+        os.setsid()
+        high = {name: _above(fd, 16) for name, fd in fds.items()}  # out of the way of 0-4 first
+        null = os.open("/dev/null", os.O_RDONLY)
+        for fd, target in ((null, 0), (high["stdout"], 1), (high["stderr"], 2), (high["cells"], 3),
+                           (high["results"], 4)):
+            os.dup2(fd, target, inheritable=target < 3)  # the code's subprocesses get 0-2, never the cell pipes
+        isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session)
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+        status = serve_cells(3, 4)
+    except BaseException as error:  # the setup failed: say so on stderr, never run unconfined code
+        try:
+            os.write(2, f"sandbox setup failed: {error!r}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(status)
+
+
+def _above(fd: int, low: int) -> int:
+    import fcntl
+
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+    os.close(fd)
+    return moved
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                return
+        except BlockingIOError:
+            return
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    """The child is its namespace's init (killing it ends the namespace) or its group's leader: both."""
+    _signal(pid, signal.SIGKILL)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _count_tasks(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+
+def main() -> None:
+    os.environ.update(THREAD_VARIABLES)  # before any warm import: the template must stay single-threaded
+    if len(sys.argv) > 2:
+        os.environ["MPLCONFIGDIR"] = sys.argv[2]  # matplotlib's font cache, built once, read-only to children
+    control = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop: it closes the socket
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ...or terminates us: kill the tree all the same
+    LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # never outlive the server
+    LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if os.getppid() == 1:
+        return
+    prepare()
+    gc.collect()
+    gc.freeze()  # keep the warm heap shared between forks
+    Template(control).serve()
+
+
+if __name__ == "__main__":
+    main()
