@@ -229,6 +229,7 @@ def test_sigint_interrupts_the_running_cell_and_the_session_survives(child):
     assert sent and out == "started\n"
     assert frame["exit_code"] == 130 and frame["error"].startswith("KeyboardInterrupt")
     assert err.rstrip().endswith("KeyboardInterrupt") and "<module>" in err
+    assert "child.py" not in err and "_on_sigint" not in err  # our handler's frame is not the code's business
     assert child.run("survivor")[0]["value"] == "'alive'"
 
 
@@ -362,14 +363,17 @@ def test_links_and_deleted_files_are_not_reported(child):
 
 
 # The template's preparation ------------------------------------------------------------------------------
-def test_prepare_warms_and_stays_single_threaded(tmp_path):
+@pytest.mark.parametrize("given_by", ["argument", "environment"])
+def test_prepare_warms_and_stays_single_threaded(tmp_path, given_by):
+    argument = repr(str(tmp_path)) if given_by == "argument" else ""
+    environment = {"MPLCONFIGDIR": str(tmp_path)} if given_by == "environment" else {}
     code = ("import os, sys, threading\nfrom local_code_interpreter.sandbox import child\n"
-            f"missing = child.prepare({str(tmp_path)!r})\n"
+            f"missing = child.prepare({argument})\n"
             "print(missing, threading.active_count(), len(os.listdir('/proc/self/task')), "
             "'numpy' in sys.modules, 'pandas' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])\n"
             "import matplotlib\nprint(matplotlib.get_backend(), matplotlib.get_cachedir())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE,
-                            env=TEMPLATE_ENV)
+                            env={**TEMPLATE_ENV, **environment})
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert first == "[] 1 1 True True 1"

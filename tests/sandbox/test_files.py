@@ -170,9 +170,11 @@ def test_write_sets_the_owner_for_the_code(session):
     if os.geteuid() != 0:
         pytest.skip("changing a file's owner needs root (the server drops code to nobody only as root)")
     files.write(session, "deep/er/file.txt", b"x", uid=NOBODY)
-    for path in ("deep", "deep/er", "deep/er/file.txt"):
+    files.write(session, "other/file.txt", b"x", (NOBODY, 4321))  # owner=(uid, gid) positionally
+    for path, group in (("deep", NOBODY), ("deep/er", NOBODY), ("deep/er/file.txt", NOBODY),
+                        ("other", 4321), ("other/file.txt", 4321)):
         info = (session / path).stat()
-        assert (info.st_uid, info.st_gid) == (NOBODY, NOBODY), path
+        assert (info.st_uid, info.st_gid) == (NOBODY, group), path
 
 
 # Quota ---------------------------------------------------------------------------------------------------

@@ -57,13 +57,14 @@ _running = False  # SIGINT interrupts a running cell only; between cells it is i
 def prepare(mpl_config_dir: str | None = None) -> list[str]:
     """Warm the template: imports, matplotlib set-up, mimetypes. Returns the warm modules that are missing.
 
-    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default: a
-    directory of this uid under the temporary directory) holds matplotlib's font cache, built here, so that
-    no child (which cannot write there, nor needs a HOME) ever rebuilds it.
+    Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default:
+    $MPLCONFIGDIR, else a directory of this uid under the temporary directory) holds matplotlib's font cache,
+    built here, so that no child (which cannot write there, nor needs a HOME) ever rebuilds it.
     """
     os.environ.update(BLAS_THREAD_ENV)
     os.environ["MPLBACKEND"] = "Agg"
-    os.environ["MPLCONFIGDIR"] = mpl_config_dir or _private_dir(f"lci-matplotlib-{os.geteuid()}")
+    os.environ["MPLCONFIGDIR"] = (mpl_config_dir or os.environ.get("MPLCONFIGDIR")
+                                  or _private_dir(f"lci-matplotlib-{os.geteuid()}"))
     missing = []
     for name in WARM_MODULES:
         try:
@@ -238,7 +239,10 @@ def _print_traceback(exception: BaseException, filename: str) -> None:
     if isinstance(exception, SyntaxError):
         tb = None
     try:
-        traceback.print_exception(type(exception), exception, tb)
+        report = traceback.TracebackException(type(exception), exception, tb, compact=True)
+        # ...and not our SIGINT handler's frame at the end either
+        report.stack = traceback.StackSummary.from_list([f for f in report.stack if f.filename != _THIS_FILE])
+        sys.stderr.write("".join(report.format()))
     except Exception:  # a hostile exception (its __str__ raises) still gets a line
         print(f"{type(exception).__name__} (its message could not be shown)", file=sys.stderr)
 

@@ -66,14 +66,16 @@ def media_type(name: str) -> str:
 
 
 # Operations -----------------------------------------------------------------------------------------------
-def write(directory, name: str, data: bytes, *, uid: int | None = None, gid: int | None = None,
-          quota_bytes: int | None = None) -> FileInfo:
+def write(directory, name: str, data: bytes, owner: tuple[int, int] | None = None, *, uid: int | None = None,
+          gid: int | None = None, quota_bytes: int | None = None) -> FileInfo:
     """Create or replace `name` with `data` atomically; intermediate directories are created.
 
-    `uid`/`gid` (gid defaults to uid) own what is created, so that the code, running as that user, can change
-    and remove it. `quota_bytes` bounds the directory's disk usage after the write (`QuotaExceeded`, and
-    nothing is left behind).
+    `uid`/`gid` (gid defaults to uid), or `owner` as (uid, gid), own what is created, so that the code,
+    running as that user, can change and remove it. `quota_bytes` bounds the directory's disk usage after
+    the write (`QuotaExceeded`, and nothing is left behind).
     """
+    if owner is not None:
+        uid, gid = owner
     name = check_name(name)
     data = bytes(data)
     parts = name.split("/")
