@@ -711,3 +711,158 @@ def test_deep_recursion(lab, backend):
     code = "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)"
     raised = lab.attack(backend, code, SHORT)
     assert raised.exit_code != 0
+
+
+# Neighbours: other executions, before and beside this one ---------------------------------------------------
+MARK = "LCI-MARK-"
+
+
+def test_other_executions_data_is_not_in_inherited_memory(lab, backend):
+    """An earlier execution's code and output, and a concurrent one's, are nowhere in the attacker's memory."""
+    earlier, earlier_out, beside, beside_out = (MARK + secrets.token_hex(8) for _ in range(4))
+    lab.run(backend, f"code_marker = {earlier!r}\nprint({earlier_out!r})")
+    victim = lab.loop.create_task(lab.sandbox(backend, BASE).run(
+        f"import time\nsecret = {beside!r}\nprint({beside_out!r}, flush=True)\ntime.sleep(4)"))
+    lab.loop.run_until_complete(asyncio.sleep(1))  # the victim runs (its output is in flight) while we look
+    code = """
+import gc, re, sys
+pattern = re.compile(("LCI" + "-MARK-" + "[0-9a-f]{16}").encode())
+found = set()
+def look(value):
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        found.update(m.decode() for m in pattern.findall(bytes(value)))
+for obj in gc.get_objects():
+    look(obj)
+    try:
+        for item in (obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple, set)) else ()):
+            look(item)
+        if isinstance(obj, dict):
+            for key in obj:
+                look(key)
+    except Exception:
+        pass
+for module in list(sys.modules.values()):
+    for value in list(getattr(module, "__dict__", {}).values()):
+        look(value)
+for marker in sorted(found):
+    print("ESCAPED found", marker)
+print("scanned")
+"""
+    result = lab.attack(backend, code)
+    lab.wait(victim)
+    assert escaped(result) == []
+    if backend == "subprocess":
+        assert "scanned" in result.stdout, result.stderr
+
+
+def test_system_v_ipc_and_keyrings(lab, backend):
+    """No System V shared memory, queue or semaphore, and no keyring, to leave data in for the next execution."""
+    from local_code_interpreter.sandbox.seccomp import _ARCHES
+
+    numbers = _ARCHES.get(os.uname().machine, (0, {}))[1]
+    key = 0x4C4300 + secrets.randbelow(255)
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+IPC_CREAT = 0o1000
+for name, call in (("shmget", lambda: libc.shmget({key}, 1 << 20, IPC_CREAT | 0o666)),
+                   ("msgget", lambda: libc.msgget({key}, IPC_CREAT | 0o666)),
+                   ("semget", lambda: libc.semget({key}, 1, IPC_CREAT | 0o666)),
+                   ("add_key", lambda: libc.syscall({numbers.get("add_key", -1)}, b"user", b"lci", b"left-behind",
+                                                     11, ctypes.c_int(-4))),  # KEY_SPEC_USER_KEYRING
+                   ("keyctl", lambda: libc.syscall({numbers.get("keyctl", -1)}, 0, ctypes.c_int(-4), 0))):
+    if call() >= 0:
+        print("ESCAPED", name)
+    else:
+        print("denied", name, ctypes.get_errno())
+"""
+    result = lab.attack(backend, code)
+    assert escaped(result) == []
+    for table in ("shm", "msg", "sem"):
+        with open(f"/proc/sysvipc/{table}") as f:
+            assert f"{key:x}" not in f.read().lower() and str(key) not in f.read()
+
+
+def test_seccomp_denies_what_container_runtimes_deny(lab, backend):
+    """System calls Docker's and containerd's default profiles deny fail here too (run as the sandbox user,
+    several would work without the filter: keyctl, personality, memfd_create, userfaultfd, unshare)."""
+    from local_code_interpreter.sandbox.seccomp import _ARCHES
+
+    numbers = _ARCHES.get(os.uname().machine, (0, {}))[1]
+    if not numbers:
+        pytest.skip(f"no syscall table for {os.uname().machine}")
+    calls = {  # name: arguments (harmless if the call went through)
+        "keyctl": (0, -4, 0), "add_key": (0, 0, 0, 0, -4), "request_key": (0, 0, 0, 0),
+        "userfaultfd": (0,), "bpf": (0, 0, 0), "perf_event_open": (0, 0, -1, -1, 0), "memfd_create": ("b'x'", 0),
+        "ptrace": (0, 0, 0, 0), "mount": (0, 0, 0, 0, 0), "umount2": ("b'/tmp'", 0), "pivot_root": (0, 0),
+        "unshare": (0x08000000,), "setns": (-1, 0), "kexec_load": (0, 0, 0, 0), "init_module": (0, 0, 0),
+        "finit_module": (-1, 0, 0), "delete_module": ("b'x'", 0), "personality": (0x0400000,),
+        "shmget": (0, 4096, 0o1600), "open_by_handle_at": (-1, 0, 0), "fsopen": ("b'tmpfs'", 0),
+        "io_uring_setup": (1, 0), "process_vm_readv": (1, 0, 0, 0, 0, 0), "syslog": (3, 0, 0),
+    }
+    lines = "\n".join(f"check({name!r}, {numbers[name]}, {', '.join(map(str, args))})"
+                      for name, args in calls.items() if name in numbers)
+    code = f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def check(name, number, *args):
+    args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    if libc.syscall(number, *args) >= 0:
+        print("ESCAPED", name)
+    else:
+        print("denied", name, ctypes.get_errno())
+{lines}
+"""
+    result = lab.attack(backend, code)
+    assert escaped(result) == []
+    if backend == "subprocess":
+        denied = dict(re.findall(r"denied (\w+) (\d+)", result.stdout))
+        assert set(denied) == {name for name in calls if name in numbers}, result.stdout + result.stderr
+        assert denied["memfd_create"] == str(38) and denied["userfaultfd"] == str(38)  # ENOSYS: the filter's
+        assert denied["keyctl"] == str(1) and denied["personality"] == str(1)  # EPERM: the filter's
+
+
+def test_fork_successor_chain_dies_with_its_execution(lab, backend):
+    """A chain of processes that forks a successor whenever one is killed ends with its execution."""
+    code = """
+import os, time
+print("directory", os.getcwd(), flush=True)
+if os.fork() == 0:
+    os.setsid()
+    while True:
+        me = os.getpid()
+        if os.fork() != 0:
+            while True:
+                time.sleep(1)
+        os.setsid()
+        while True:  # the successor waits for its predecessor's death, then takes its place
+            try:
+                os.kill(me, 0)
+                time.sleep(0.01)
+            except ProcessLookupError:
+                break
+time.sleep(0.5)
+print("started")
+"""
+    result = lab.attack(backend, code)
+    directories = [d for d in re.findall(r"directory (\S+)", result.stdout) if "lci-sandbox-" in d]
+    if "started" not in result.stdout or not directories:
+        pytest.skip(f"{backend} runs no processes: {result.stderr[-200:]}")
+    assert eventually(lambda: processes_in(directories[0]) == []), processes_in(directories[0])
+
+
+def processes_in(directory: str) -> list[int]:
+    """Host processes whose working directory is (or was, before its removal) `directory`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                if os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)") == directory:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found

@@ -12,9 +12,9 @@ import secrets
 import sys
 import time
 
-from . import isolation, landlock
+from . import files, isolation, landlock
 from .supervisor import Child, Supervisor, result_fields
-from .types import (BackendReport, ExecutionResult, FileInfo, Limits, QuotaExceeded, SandboxUnavailable)
+from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
 NAME = "subprocess"
 GRACE_SECONDS = 1.0
@@ -107,35 +107,29 @@ class SubprocessSession:
                                    **fields)
 
     # Files: through files.py, relative to the directory's descriptor, never following a symlink ------------
-    def _files(self):
+    def _directory(self) -> int:
         if self._closed:
             raise SandboxUnavailable("this session has ended")
-        from . import files
-
-        return files
+        return self.child.dirfd
 
     async def upload(self, name: str, data: bytes) -> FileInfo:
-        files = self._files()
+        """Counts against the session's disk quota (`QuotaExceeded`, nothing left behind); owned by the code's uid."""
         name = files.check_name(name)
-        quota_bytes = self.limits.scratch_mb * 1024 * 1024
-        async with self._lock:
-            used = await asyncio.to_thread(files.usage, self.child.dirfd)
-            if used + len(data) > quota_bytes:
-                raise QuotaExceeded(f"{name}: {len(data)} bytes would pass the session's disk quota of "
-                                    f"{self.limits.scratch_mb} MiB ({used} bytes used)")
-            owner = (isolation.NOBODY, isolation.NOBODY) if isolation.drops_root() else None
-            return await asyncio.to_thread(files.write, self.child.dirfd, name, data, owner)
+        uid = isolation.NOBODY if isolation.drops_root() else None
+        async with self._lock:  # not while a cell runs: what it writes counts too
+            return await asyncio.to_thread(files.write, self._directory(), name, data, uid=uid,
+                                           quota_bytes=self.limits.scratch_mb * 1024 * 1024)
 
     async def files(self) -> list[FileInfo]:
-        return await asyncio.to_thread(self._files().listing, self.child.dirfd)
+        return await asyncio.to_thread(files.listing, self._directory())
 
     async def read(self, name: str) -> bytes:
-        files = self._files()
-        return await asyncio.to_thread(files.read, self.child.dirfd, files.check_name(name))
+        name = files.check_name(name)
+        return await asyncio.to_thread(files.read, self._directory(), name)
 
     async def delete(self, name: str) -> None:
-        files = self._files()
-        await asyncio.to_thread(files.delete, self.child.dirfd, files.check_name(name))
+        name = files.check_name(name)
+        await asyncio.to_thread(files.delete, self._directory(), name)
 
     async def close(self) -> None:
         if self._closed:

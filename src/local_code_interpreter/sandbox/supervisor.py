@@ -29,7 +29,6 @@ import socket
 import struct
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 
 from . import isolation, quota
@@ -317,7 +316,7 @@ class Supervisor:
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
-                str(theirs.fileno()), _matplotlib_cache(), env={}, pass_fds=(theirs.fileno(),), cwd="/",
+                str(theirs.fileno()), env={}, pass_fds=(theirs.fileno(),), cwd="/",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             theirs.close()
@@ -558,14 +557,3 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
     return {"stdout": cell.stdout.text(), "stderr": cell.stderr.text() + stderr_note, "exit_code": exit_code,
             "timed_out": cell.timed_out, "truncated": cell.stdout.truncated or cell.stderr.truncated,
             "value": None if value is None else str(value), "images": images, "files": files, "notice": notice}
-
-
-def _matplotlib_cache() -> str:
-    """A directory the template builds matplotlib's font cache in once, kept across restarts."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "local-code-interpreter", "matplotlib")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        path = tempfile.mkdtemp(prefix="lci-matplotlib-")
-    return path

@@ -1,8 +1,8 @@
 """The pristine template: the process every confined child is forked from. It only forks and reaps.
 
 Run as `python -I -m local_code_interpreter.sandbox.template FD` with an empty environment. It pins the numeric
-libraries to one thread (a multi-threaded process cannot fork safely), imports the warm modules once (NumPy,
-pandas, matplotlib with Agg, ...), builds the seccomp program and opens the Landlock base rules once, and
+libraries to one thread (a multi-threaded process cannot fork safely), calls `child.prepare()` once (warm
+imports: NumPy, pandas, matplotlib with Agg, ...), builds the seccomp program and opens the Landlock base rules once, and
 then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object per message):
 
   {"op": "fork", "id", "limits", "session"} + five descriptors by SCM_RIGHTS (the child's scratch directory,
@@ -25,7 +25,6 @@ with the template (PDEATHSIG SIGKILL), and on SIGTERM or the control socket's en
 from __future__ import annotations
 
 import ctypes
-import gc
 import json
 import os
 import selectors
@@ -34,12 +33,10 @@ import socket
 import sys
 import time
 
-from . import isolation, landlock, quota
+from . import child, isolation, landlock, quota
 from .libc import LIBC
 from .types import Limits
 
-THREAD_VARIABLES = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                           "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")}
 CHILD_FDS = ("scratch", "cells", "results", "stdout", "stderr")
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _CLONE_NEWIPC, _CLONE_NEWPID = 0x08000000, 0x20000000
@@ -81,93 +78,6 @@ def namespace_flags() -> tuple[int, str]:
     if status != 0:
         return 0, "clone(CLONE_NEWPID) did not make the child its namespace's init"
     return flags, "own PID and IPC namespaces per execution"
-
-
-def prepare() -> None:
-    """Warm imports, so that a child's first `import pandas` costs milliseconds."""
-    try:
-        from . import child
-    except ImportError:
-        child = None
-    if child is not None and hasattr(child, "prepare"):
-        child.prepare()
-        return
-    for module in _WARM_MODULES:  # until the child module (branch `child`) brings its own list
-        try:
-            __import__(module)
-        except ImportError:
-            pass
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-    except ImportError:
-        pass
-
-
-_WARM_MODULES = ("json", "math", "re", "random", "statistics", "datetime", "collections", "itertools",
-                 "functools", "decimal", "fractions", "string", "textwrap", "traceback", "csv", "io", "ast",
-                 "pathlib", "subprocess", "hashlib", "base64", "heapq", "bisect", "dataclasses", "typing",
-                 "numpy", "pandas")
-
-
-def serve_cells(cells_fd: int, results_fd: int) -> int:
-    """What the child runs once confined: `child.serve` (the session REPL)."""
-    try:
-        from .child import serve
-    except ImportError:
-        serve = _serve_minimal
-    return serve(cells_fd, results_fd)
-
-
-def _serve_minimal(cells_fd: int, results_fd: int) -> int:
-    """A minimal cell runner until `child.py` arrives: one namespace, frames in and out."""
-    import ast
-    import builtins
-    import struct
-    import traceback
-
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    sys.argv = ["<code>"]
-    header = struct.Struct("!I")
-
-    def read_exact(size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = os.read(cells_fd, size - len(data))
-            if not chunk:
-                return b""
-            data += chunk
-        return data
-
-    while True:
-        head = read_exact(4)
-        if not head:
-            return 0
-        code = json.loads(read_exact(header.unpack(head)[0]))["code"]
-        exit_code, value, error = 0, None, None
-        try:
-            tree = ast.parse(code, "<code>")
-            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-            exec(compile(tree, "<code>", "exec"), namespace)
-            if last is not None:
-                result = eval(compile(ast.Expression(last.value), "<code>", "eval"), namespace)
-                value = None if result is None else repr(result)
-        except SystemExit as exit_:
-            exit_code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            if not isinstance(exit_.code, (int, type(None))):
-                print(exit_.code, file=sys.stderr)
-        except BaseException as caught:
-            traceback.print_exception(type(caught), caught, caught.__traceback__.tb_next)
-            exit_code, error = 1, type(caught).__name__
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        frame = json.dumps({"exit_code": exit_code & 0xFF, "value": value, "images": [], "files": [],
-                            "error": error}).encode()
-        os.write(results_fd, header.pack(len(frame)) + frame)
 
 
 class Template:
@@ -342,7 +252,7 @@ def _child(template: int, flags: int, fds: dict[str, int], limits: Limits, landl
         isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session)
         sys.stdout.reconfigure(line_buffering=True)
         sys.stderr.reconfigure(line_buffering=True)
-        status = serve_cells(3, 4)
+        status = child.serve(3, 4)
     except BaseException as error:  # the setup failed: say so on stderr, never run unconfined code
         try:
             os.write(2, f"sandbox setup failed: {error!r}\n".encode())
@@ -412,9 +322,7 @@ def _vm_size() -> int:
 
 
 def main() -> None:
-    os.environ.update(THREAD_VARIABLES)  # before any warm import: the template must stay single-threaded
-    if len(sys.argv) > 2:
-        os.environ["MPLCONFIGDIR"] = sys.argv[2]  # matplotlib's font cache, built once, read-only to children
+    os.environ.update(child.BLAS_THREAD_ENV)  # before any warm import: the template must stay single-threaded
     control = socket.socket(fileno=int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop: it closes the socket
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # ...or terminates us: kill the tree all the same
@@ -422,9 +330,9 @@ def main() -> None:
     LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:
         return
-    prepare()
-    gc.collect()
-    gc.freeze()  # keep the warm heap shared between forks
+    missing = child.prepare()  # warm imports, matplotlib's font cache, then gc.freeze()
+    if missing:
+        print(f"sandbox template: warm modules not installed: {', '.join(missing)}", file=sys.stderr)
     Template(control).serve()
 
 

@@ -1,0 +1,197 @@
+"""Sessions of the `subprocess` back end: state kept, timeouts, crashes, quotas, files, and nothing left after."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+
+import pytest
+
+from local_code_interpreter.sandbox import InvalidFileName, Limits, QuotaExceeded, SandboxUnavailable
+from local_code_interpreter.sandbox.process import Backend, report
+
+pytestmark = pytest.mark.skipif(not report(Limits()).usable, reason="the subprocess back end needs Linux")
+
+LIMITS = Limits(timeout_seconds=3, memory_mb=256, scratch_mb=4, max_output_bytes=4096)
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def backend(loop):
+    backend = Backend(LIMITS, grace_seconds=0.5)
+    loop.run_until_complete(backend.start())
+    yield backend
+    loop.run_until_complete(backend.close())
+
+
+@pytest.fixture
+def run(loop):
+    return lambda awaitable: loop.run_until_complete(asyncio.wait_for(awaitable, 60))
+
+
+@pytest.fixture
+def session(backend, run):
+    session = run(backend.open_session())
+    yield session
+    run(session.close())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_state_and_values_persist(session, run):
+    assert run(session.run("x = 41\nimport pandas as pd")).value is None
+    result = run(session.run("print(x + 1)\nx + 1"))
+    assert (result.stdout, result.value, result.exit_code, result.notice) == ("42\n", "42", 0, "")
+    assert run(session.run("int(pd.DataFrame({'a': [1, 2]})['a'].sum())")).value == "3"
+    assert session.alive
+
+
+def test_timeout_interrupts_the_cell_and_the_session_survives(session, run):
+    run(session.run("kept = 'still here'"))
+    result = run(session.run("import time\ntime.sleep(30)"))
+    assert result.timed_out and result.exit_code == 124 and "KeyboardInterrupt" in result.stderr
+    assert result.notice == "" and session.alive
+    assert run(session.run("kept")).value == "'still here'"
+
+
+def test_timeout_past_the_grace_period_ends_the_session(session, run):
+    pid = session.child.pid
+    code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass"
+    result = run(session.run(code))
+    assert result.timed_out and "state was lost" in result.notice and not session.alive
+    assert not pid_alive(pid)
+    with pytest.raises(SandboxUnavailable):
+        run(session.run("1"))
+
+
+@pytest.mark.parametrize("code, how", [
+    ("import os\nos._exit(7)", "status 7"),
+    ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+])
+def test_crash_ends_the_session_with_a_notice(session, run, code, how):
+    result = run(session.run(code))
+    assert how in result.notice and "state was lost" in result.notice and not session.alive
+
+
+def test_memory_quota_over_the_sessions_processes(backend, run):
+    session = run(backend.open_session(limits=replace(LIMITS, memory_mb=96, timeout_seconds=10)))
+    try:
+        code = """
+import os, time
+hold = []
+for _ in range(3):
+    if os.fork() == 0:
+        block = bytearray(48 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(30)
+        os._exit(0)
+time.sleep(30)
+"""
+        result = run(session.run(code))
+        assert "Memory quota" in result.stderr and not result.timed_out and not session.alive
+        assert "state was lost" in result.notice
+    finally:
+        run(session.close())
+
+
+def test_idle_session_is_held_to_its_quotas(backend, run):
+    """A background thread that keeps writing after its cell returned is stopped all the same."""
+    session = run(backend.open_session())
+    try:
+        code = """
+import threading, time
+def fill():
+    for n in range(100):
+        with open(f"part{n}", "wb") as f:
+            f.write(b"x" * 2**20)
+        time.sleep(0.02)
+threading.Thread(target=fill, daemon=True).start()
+"""
+        assert run(session.run(code)).exit_code == 0
+        deadline = time.monotonic() + 15
+        while session.alive and time.monotonic() < deadline:
+            run(asyncio.sleep(0.2))
+        assert not session.alive
+    finally:
+        run(session.close())
+
+
+def test_files_round_trip_and_quota(session, run):
+    info = run(session.upload("data/input.csv", b"a,b\n1,2\n"))
+    assert (info.name, info.size) == ("data/input.csv", 8)
+    result = run(session.run("import pandas as pd\nprint(pd.read_csv('data/input.csv')['b'].sum())\n"
+                             "open('out.txt', 'w').write('made here')"))
+    assert result.stdout == "2\n" and "out.txt" in [f.name for f in result.files]
+    assert run(session.read("out.txt")) == b"made here"
+    assert {f.name for f in run(session.files())} == {"data/input.csv", "out.txt"}
+    run(session.delete("out.txt"))
+    with pytest.raises(FileNotFoundError):
+        run(session.read("out.txt"))
+    with pytest.raises(QuotaExceeded):
+        run(session.upload("big.bin", b"x" * (LIMITS.scratch_mb * 2**20 + 1)))
+    assert "big.bin" not in {f.name for f in run(session.files())}
+    for bad in ("/etc/passwd", "../escape", "a/../../b", "nul\0byte", ""):
+        with pytest.raises(InvalidFileName):
+            run(session.upload(bad, b"x"))
+    run(session.run("import os\nos.symlink('/etc/passwd', 'link')"))
+    with pytest.raises((FileNotFoundError, InvalidFileName, OSError)):
+        run(session.read("link"))
+
+
+def test_uploads_owned_by_the_sandbox_user(session, run):
+    run(session.upload("mine.txt", b"x"))
+    result = run(session.run("import os\nopen('mine.txt', 'a').write('y')\nos.remove('mine.txt')\nprint('ok')"))
+    assert result.stdout == "ok\n", result.stderr
+
+
+def test_sessions_do_not_see_each_other(backend, run):
+    first, second = run(backend.open_session()), run(backend.open_session())
+    try:
+        run(first.run("secret = 'first-only'\nopen('secret.txt', 'w').write('first-only')"))
+        code = f"""
+import os, signal
+try:
+    print("ESCAPED", open({os.path.join(first.directory, 'secret.txt')!r}).read())
+except OSError as error:
+    print("denied read", type(error).__name__)
+print("secret" in globals())
+"""
+        result = run(second.run(code))
+        assert "ESCAPED" not in result.stdout and "False" in result.stdout
+        assert "first-only" not in result.stdout
+        assert first.alive and run(first.run("secret")).value == "'first-only'"
+    finally:
+        run(first.close())
+        run(second.close())
+
+
+def test_close_leaves_nothing(backend, run):
+    session = run(backend.open_session())
+    run(session.run("import subprocess, os\nsubprocess.Popen(['sleep', '60'])\nopen('f', 'w').write('x')\n"
+                    "os.makedirs('locked/in')\nos.chmod('locked/in', 0)\nos.chmod('locked', 0)"))
+    pid, directory = session.child.pid, session.directory
+    run(session.close())
+    assert not pid_alive(pid) and not os.path.exists(directory) and not session.alive
+    with pytest.raises(SandboxUnavailable):
+        run(session.files())
+
+
+def test_figures_come_back_as_png(session, run):
+    result = run(session.run("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])"))
+    assert result.images and result.images[0].media_type == "image/png"
+    assert result.images[0].data.startswith(b"\x89PNG")
