@@ -203,6 +203,16 @@ def test_upload_list_download_delete_flat_family(manager):
     assert call(app, "GET", "/files/r.md", params=q(V2)).status_code == 404
 
 
+def test_multipart_body_under_a_stale_json_content_type_is_still_an_upload(manager):
+    """What Semantic Kernel 1.45 sends after an execution: its client's JSON content type over a multipart body."""
+    app = build_aca_app(manager, settings())
+    request = httpx.Request("POST", "http://x/", files={"file": ("/mnt/data/s.bin", b"\x00\xff" * 50, "application/octet-stream")})
+    body = request.read()
+    response = call(app, "POST", "/files/upload", params=q(), content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert manager.stored[("token", "s-1")]["s.bin"][0] == b"\x00\xff" * 50
+
+
 def test_upload_into_a_subdirectory_with_path(manager):
     app = build_aca_app(manager, settings())
     call(app, "POST", "/files", params=q(V2, path="/mnt/data/in"), **multipart("x.csv", b"a,b"))

@@ -335,8 +335,6 @@ class SessionsApi:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_upload + MULTIPART_SLACK:
             raise self._too_large()
-        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            raise ApiError(400, "InvalidRequestBody", "Upload files as multipart/form-data with a 'file' part")
         form = await self._form(request)
         try:
             uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
@@ -371,16 +369,36 @@ class SessionsApi:
 
     async def _form(self, request: Request):
         limit = self.max_upload + MULTIPART_SLACK
+        stream = request.stream()
+        headers = request.headers
+        first = b""
+        if not headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            # Semantic Kernel (1.45) leaves "Content-Type: application/json" from its last execution on its shared
+            # HTTP client, which then wins over the multipart type of its uploads: take the boundary from the
+            # body's first line when it is a multipart delimiter.
+            async for chunk in stream:
+                first += chunk
+                if b"\r\n" in first or len(first) > 200:
+                    break
+            line = first.split(b"\r\n", 1)[0]
+            if not (first.startswith(b"--") and b"\r\n" in first and 2 < len(line) <= 72
+                    and re.fullmatch(rb"--[0-9A-Za-z'()+_,\-./:=?]+", line)):
+                raise ApiError(400, "InvalidRequestBody", "Upload files as multipart/form-data with a 'file' part")
+            mutable = headers.mutablecopy()
+            mutable["content-type"] = f"multipart/form-data; boundary={line[2:].decode('ascii')}"
+            headers = mutable
 
         async def capped() -> AsyncIterator[bytes]:
-            seen = 0
-            async for chunk in request.stream():
+            seen = len(first)
+            if first:
+                yield first
+            async for chunk in stream:
                 seen += len(chunk)
                 if seen > limit:
                     raise self._too_large()
                 yield chunk
 
-        parser = MultiPartParser(request.headers, capped(), max_files=16, max_fields=16)
+        parser = MultiPartParser(headers, capped(), max_files=16, max_fields=16)
         try:
             return await parser.parse()
         except MultiPartException as error:
