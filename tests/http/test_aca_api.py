@@ -427,3 +427,15 @@ def test_keys_are_fetched_once_and_unknown_kids_refresh_at_most_once_a_minute(ma
     fetches = [s["GET"] for s in state.seen if "GET" in s][before:]
     assert fetches.count(f"/{TENANT}/v2.0/.well-known/openid-configuration") == 1
     assert fetches.count(f"/{TENANT}/discovery/v2.0/keys") <= 2, fetches
+
+
+def test_lenient_form_for_the_shared_guard_returns_a_caller_or_none(entra):
+    server, state, context = entra
+    verifier = EntraVerifier(EntraSettings(TENANT, authority=server.url, allowed_object_ids=frozenset({"*"})),
+                             ssl_context=context)
+    lenient = verifier.lenient()
+    caller = asyncio.run(lenient(sign(entra)))
+    assert caller.id == f"entra:{TENANT}/{state.signer.object_id}" and caller.kind == "entra"
+    assert caller.roles == ("Sessions.Execute",)
+    assert asyncio.run(lenient(sign(entra, exp=int(time.time()) - 3600, iat=1, nbf=1))) is None
+    assert asyncio.run(lenient("devui-token")) is None

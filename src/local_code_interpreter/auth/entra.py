@@ -94,6 +94,21 @@ class EntraVerifier:
     async def __call__(self, token: str) -> Caller:
         return await asyncio.to_thread(self.verify, token)
 
+    def lenient(self):
+        """For the shared ASGI guard's verifier list (`async (token) -> Caller | None`): None for a token this
+        verifier refuses (the guard answers 401), after logging why; tokens that are not JWTs are not tried."""
+
+        async def verify(token: str) -> Caller | None:
+            if token.count(".") != 2:
+                return None
+            try:
+                return await self(token)
+            except AuthError as error:
+                log.info("Entra ID token refused (%d): %s", error.status, error.message)
+                return None
+
+        return verify
+
     # -- synchronous core (runs in a worker thread) --------------------------------------------------------
     def verify(self, token: str) -> Caller:
         try:
