@@ -145,6 +145,9 @@ async def serve(settings: Settings, open_browser: bool = False) -> None:
 
     manager = SessionManager(sandbox, settings)
     await manager.start()
+    entra = settings.entra
+    log.info("sessions API on /sessions (Microsoft Entra ID tokens: %s)",
+             f"tenant {entra.tenant_id}, audience {', '.join(entra.audiences)}" if entra else "off")
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     log.info("DevUI on http://%s:%d (mode %s, auth %s)", settings.host, settings.port, settings.mode,
