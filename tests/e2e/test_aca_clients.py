@@ -148,7 +148,8 @@ def test_client_round_trip(world, reports, client):
     assert "started" in timeout["stdout"] and re.search(r"time(d)? ?out", timeout["stderr"], re.I), timeout
     if "status" in failure:
         assert failure["status"] == "Failure" and timeout["status"] == "Failure"
-    view(client, report["after_timeout"])  # the service still answers this session after the timeout
+    # The timeout interrupted the cell (KeyboardInterrupt), not the session: its variables are still there.
+    assert str(view(client, report["after_timeout"])["result"]) == "21", report["after_timeout"]
 
     if CLIENTS[client][1] == "entra":  # the client's DefaultAzureCredential got its token from the stand-in
         assert len(world["entra"].issued) > seen and not world["entra"].refused, world["entra"].refused
