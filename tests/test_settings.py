@@ -95,3 +95,21 @@ def test_cli_configuration_error_is_one_line_exit_2(env):
 ])
 def test_extract_code(message, code):
     assert extract_code(message) == code
+
+
+def test_session_settings_default_and_validate():
+    sessions = load({}, {}).sessions
+    assert (sessions.idle_seconds, sessions.disk_mb, sessions.memory_mb, sessions.max_upload_mb) == (1200.0, 512, 512,
+                                                                                                      128)
+    assert sessions.max_sessions >= 1  # sized to this host's memory (sessions.default_max_sessions)
+    env = {"LCI_SESSION_IDLE_SECONDS": "90", "LCI_MAX_SESSIONS": "7", "LCI_SESSION_DISK_MB": "100",
+           "LCI_SESSION_MEMORY_MB": "256", "LCI_MAX_UPLOAD_MB": "10"}
+    sessions = load({}, env).sessions
+    assert (sessions.idle_seconds, sessions.max_sessions, sessions.disk_mb, sessions.memory_mb,
+            sessions.max_upload_mb) == (90.0, 7, 100, 256, 10)
+    assert load({}, {"LCI_MEMORY_MB": "128"}).sessions.memory_mb == 128  # follows the execution memory limit
+    for name, bad in (("LCI_SESSION_IDLE_SECONDS", "soon"), ("LCI_SESSION_IDLE_SECONDS", "0"),
+                      ("LCI_MAX_SESSIONS", "0"), ("LCI_SESSION_DISK_MB", "-1"), ("LCI_SESSION_MEMORY_MB", "8"),
+                      ("LCI_MAX_UPLOAD_MB", "lots")):
+        with pytest.raises(ConfigError, match=name):
+            load({}, {name: bad})

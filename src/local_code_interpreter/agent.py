@@ -8,21 +8,27 @@ from agent_framework import Agent
 
 from .replies import SafeReplies
 from .sandbox import Sandbox
+from .sessions import SessionManager
 from .tool import make_execute_code
 
 AGENT_NAME = "local-code-interpreter"
 INSTRUCTIONS = """You are a careful assistant with a Python code interpreter.
-When a question needs computation, data handling or checking, write a complete Python program and run it
-with the execute_code tool; print the values you need. Each run starts fresh, with no network access and
-only a temporary working directory. Answer from the tool's real output; if it fails, fix the code and retry."""
+When a question needs computation, data handling or checking, write Python and run it with the execute_code
+tool; print the values you need (the value of a last bare expression is shown too). Within this conversation
+the interpreter is a live session: variables, imports, functions and files in its working directory persist
+from one call to the next, so build on earlier results instead of repeating them. Files the user attached are
+in the working directory, by name. Matplotlib figures are captured and shown automatically; you need not save
+them. There is no network access. If the tool's reply says a fresh session was started, earlier state is gone:
+recreate what you need. Answer from the tool's real output; if it fails, fix the code and retry."""
 
 
-def build_agent(chat_client: Any, sandbox: Sandbox) -> Agent:
+def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | None = None) -> Agent:
+    """The agent; with `sessions`, each conversation (`conversation.conversation_key`) keeps one session."""
     return Agent(
         client=chat_client,
         name=AGENT_NAME,
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
-        tools=[make_execute_code(sandbox)],
+        tools=[make_execute_code(sandbox, sessions)],
         middleware=[SafeReplies()],
     )

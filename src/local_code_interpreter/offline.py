@@ -1,7 +1,8 @@
 """The embedded default chat client: no model, yet the same agent, tool and sandbox path.
 
 A user message that holds code (a fenced block, or the whole message) becomes a call to `execute_code`;
-the tool's answer becomes the reply, with a note that no model is configured.
+the tool's answer becomes the reply (its text and any images), with a note that no model is configured. Within a
+conversation the tool runs in that conversation's session, so `x = 41` then `print(x + 1)` prints 42.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _reply(messages: Sequence[Message]) -> list[Content]:
     if last is not None and last.role == "tool":
         results = [c for c in last.contents if c.type == "function_result"]
         output = "\n".join(str(c.result) for c in results)
-        return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}")]
+        # Images the code drew travel as data items of the function result; the reply shows them too.
+        images = [item for c in results for item in (c.items or []) if item.type == "data"]
+        return [Content.from_text(f"{output}\n\n{NO_MODEL_NOTE}"), *images]
     text = last.text if last is not None else ""
     code = extract_code(text or "")
     if code is None:

@@ -17,9 +17,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .sandbox import ExecutionResult, FileInfo, QuotaExceeded, Sandbox, SandboxBusy, Session
+from .sandbox import ExecutionResult, FileInfo, Limits, QuotaExceeded, Sandbox, SandboxBusy, Session
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,16 @@ class SessionManager:
         self.sandbox = sandbox
         self.limits: SessionLimits = getattr(settings, "sessions", settings)
         self.language = language or getattr(settings, "language", None)
+        # What each session is opened with: the execution limits, with the session's memory and disk quotas.
+        base = getattr(settings, "limits", None)
+        self.session_limits: Limits | None = (None if base is None else
+                                              replace(base, memory_mb=self.limits.memory_mb,
+                                                      scratch_mb=self.limits.disk_mb))
         self._clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # least recently used first
         self._notices: OrderedDict[Key, str] = OrderedDict()
         self._reaper: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()  # sessions being closed in the background (expired, evicted)
         self._closed = False
         self._counts = {"created": 0, "expired": 0, "evicted": 0, "lost": 0, "closed": 0}
 
@@ -143,6 +149,8 @@ class SessionManager:
         for entry in entries:
             entry.ended = True
             await self._close_session(entry)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def stats(self) -> dict:
         """Live and busy sessions, the limit, and how many sessions were created/expired/evicted/lost/closed."""
@@ -239,8 +247,8 @@ class SessionManager:
                         if not create:
                             yield None, ""
                             return
-                        notice = self._notices.pop(key, "")
                         await self._open(entry)
+                        notice = self._notices.pop(key, "")  # after a successful open, so a failure keeps it
                     self._entries.move_to_end(key)
                     try:
                         yield entry.session, notice
@@ -266,7 +274,7 @@ class SessionManager:
             self._note(victim.key, "The previous session of this conversation was closed to make room for others "
                                    "(least recently used), so its variables and files are gone; a fresh session "
                                    "was started.")
-            asyncio.get_running_loop().create_task(self._close_session(victim))
+            self._close_later(victim)
             log.info("evicted the least recently used idle session (replica full: %d)", self.limits.max_sessions)
         entry = _Entry(key, last_used=self._clock())
         self._entries[key] = entry
@@ -274,7 +282,10 @@ class SessionManager:
 
     async def _open(self, entry: _Entry) -> None:
         try:
-            entry.session = await self.sandbox.open_session(self.language)
+            if self.session_limits is None:
+                entry.session = await self.sandbox.open_session(self.language)
+            else:
+                entry.session = await self.sandbox.open_session(self.language, self.session_limits)
         except BaseException:
             self._forget(entry)  # nothing was opened: free the slot
             raise
@@ -290,7 +301,7 @@ class SessionManager:
             self._note(entry.key, f"The previous session of this conversation expired after "
                                   f"{self.limits.idle_seconds:g} s idle, so its variables and files are gone; "
                                   "a fresh session was started.")
-        asyncio.get_running_loop().create_task(self._close_session(entry))
+        self._close_later(entry)
 
     def _forget(self, entry: _Entry) -> None:
         entry.ended = True
@@ -302,6 +313,11 @@ class SessionManager:
         self._notices.move_to_end(key)
         while len(self._notices) > _MAX_PENDING_NOTICES:
             self._notices.popitem(last=False)
+
+    def _close_later(self, entry: _Entry) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_session(entry))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _lose(self, entry: _Entry) -> None:
         """The session died (crash, timeout past the grace period, memory quota): close it, tell the next caller."""

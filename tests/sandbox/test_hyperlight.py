@@ -118,3 +118,92 @@ def test_infinite_loop_in_the_guest_times_out():
 def test_guest_cannot_read_host_files():
     result = run("print(open('/etc/hostname').read())")
     assert result.exit_code != 0
+
+
+# -- sessions -------------------------------------------------------------------------------------------------
+
+# A stand-in worker speaking the session protocol (hyperlight_worker.py --session) with plain `exec` in one
+# namespace, so the session plumbing (state kept in one worker, timeout and crash handling, clean-up) is tested
+# here even where no micro-VM can start. The real guest is tested below where one can.
+FAKE_SESSION_WORKER = r"""
+import contextlib, io, json, os, sys
+config = json.loads(sys.stdin.readline())
+print(json.dumps({"ready": True}), flush=True)
+scope = {}
+for line in sys.stdin:
+    code = json.loads(line)["code"]
+    if code == "crash":
+        os._exit(3)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, scope)
+    print(json.dumps({"stdout": out.getvalue(), "stderr": "", "exit_code": 0}), flush=True)
+"""
+
+
+def in_session(*codes, limits=LIMITS, language=None):
+    async def go():
+        backend = create_sandbox("hyperlight", limits)
+        session = await backend.open_session(language)
+        try:
+            return [await session.run(code) for code in codes], session
+        finally:
+            await session.close()
+            await backend.close()
+
+    return asyncio.run(go())
+
+
+def test_without_a_micro_vm_open_session_gives_the_librarys_reason():
+    if REASON is not None:
+        from local_code_interpreter.sandbox import SandboxUnavailable
+
+        with pytest.raises(SandboxUnavailable, match="keeps no sessions here") as caught:
+            in_session("x = 1")
+        assert REASON.splitlines()[0][:80] in str(caught.value)
+    sessions = next(layer for layer in hyperlight.report(Limits()).layers if layer.name == "sessions")
+    assert sessions.active is (hyperlight.session_support() is None)
+    if not sessions.active:
+        assert hyperlight.session_support() in sessions.detail
+
+
+def _fake_session_worker(monkeypatch) -> None:
+    _fake_worker(monkeypatch, FAKE_SESSION_WORKER)
+    monkeypatch.setattr(hyperlight, "session_support", lambda: None)
+
+
+def test_session_keeps_one_worker_between_executions(monkeypatch):
+    _fake_session_worker(monkeypatch)
+    results, session = in_session("x = 41", "print(x + 1)", "import os\nprint(os.getpid())",
+                                  "print(os.getpid())")
+    assert results[1].stdout == "42\n" and results[2].stdout == results[3].stdout
+    assert not session.alive  # closed by in_session
+
+
+def test_session_timeout_kills_the_worker_and_says_the_state_was_lost(monkeypatch):
+    _fake_session_worker(monkeypatch)
+    results, _ = in_session("x = 1", "while True:\n    pass", "print(x)", limits=Limits(timeout_seconds=0.5))
+    assert results[1].timed_out and results[1].exit_code == TIMEOUT_EXIT_CODE and "lost" in results[1].notice
+    assert results[2].exit_code == 1 and "ended" in results[2].stderr
+
+
+def test_session_crash_ends_it_with_a_notice(monkeypatch):
+    _fake_session_worker(monkeypatch)
+    results, _ = in_session("crash")
+    assert results[0].exit_code == 1 and "crashed" in results[0].notice
+
+
+def test_session_that_cannot_start_raises_the_workers_reason(monkeypatch):
+    from local_code_interpreter.sandbox import SandboxUnavailable
+
+    _fake_worker(monkeypatch, "import json, sys\nsys.stdin.readline()\n"
+                              "print(json.dumps({'error': 'hyperlight sandbox unavailable: no KVM today'}))")
+    monkeypatch.setattr(hyperlight, "session_support", lambda: None)
+    with pytest.raises(SandboxUnavailable, match="^no KVM today$"):
+        in_session("x = 1")
+
+
+@needs_vm
+def test_session_keeps_guest_state_in_the_micro_vm():
+    results, _ = in_session("x = 41", "print(x + 1)")
+    assert results[1].stdout == "42\n"

@@ -199,3 +199,123 @@ def test_start_warms_the_pool_before_the_first_run():
             await backend.close()
 
     assert asyncio.run(scenario()).stdout == "warm\n"
+
+
+# -- sessions: state kept between executions as Monty's own dump() ------------------------------------------
+
+
+def in_session(*codes: str, limits: Limits = SMALL):
+    """Run each snippet in turn in one real monty session; returns (results, the session)."""
+    async def go():
+        backend = create_sandbox("monty", limits)
+        try:
+            session = await backend.open_session()
+            results = [await session.run(code) for code in codes]
+            return results, session
+        finally:
+            await backend.close()
+
+    return asyncio.run(go())
+
+
+def test_session_keeps_variables_functions_and_imports():
+    results, session = in_session("x = 41", "print(x + 1)", "import math\ndef double(a):\n    return a * 2",
+                                  "print(double(x), math.floor(2.5))")
+    assert [r.exit_code for r in results] == [0, 0, 0, 0]
+    assert results[1].stdout == "42\n" and results[3].stdout == "82 2\n"
+    assert session.alive and all(r.notice == "" for r in results)
+
+
+def test_session_shows_the_last_expression_like_a_repl_and_binds_underscore():
+    results, _ = in_session("x = 6\nx * 7", "_ + 1", "y = [1, 'a']; y", "x = 1", "None", "print('p')",
+                            "'é' * 3")
+    assert [r.value for r in results] == ["42", "43", "[1, 'a']", None, None, None, "'ééé'"]
+    assert results[0].stdout == "" and results[5].stdout == "p\n"
+
+
+def test_session_value_text_is_capped():
+    results, _ = in_session("'a' * 5000")
+    assert len(results[0].value) == SMALL.max_output_bytes
+
+
+def test_session_error_keeps_earlier_state_and_shows_the_callers_line():
+    results, session = in_session("x = 1", "x = 2\n1 / 0", "x")
+    assert results[1].exit_code == 1 and "ZeroDivisionError" in results[1].stderr
+    assert "_ = (" not in results[1].stderr and "\n    1 / 0\n" in results[1].stderr
+    assert results[2].value == "2" and session.alive  # like a REPL: what ran before the error stays
+
+
+def test_session_syntax_error_changes_nothing():
+    results, _ = in_session("x = 1", "x = 2\ndef f(:", "x")
+    assert results[1].exit_code == 1 and "SyntaxError" in results[1].stderr
+    assert results[2].value == "1"
+
+
+def test_session_timeout_interrupts_the_cell_and_the_session_survives():
+    results, session = in_session("x = 5", "while True:\n    x += 1", "x > 5")
+    assert results[1].timed_out and results[1].exit_code == TIMEOUT_EXIT_CODE
+    assert results[2].value == "True" and session.alive and results[1].notice == ""
+
+
+def test_session_ends_when_the_worker_dies_and_says_so():
+    # One huge big-integer operation never reaches Monty's own time check; the pool kills the worker past the
+    # grace period (MontyCrashedError), which loses the interpreter.
+    results, session = in_session("x = 1", "y = 10 ** (10 ** 7)", "x", limits=Limits(timeout_seconds=0.3))
+    assert results[1].timed_out and "state" in results[1].notice and "lost" in results[1].notice
+    assert not session.alive
+    assert results[2].exit_code == 1 and "ended" in results[2].stderr
+
+
+def test_two_sessions_do_not_share_state():
+    async def go():
+        backend = create_sandbox("monty", SMALL)
+        try:
+            one, two = await backend.open_session(), await backend.open_session()
+            await one.run("secret = 'one'")
+            await two.run("secret = 'two'")
+            return (await one.run("secret")).value, (await two.run("secret")).value, (await backend.run("secret"))
+        finally:
+            await backend.close()
+
+    first, second, oneshot = asyncio.run(go())
+    assert (first, second) == ("'one'", "'two'")
+    assert oneshot.exit_code == 1 and "NameError" in oneshot.stderr  # one-shot runs stay fresh
+
+
+def test_session_has_no_files_and_says_why():
+    from local_code_interpreter.sandbox import SandboxUnavailable
+
+    async def go():
+        backend = create_sandbox("monty", SMALL)
+        try:
+            session = await backend.open_session()
+            assert await session.files() == []
+            with pytest.raises(SandboxUnavailable, match="no file system"):
+                await session.upload("a.csv", b"1,2\n")
+            with pytest.raises(FileNotFoundError):
+                await session.read("a.csv")
+            with pytest.raises(SandboxUnavailable, match="Python only"):
+                await backend.open_session("javascript")
+            await session.close()
+            assert not session.alive and session.state_bytes == 0
+        finally:
+            await backend.close()
+
+    asyncio.run(go())
+
+
+def test_idle_session_holds_no_worker_only_its_state():
+    async def go():
+        backend = create_sandbox("monty", SMALL)
+        try:
+            sessions = [await backend.open_session() for _ in range(3 * 8)]  # more than the pool's workers
+            for n, session in enumerate(sessions):
+                await session.run(f"n = {n}")
+            values = [(await session.run("n")).value for session in sessions]
+            return values, [session.state_bytes for session in sessions]
+        finally:
+            await backend.close()
+
+    values, sizes = asyncio.run(go())
+    assert values == [str(n) for n in range(24)]
+    assert all(0 < size < 64 * 1024 for size in sizes)

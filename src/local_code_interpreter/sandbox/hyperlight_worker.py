@@ -5,6 +5,11 @@ process. The request is `{"code", "language", "heap_mb", "stack_mb"}`. The guest
 process's stdout/stderr and its exit code becomes ours; a sandbox that cannot be built or started exits 1 with
 `UNAVAILABLE` and the library's own error on stderr. Uses `hyperlight_nanvix` when installed, otherwise
 `hyperlight_sandbox`.
+
+`python -I hyperlight_worker.py --session` keeps one hyperlight-sandbox Sandbox for many executions (a session):
+the first stdin line is `{"language", "heap_mb", "stack_mb"}`, answered `{"ready": true}` or `{"error": reason}`;
+then each line `{"code"}` is answered with one line `{"stdout", "stderr", "exit_code"}`. Protocol lines go to the
+original stdout; anything the native library prints goes to stderr.
 """
 
 from __future__ import annotations
@@ -58,7 +63,43 @@ def _run_wasm(code: str, language: str, heap_mb: int, stack_mb: int) -> int:
     return result.exit_code if 0 <= result.exit_code < 256 else 1
 
 
+def serve_session() -> int:
+    """Keep one Sandbox and run each requested cell in it, until stdin closes (see the module docstring)."""
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # stray native output must not corrupt the protocol
+    config = json.loads(sys.stdin.readline() or "{}")
+    if importlib.util.find_spec("hyperlight_nanvix") is not None:
+        reply = {"error": "hyperlight-nanvix runs each workload in a fresh micro-VM, so it keeps no session state"}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+        return 1
+    from hyperlight_sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox(backend="wasm" if config["language"] == "python" else "hyperlight-js",
+                          heap_size=f"{config['heap_mb']}Mi", stack_size=f"{config['stack_mb']}Mi")
+        sandbox.run("pass" if config["language"] == "python" else "0;")  # build the VM now, not at the first cell
+    except Exception as exc:  # noqa: BLE001 - the library's own words are the reason
+        protocol.write(json.dumps({"error": f"{UNAVAILABLE}{exc}"}) + "\n")
+        protocol.flush()
+        return 1
+    protocol.write(json.dumps({"ready": True}) + "\n")
+    protocol.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            result = sandbox.run(request["code"])
+            reply = {"stdout": result.stdout, "stderr": result.stderr, "exit_code": result.exit_code}
+        except Exception as exc:  # noqa: BLE001 - reported as this cell's error; the session goes on
+            reply = {"stdout": "", "stderr": f"{exc}\n", "exit_code": 1}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--session"]:
+        return serve_session()
     request = json.load(sys.stdin)
     if importlib.util.find_spec("hyperlight_nanvix") is not None:
         return _run_nanvix(request["code"], request["language"])

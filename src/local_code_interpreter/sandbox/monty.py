@@ -17,6 +17,7 @@ import ast
 import asyncio
 import functools
 import os
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -63,13 +64,28 @@ def _show_last_value(code: str, cap: int) -> str:
     if not tree.body or not isinstance(tree.body[-1], ast.Expr):
         return code + _DISCARD_VALUE
     last = tree.body[-1]
+    if isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name) and last.value.func.id == "print":
+        return code + _DISCARD_VALUE  # the commonest last line; its value is None
     lines = code.splitlines(keepends=True)
     # ast offsets are in UTF-8 bytes within a line
     head = "".join(lines[: last.lineno - 1]) + lines[last.lineno - 1].encode()[: last.col_offset].decode()
     expr = ast.get_source_segment(code, last)
     if expr is None:
         return code + _DISCARD_VALUE
-    return f"{head}_ = ({expr}\n)\npass\nNone if _ is None else repr(_)[:{cap}]"
+    return f"{head}{_BIND}{expr}\n)\npass\nNone if _ is None else repr(_)[:{cap}]"
+
+
+_BIND = "_ = ("
+# A traceback's source line of the rewritten last expression, and the marker line under it.
+_BOUND_LINE = re.compile(r"^( +)" + re.escape(_BIND) + r"(.*)\n( +)([~^]+)$", re.MULTILINE)
+
+
+def _unbind(message: str) -> str:
+    """Show a traceback through the rewritten last line as the caller wrote it (without `_ = (`)."""
+    def restore(match: re.Match) -> str:
+        indent, rest, marks_indent, marks = match.groups()
+        return f"{indent}{rest}\n{marks_indent[:-len(_BIND)] or ' '}{marks}"
+    return _BOUND_LINE.sub(restore, message)
 
 
 class MontySession:
@@ -84,9 +100,10 @@ class MontySession:
 
     sandbox = NAME
 
-    def __init__(self, backend: "Backend") -> None:
+    def __init__(self, backend: "Backend", limits: Limits) -> None:
         self.id = uuid.uuid4().hex
-        self._backend = backend
+        self._backend, self.limits = backend, limits
+        self._monty_limits = _resource_limits(limits)
         self._state: bytes | None = None  # None: a fresh interpreter
         self._alive = True
 
@@ -100,10 +117,10 @@ class MontySession:
         return len(self._state or b"")
 
     async def run(self, code: str) -> ExecutionResult:
-        backend = self._backend
+        backend, limits = self._backend, self.limits
         started = time.perf_counter()
-        stdout = CappedBuffer(backend.limits.max_output_bytes)
-        stderr = CappedBuffer(backend.limits.max_output_bytes)
+        stdout = CappedBuffer(limits.max_output_bytes)
+        stderr = CappedBuffer(limits.max_output_bytes)
         if not self._alive:
             stderr.write(b"this session has ended; open a new one\n")
             return result(NAME, stdout, stderr, 1, False, started)
@@ -130,11 +147,11 @@ class MontySession:
                 timed_out = _hit_time_limit(error)
                 exit_code = TIMEOUT_EXIT_CODE if timed_out else 1
                 message = error.display() if hasattr(error, "display") else str(error)
-                stderr.write(f"{message}\n".encode("utf-8", "replace"))
-            quota = backend.limits.memory_mb * 1024 * 1024
+                stderr.write(f"{_unbind(message)}\n".encode("utf-8", "replace"))
+            quota = limits.memory_mb * 1024 * 1024
             if len(state) > quota:
                 self._end()
-                notice = (f"The session's state grew to {len(state)} bytes, past its {backend.limits.memory_mb} MiB "
+                notice = (f"The session's state grew to {len(state)} bytes, past its {limits.memory_mb} MiB "
                           "memory quota, so this session ended and its state was lost.")
             else:
                 self._state = state
@@ -145,11 +162,11 @@ class MontySession:
 
     def _feed(self, pool: Monty, state: bytes | None, code: str, on_print):
         """Blocking (on the executor): restore, run one cell, dump. Returns (value, new state, MontyError|None)."""
-        with pool.checkout(limits=self._backend._monty_limits) as session:
+        with pool.checkout(limits=self._monty_limits) as session:
             if state is not None:
                 session.load_session(state)
             value, error = None, None
-            rewritten = _show_last_value(code, self._backend.limits.max_output_bytes)
+            rewritten = _show_last_value(code, self.limits.max_output_bytes)
             try:
                 value = session.feed_run(rewritten, print_callback=on_print)
             except MontyCrashedError:
@@ -251,13 +268,13 @@ class Backend:
             stderr.write(f"{message}\n".encode("utf-8", "replace"))
         return result(NAME, stdout, stderr, exit_code, timed_out, started)
 
-    async def open_session(self, language: str | None = None) -> MontySession:
-        """A stateful session; no worker is held while it is idle."""
+    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> MontySession:
+        """A stateful session (with its own `limits` if given); no worker is held while it is idle."""
         language = language or self.language
         if language != "python":
             raise SandboxUnavailable(f"the monty sandbox runs Python only, not {language!r}")
         await self._ensure_pool()
-        return MontySession(self)
+        return MontySession(self, limits or self.limits)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -311,5 +328,12 @@ def report(limits: Limits) -> BackendReport:
                 "timeout)",
             ),
             Layer("output cap", usable, f"stdout and stderr capped at {limits.max_output_bytes} bytes each"),
+            Layer(
+                "sessions",
+                usable,
+                "state kept as Monty's own dump() in the server between executions (no worker held while idle), "
+                f"restored into a pooled worker per execution; state larger than {limits.memory_mb} MiB ends the "
+                "session; no files (Monty has no file system)",
+            ),
         ],
     )

@@ -1,0 +1,393 @@
+"""SessionManager policy against the real monty back end (and the subprocess back end where it keeps sessions):
+per-key sessions, owner scoping, idle expiry, LRU eviction with a notice, busy error, dead-session replacement,
+serialised executions, upload cap and disk quota, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import os
+
+import pytest
+
+from local_code_interpreter.sandbox import (
+    ExecutionResult,
+    FileInfo,
+    Limits,
+    QuotaExceeded,
+    SandboxBusy,
+    SandboxUnavailable,
+    create_sandbox,
+)
+from local_code_interpreter.sessions import SessionLimits, SessionManager, default_max_sessions, memory_budget_mb
+
+LIMITS = Limits(timeout_seconds=1.0, memory_mb=64, max_output_bytes=4096)
+
+
+class Recording:
+    """The real back end, remembering the sessions it opened so a test can check they were closed."""
+
+    def __init__(self, sandbox):
+        self.sandbox, self.name, self.opened = sandbox, sandbox.name, []
+
+    async def run(self, code, language=None):
+        return await self.sandbox.run(code, language)
+
+    async def open_session(self, language=None):
+        session = await self.sandbox.open_session(language)
+        self.opened.append(session)
+        return session
+
+
+@functools.lru_cache(maxsize=None)
+def session_support(backend: str) -> str | None:
+    """None when the back end opens sessions here, else its own reason (measured once)."""
+    async def probe():
+        sandbox = create_sandbox(backend, LIMITS)
+        try:
+            session = await sandbox.open_session()
+            result = await session.run("x = 1\nx")
+            await session.close()
+            return None if result.value == "1" else f"x = 1; x gave {result!r}"
+        except SandboxUnavailable as error:
+            return str(error)
+        finally:
+            await sandbox.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running event loop too
+        return pool.submit(asyncio.run, probe()).result()
+
+
+def backend_param(*names):
+    return pytest.mark.parametrize("backend", names)
+
+
+def need_sessions(backend: str) -> None:
+    reason = session_support(backend)
+    if reason is not None:
+        pytest.skip(f"the {backend} back end keeps no sessions here: {reason}")
+
+
+@contextlib.asynccontextmanager
+async def manager(backend="monty", limits=LIMITS, **policy):
+    need_sessions(backend)
+    sandbox = Recording(create_sandbox(backend, limits))
+    sessions = SessionManager(sandbox, SessionLimits(**policy), language="python")
+    await sessions.start()
+    try:
+        yield sessions, sandbox
+    finally:
+        await sessions.close_all()
+        await sandbox.sandbox.close()
+
+
+def go(coro):
+    return asyncio.run(coro)
+
+
+@backend_param("monty", "subprocess")
+def test_one_key_keeps_state_and_owners_never_share(backend):
+    async def body():
+        async with manager(backend) as (sessions, sandbox):
+            await sessions.run(("alice", "c1"), "x = 'alice'")
+            await sessions.run(("bob", "c1"), "x = 'bob'")  # same identifier, other owner
+            alice = await sessions.run(("alice", "c1"), "x")
+            bob = await sessions.run(("bob", "c1"), "x")
+            other = await sessions.run(("alice", "c2"), "x")
+            assert (alice.value, bob.value) == ("'alice'", "'bob'")
+            assert other.exit_code == 1 and "NameError" in other.stderr
+            assert len(sandbox.opened) == 3 and sessions.stats()["live"] == 3
+            assert all(not r.notice for r in (alice, bob, other))
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
+def test_idle_session_expires_is_closed_and_the_next_call_is_told(backend):
+    async def body():
+        async with manager(backend, idle_seconds=0.3) as (sessions, sandbox):
+            await sessions.run(("o", "c"), "x = 1")
+            await asyncio.sleep(1.0)  # the reaper runs every idle/2 s
+            assert sessions.stats()["live"] == 0 and sessions.stats()["expired"] == 1
+            assert not sandbox.opened[0].alive  # closed by the reaper, not merely forgotten
+            again = await sessions.run(("o", "c"), "x")
+            assert again.exit_code == 1 and "NameError" in again.stderr
+            assert "expired after 0.3 s idle" in again.notice and "fresh session" in again.notice
+            follow = await sessions.run(("o", "c"), "x = 2")
+            assert follow.notice == ""  # told once
+
+    go(body())
+
+
+def test_expiry_is_checked_on_use_even_between_reaper_rounds():
+    async def body():
+        now = [0.0]
+        need_sessions("monty")
+        sandbox = create_sandbox("monty", LIMITS)
+        sessions = SessionManager(sandbox, SessionLimits(idle_seconds=60), language="python", clock=lambda: now[0])
+        try:  # no start(): no reaper at all
+            await sessions.run(("o", "c"), "x = 1")
+            now[0] = 59.0
+            assert (await sessions.run(("o", "c"), "x")).value == "1"
+            now[0] = 59.0 + 61
+            late = await sessions.run(("o", "c"), "x")
+            assert "NameError" in late.stderr and "expired" in late.notice
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
+def test_full_replica_evicts_the_least_recently_used_idle_session_with_a_note(backend):
+    async def body():
+        async with manager(backend, max_sessions=2) as (sessions, sandbox):
+            await sessions.run(("o", "a"), "v = 'a'")
+            await sessions.run(("o", "b"), "v = 'b'")
+            await sessions.run(("o", "a"), "v")  # a is now the most recently used
+            third = await sessions.run(("o", "c"), "v = 'c'")
+            assert third.notice == ""
+            assert sessions.stats()["evicted"] == 1 and sessions.stats()["live"] == 2
+            await asyncio.sleep(0.05)  # the eviction closes the victim in the background
+            assert not sandbox.opened[1].alive and sandbox.opened[0].alive  # b went, a stayed
+            kept = await sessions.run(("o", "a"), "v")
+            assert kept.value == "'a'" and kept.notice == ""
+            back = await sessions.run(("o", "b"), "v")  # evicts c (now least recently used)
+            assert "NameError" in back.stderr
+            assert "make room" in back.notice and "fresh session" in back.notice
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
+def test_all_sessions_busy_is_a_clear_busy_error(backend):
+    async def body():
+        async with manager(backend, max_sessions=1) as (sessions, _):
+            long = asyncio.create_task(sessions.run(("o", "a"), "n = 0\nwhile True:\n    n += 1"))
+            await asyncio.sleep(0.2)
+            with pytest.raises(SandboxBusy, match="busy; retry"):
+                await sessions.run(("o", "b"), "print(1)")
+            done = await long
+            assert done.timed_out
+            ok = await sessions.run(("o", "b"), "print(1)")  # a is idle now: evicted, b runs
+            assert ok.stdout == "1\n" and sessions.stats()["evicted"] == 1
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
+def test_executions_in_one_session_are_serialised(backend):
+    async def body():
+        async with manager(backend, limits=Limits(timeout_seconds=10.0)) as (sessions, _):
+            await sessions.run(("o", "a"), "n = 0")
+            count = "for i in range(20000):\n    n += 1"
+            await asyncio.gather(*(sessions.run(("o", "a"), count) for _ in range(4)))
+            assert (await sessions.run(("o", "a"), "n")).value == "80000"
+
+    go(body())
+
+
+# How each real back end loses a session: monty's pool kills a worker whose single huge big-integer operation
+# never reaches Monty's own time check; a subprocess session's interpreter exits.
+KILLERS = {"monty": "y = 10 ** (10 ** 7)", "subprocess": "import os\nos._exit(3)"}
+
+
+@backend_param("monty", "subprocess")
+def test_a_dead_session_is_replaced_on_next_use_with_a_notice(backend):
+    async def body():
+        async with manager(backend, limits=Limits(timeout_seconds=0.3)) as (sessions, sandbox):
+            await sessions.run(("o", "a"), "x = 1")
+            died = await sessions.run(("o", "a"), KILLERS[backend])
+            assert died.exit_code != 0 and "lost" in died.notice
+            assert not sandbox.opened[0].alive and sessions.stats()["lost"] == 1
+            fresh = await sessions.run(("o", "a"), "x")
+            assert "NameError" in fresh.stderr
+            assert "had ended" in fresh.notice and "fresh session was started" in fresh.notice
+            assert len(sandbox.opened) == 2 and sandbox.opened[1].alive
+
+    go(body())
+
+
+class _DiesWhileIdle:
+    """In-test double: a session whose interpreter dies between executions (a subprocess child OOM-killed while
+    idle). No real back end here can be made to die while idle on demand, so this one is simulated."""
+
+    sandbox = "double"
+
+    def __init__(self, n):
+        self.id, self.alive, self.closed = f"s{n}", True, False
+
+    async def run(self, code):
+        return ExecutionResult(stdout=f"{self.id}\n", stderr="", exit_code=0, sandbox="double")
+
+    async def close(self):
+        self.closed, self.alive = True, False
+
+
+class _DoubleSandbox:
+    name = "double"
+
+    def __init__(self):
+        self.opened = []
+
+    async def open_session(self, language=None):
+        self.opened.append(_DiesWhileIdle(len(self.opened)))
+        return self.opened[-1]
+
+    async def run(self, code, language=None):
+        raise AssertionError("the manager never runs one-shot")
+
+
+def test_a_session_that_died_while_idle_is_closed_and_replaced_with_a_notice():
+    async def body():
+        sandbox = _DoubleSandbox()
+        sessions = SessionManager(sandbox, SessionLimits())
+        first = await sessions.run(("o", "a"), "")
+        sandbox.opened[0].alive = False
+        second = await sessions.run(("o", "a"), "")
+        assert (first.stdout, second.stdout) == ("s0\n", "s1\n")
+        assert sandbox.opened[0].closed and "fresh session was started" in second.notice
+        await sessions.close_all()
+        assert sandbox.opened[1].closed
+
+    go(body())
+
+
+def test_upload_cap_is_checked_before_any_session_is_made():
+    async def body():
+        async with manager("monty", max_upload_mb=1) as (sessions, sandbox):
+            with pytest.raises(QuotaExceeded, match="capped at 1 MB"):
+                await sessions.upload(("o", "a"), "big.bin", b"\0" * (1024 * 1024 + 1))
+            assert sandbox.opened == [] and sessions.stats()["live"] == 0
+
+    go(body())
+
+
+def test_monty_sessions_refuse_uploads_clearly():
+    async def body():
+        async with manager("monty") as (sessions, _):
+            with pytest.raises(SandboxUnavailable, match="no file system"):
+                await sessions.upload(("o", "a"), "a.csv", b"1,2\n")
+            assert await sessions.files(("o", "a")) == []
+
+    go(body())
+
+
+@backend_param("subprocess")
+def test_files_round_trip_and_the_disk_quota_counts_what_is_there(backend):
+    import importlib.util
+    if importlib.util.find_spec("local_code_interpreter.sandbox.files") is None:
+        pytest.skip("the subprocess back end's session files (sandbox/files.py) are not on this branch yet")
+
+    async def body():
+        async with manager(backend, disk_mb=1, max_upload_mb=1) as (sessions, _):
+            info = await sessions.upload(("o", "a"), "data.csv", b"a,b\n1,2\n")
+            assert isinstance(info, FileInfo) and (info.name, info.size) == ("data.csv", 8)
+            read = await sessions.run(("o", "a"), "print(open('data.csv').read().split()[1])")
+            assert read.stdout == "1,2\n"
+            assert await sessions.read(("o", "a"), "data.csv") == b"a,b\n1,2\n"
+            await sessions.upload(("o", "a"), "half.bin", b"\0" * (600 * 1024))
+            with pytest.raises(QuotaExceeded, match="disk quota"):
+                await sessions.upload(("o", "a"), "more.bin", b"\0" * (600 * 1024))
+            await sessions.upload(("o", "a"), "half.bin", b"\0" * (700 * 1024))  # replacing counts only once
+            await sessions.delete(("o", "a"), "half.bin")
+            assert [f.name for f in await sessions.files(("o", "a"))] == ["data.csv"]
+            with pytest.raises(FileNotFoundError):
+                await sessions.read(("o", "a"), "half.bin")
+
+    go(body())
+
+
+def test_unknown_keys_make_no_session_and_bad_keys_are_refused():
+    async def body():
+        async with manager("monty") as (sessions, sandbox):
+            assert await sessions.files(("o", "nobody")) == []
+            with pytest.raises(FileNotFoundError):
+                await sessions.read(("o", "nobody"), "a.txt")
+            with pytest.raises(FileNotFoundError):
+                await sessions.delete(("o", "nobody"), "a.txt")
+            assert await sessions.close(("o", "nobody")) is False
+            assert sandbox.opened == []
+            for bad in (("", "c"), ("o", ""), ("o",), "o/c", ("o", "c" * 300), (1, "c")):
+                with pytest.raises(ValueError, match="session key"):
+                    await sessions.run(bad, "print(1)")
+
+    go(body())
+
+
+def test_close_ends_the_session_and_close_all_ends_every_one():
+    async def body():
+        async with manager("monty") as (sessions, sandbox):
+            await sessions.run(("o", "a"), "x = 1")
+            await sessions.run(("o", "b"), "x = 2")
+            assert await sessions.close(("o", "a")) is True
+            assert not sandbox.opened[0].alive and sessions.stats()["closed"] == 1
+            again = await sessions.run(("o", "a"), "x")
+            assert "NameError" in again.stderr and again.notice == ""  # the owner closed it: no surprise to report
+            await sessions.close_all()
+            assert not any(session.alive for session in sandbox.opened) and sessions.stats()["live"] == 0
+            with pytest.raises(SandboxBusy, match="shutting down"):
+                await sessions.run(("o", "a"), "x")
+
+    go(body())
+
+
+def test_a_back_end_without_sessions_is_reported_not_faked():
+    async def body():
+        class NoSessions:
+            name = "plain"
+
+            async def run(self, code, language=None):
+                raise AssertionError
+
+        from local_code_interpreter.sandbox.bounded import Bounded
+        sessions = SessionManager(Bounded(NoSessions(), 1), SessionLimits())
+        with pytest.raises(SandboxUnavailable, match="cannot keep sessions"):
+            await sessions.run(("o", "a"), "x = 1")
+        assert sessions.stats()["live"] == 0  # the failed creation frees its slot
+
+    go(body())
+
+
+def test_default_max_sessions_is_sized_to_memory():
+    assert default_max_sessions(512, budget_mb=24 * 1024) == (24 * 1024 - 1024) // 512
+    assert default_max_sessions(512, budget_mb=2048) == (2048 - 512) // 512  # reserve: a quarter
+    assert default_max_sessions(512, budget_mb=300) == 1  # never zero
+    budget = memory_budget_mb()
+    assert budget is None or budget > 0
+    assert default_max_sessions(256) >= 1
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] == "Z"  # a zombie holds nothing but its pid
+    except FileNotFoundError:
+        return True
+
+
+def test_nothing_of_an_ended_subprocess_session_outlives_it():
+    need_sessions("subprocess")
+
+    async def body():
+        async with manager("subprocess", max_sessions=2, idle_seconds=0.5) as (sessions, sandbox):
+            for name in ("evicted", "closed", "expired"):  # the third evicts the first (max 2)
+                await sessions.run(("o", name), "open('kept.txt', 'w').write('x')")
+            await sessions.close(("o", "closed"))  # then one is closed by its owner, and the last expires
+            await asyncio.sleep(1.5)
+            await sessions.run(("o", "after"), "pass")  # one more, then shutdown ends it
+            opened = list(sandbox.opened)
+            traces = [(s.child.pid, s.directory) for s in opened]
+            await sessions.close_all()
+            await asyncio.sleep(0.2)
+            stats = sessions.stats()
+            return traces, stats
+
+    traces, stats = go(body())
+    assert len(traces) == 4 and stats["evicted"] == 1 and stats["closed"] == 1 and stats["expired"] == 1
+    for pid, directory in traces:
+        assert pid and _gone(pid), f"session child {pid} outlived its session"
+        assert not os.path.exists(directory), f"session directory {directory} outlived its session"
