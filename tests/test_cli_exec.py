@@ -110,3 +110,41 @@ def test_doctor_json():
         assert isinstance(backend["usable"], bool) and backend["detail"] and backend["layers"]
         assert all({"name", "active", "detail"} <= set(layer) for layer in backend["layers"])
     assert {"environment", "rlimits", "no_new_privs", "landlock"} <= {layer["name"] for layer in backends["subprocess"]["layers"]}
+
+
+def test_control_sequences_are_escaped_on_a_terminal(script):
+    """On a TTY, the code's window-title, clipboard and clear-screen sequences are shown, not obeyed."""
+    import pty
+
+    code = script("import sys\nprint('\\x1b]0;pwned\\x07title \\x1b]52;c;cHduZWQ=\\x07clip \\x1b[2J\\x1b[Hclear "
+                  "\\x9b31mc1 ok')\nprint('\\x1b]2;err\\x07', file=sys.stderr)")
+    controller, terminal = pty.openpty()
+    try:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("LCI_")}
+        done = subprocess.run([sys.executable, "-m", "local_code_interpreter", "exec", code], stdout=terminal,
+                              stderr=terminal, env=clean, timeout=180)
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the other side is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    text = shown.decode("utf-8", "replace")
+    assert done.returncode == 0
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, repr(text)
+    assert "\\x1b]0;pwned\\x07title" in text and "\\x1b[2J" in text and "\\x9b31mc1 ok" in text
+    assert "\\x1b]2;err\\x07" in text  # stderr too
+
+
+def test_output_is_raw_when_not_a_terminal(script):
+    done = cli("exec", script("print('\\x1b[1mbold\\x1b[0m')"))
+    assert done.stdout == "\x1b[1mbold\x1b[0m\n"

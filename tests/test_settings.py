@@ -69,6 +69,8 @@ def test_flags_win_over_environment_and_hyperlight_selects_its_sandbox():
     ({}, {"LCI_DEVUI_MODE": "admin"}, "LCI_DEVUI_MODE"),
     ({}, {"LCI_HYPERLIGHT": "ruby"}, "LCI_HYPERLIGHT"),
     ({}, {"LCI_LOG_LEVEL": "LOUD"}, "LCI_LOG_LEVEL"),
+    ({}, {"LCI_QUEUE_TIMEOUT_SECONDS": "forever"}, "LCI_QUEUE_TIMEOUT_SECONDS"),
+    ({}, {"LCI_QUEUE_LENGTH": "-1"}, "LCI_QUEUE_LENGTH"),
 ])
 def test_setting_errors_name_the_variable(flags, env, names):
     with pytest.raises(ConfigError, match=names):
@@ -113,3 +115,9 @@ def test_session_settings_default_and_validate():
                       ("LCI_MAX_UPLOAD_MB", "lots")):
         with pytest.raises(ConfigError, match=name):
             load({}, {name: bad})
+
+
+def test_queue_settings():
+    assert (load({}, {}).queue_timeout_seconds, load({}, {}).queue_length) == (30.0, 64)
+    settings = load({}, {"LCI_QUEUE_TIMEOUT_SECONDS": "2.5", "LCI_QUEUE_LENGTH": "0"})
+    assert (settings.queue_timeout_seconds, settings.queue_length) == (2.5, 0)

@@ -1,0 +1,114 @@
+"""The concurrency bound holds: a cancelled caller stops its execution, waiting is bounded, busy is an error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from local_code_interpreter.sandbox import Limits, SandboxBusy, create_sandbox
+from local_code_interpreter.sandbox.bounded import Bounded
+from local_code_interpreter.sandbox.process import report
+from local_code_interpreter.sandbox.types import ExecutionResult
+
+
+class Slow:
+    """A fake back end that counts how many runs are inside it at once; a cancelled run stops at once."""
+
+    name = "slow"
+
+    def __init__(self):
+        self.inside = self.most = 0
+
+    async def run(self, code, language=None):
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        try:
+            await asyncio.sleep(float(code))
+            return ExecutionResult("", "", 0)
+        finally:
+            self.inside -= 1
+
+    async def close(self):
+        pass
+
+
+def test_queue_timeout_and_length_raise_busy():
+    async def scenario():
+        gate = Bounded(Slow(), slots=1, queue_timeout=0.2, queue_length=1)
+        holder = asyncio.create_task(gate.run("1"))
+        await asyncio.sleep(0.05)
+        waiter = asyncio.create_task(gate.run("0"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(SandboxBusy, match="already waiting"):
+            await gate.run("0")  # the queue (length 1) is full
+        with pytest.raises(SandboxBusy, match="within 0.2 s"):
+            await waiter  # waited past the queue timeout
+        await holder
+        assert (await gate.run("0")).exit_code == 0  # free again
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_callers_never_push_the_count_past_the_bound():
+    async def scenario():
+        backend = Slow()
+        gate = Bounded(backend, slots=2, queue_timeout=5, queue_length=100)
+        tasks = [asyncio.create_task(gate.run("0.2")) for _ in range(20)]
+        for task in tasks[::3]:
+            await asyncio.sleep(0.01)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return backend.most, gate.running
+
+    most, running = asyncio.run(scenario())
+    assert most <= 2 and running == 0
+
+
+def _processes_in(directory: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)") == directory:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not report(Limits()).usable, reason="the subprocess back end needs Linux")
+def test_a_dropped_caller_stops_its_execution_before_freeing_its_slot():
+    """A streamed request the client dropped is a cancelled task: its execution is killed, its slot freed only
+    after its processes are gone, and the next caller runs."""
+
+    async def scenario():
+        sandbox = create_sandbox("subprocess", Limits(timeout_seconds=30), max_concurrency=1, queue_timeout_seconds=10)
+        try:
+            await sandbox.start()
+            task = asyncio.create_task(sandbox.run("import subprocess, time\nsubprocess.Popen(['sleep', '60'])\n"
+                                                   "time.sleep(30)"))
+            backend = sandbox.backend
+            directory = None
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                busy = [child for child in backend.supervisor._children.values() if child.cell is not None]
+                if busy:
+                    directory = busy[0].scratch
+                    break
+            assert directory, "the execution did not start"
+            assert _processes_in(directory)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            left = _processes_in(directory)  # gone before the slot was given back
+            started = time.monotonic()
+            after = await sandbox.run("print('next')")
+            return left, after, time.monotonic() - started, sandbox.running
+        finally:
+            await sandbox.close()
+
+    left, after, waited, running = asyncio.run(scenario())
+    assert left == [] and after.stdout == "next\n" and running == 0
+    assert waited < 5
