@@ -356,6 +356,19 @@ def test_files_changed_between_cells_are_not_the_cells(child):
     assert child.run("open('uploaded.txt').read()")[0]["files"] == []
 
 
+def test_files_are_found_in_the_session_directory_after_a_chdir(child):
+    frame, _, _ = child.run("import os, tempfile\nhome = os.getcwd()\nos.chdir(tempfile.gettempdir())\n"
+                            "os.chdir(home)\nos.mkdir('elsewhere')\nos.chdir('elsewhere')\n"
+                            "open('made-after-chdir.txt', 'w').write('x')")
+    assert [f["name"] for f in frame["files"]] == ["elsewhere/made-after-chdir.txt"]
+    assert child.run("os.chdir(home)")[0]["files"] == []
+
+
+def test_display_prints_like_a_notebook(child):
+    frame, out, _ = child.run("display({'a': 1}, 'text')")
+    assert (frame["exit_code"], out) == (0, "{'a': 1}\ntext\n")
+
+
 def test_links_and_deleted_files_are_not_reported(child):
     frame, _, _ = child.run("import os\nopen('gone.txt', 'w').close()\nos.remove('gone.txt')\n"
                             "os.symlink('/etc/passwd', 'link')")

@@ -52,6 +52,7 @@ MAX_REPORTED_FILES = 1000
 _HEADER = struct.Struct("!I")
 _THIS_FILE = __file__
 _running = False  # SIGINT interrupts a running cell only; between cells it is ignored
+_workdir = "."  # the session directory (the working directory when serve() started), even if a cell chdirs
 
 
 def prepare(mpl_config_dir: str | None = None) -> list[str]:
@@ -121,6 +122,9 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     _own_streams()
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
+    main.__dict__["display"] = display
+    global _workdir
+    _workdir = os.getcwd()
     sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
     sys.argv = [""]
     signal.signal(signal.SIGINT, _on_sigint)
@@ -144,7 +148,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
 def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
     """Run one cell in `namespace`; the result frame's content. Output is flushed before it returns."""
     global _running
-    before = snapshot()
+    before = snapshot(_workdir)
     value = error = None
     exit_code = 0
     try:
@@ -163,7 +167,7 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot()),
+    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot(_workdir)),
             "error": error}
 
 
@@ -208,6 +212,12 @@ def _event_loop():
         _loop = asyncio.new_event_loop()
         asyncio.set_event_loop(_loop)
     return _loop
+
+
+def display(*objects) -> None:
+    """What notebook code calls out of habit: the repr of each object on stdout (figures are captured anyway)."""
+    for item in objects:
+        print(item if isinstance(item, str) else repr(item))
 
 
 def _on_sigint(signum, frame):
