@@ -439,3 +439,13 @@ def test_lenient_form_for_the_shared_guard_returns_a_caller_or_none(entra):
     assert caller.roles == ("Sessions.Execute",)
     assert asyncio.run(lenient(sign(entra, exp=int(time.time()) - 3600, iat=1, nbf=1))) is None
     assert asyncio.run(lenient("devui-token")) is None
+
+
+def test_unicode_and_space_names_round_trip(manager):
+    app = build_aca_app(manager, settings())
+    for name in ("données été.csv", "图表 (1).png", "a&b=c;#%^.txt"):
+        up = call(app, "POST", "/files/upload", params=q(), **multipart(f"/mnt/data/{name}", name.encode()))
+        assert up.status_code == 200 and up.json()["value"][0]["properties"]["filename"] == name, up.text
+        from urllib.parse import quote
+        down = call(app, "GET", f"/files/content/{quote(name)}", params=q())
+        assert down.status_code == 200 and down.content == name.encode(), name
