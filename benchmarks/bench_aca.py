@@ -4,7 +4,8 @@ engine, in the same run: what HTTP, auth, JSON and the ASGI stack add to one sta
     .venv/bin/python benchmarks/bench_aca.py [--runs 300] [--warmup 30] [--concurrent-runs 400]
 
 1. raw engine: `SessionManager.run(key, "print(1)")` in this process (subprocess back end, warm template).
-2. API: `POST /sessions/code/execute?api-version=2024-02-02-preview&identifier=…` with the DevUI bearer token
+2. the same routes in this process (httpx's ASGI transport: the app's own cost, no TCP or second process);
+3. API: `POST /sessions/code/execute?api-version=2024-02-02-preview&identifier=…` with the DevUI bearer token
    to the real service (`python -m local_code_interpreter --devui`) on loopback, over a kept-alive connection.
 Each: p50/p95 of sequential executions in one session, then executions per second with 4 concurrent callers,
 each in its own session. The two are measured one after the other, never at once. `GET /health` on the same
@@ -24,6 +25,7 @@ import time
 
 import httpx
 
+from local_code_interpreter.http.aca import build_aca_app
 from local_code_interpreter.sandbox import create_sandbox
 from local_code_interpreter.sessions import SessionManager
 from local_code_interpreter.settings import load
@@ -71,16 +73,30 @@ async def raw_engine(args) -> dict:
         if result.stdout != "1\n":
             raise SystemExit(f"unexpected result: {result}")
 
+    app = build_aca_app(manager, settings)  # the same routes in this process: no TCP, no second process
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+
+    async def in_process(n: int) -> None:
+        response = await client.post("/code/execute", json={"properties": {"code": CODE}},
+                                     params={"api-version": "2024-02-02-preview", "identifier": f"asgi-{n}"})
+        if response.status_code != 200 or response.json()["properties"]["stdout"] != "1\n":
+            raise SystemExit(f"unexpected answer {response.status_code}: {response.text}")
+
     try:
         for n in range(CALLERS):
             await once(n)
+            await in_process(n)
         await timed(args.warmup, once)
         samples = await timed(args.runs, once)
         rate = await throughput(args.concurrent_runs, once)
+        await timed(args.warmup, in_process)
+        asgi = await timed(args.runs, in_process)
+        asgi_rate = await throughput(args.concurrent_runs, in_process)
     finally:
+        await client.aclose()
         await manager.close_all()
         await sandbox.close()
-    return {"samples": samples, "rate": rate}
+    return {"samples": samples, "rate": rate, "asgi": {"samples": asgi, "rate": asgi_rate}}
 
 
 def free_port() -> int:
@@ -144,7 +160,8 @@ def main() -> None:
     api = asyncio.run(through_api(args))
     print(f"{CODE!r} in a session, {args.runs} sequential runs, then {args.concurrent_runs} with {CALLERS} callers")
     print(f"{'':28} {'p50 ms':>8} {'p95 ms':>8} {'exec/s (4 callers)':>20}")
-    for name, figures in (("raw engine (manager.run)", raw), ("sessions API (HTTP)", api)):
+    rows = (("raw engine (manager.run)", raw), ("sessions API in process", raw["asgi"]), ("sessions API (HTTP)", api))
+    for name, figures in rows:
         samples = figures["samples"]
         print(f"{name:28} {percentile(samples, 50):8.2f} {percentile(samples, 95):8.2f} {figures['rate']:20.1f}")
     health = api["transport"]
