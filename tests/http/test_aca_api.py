@@ -41,9 +41,12 @@ class Recorder:
         self.stored: dict[tuple, dict[str, tuple[bytes, float]]] = {}
         self.result = ExecutionResult("", "", 0)
         self.error: Exception | None = None
+        self.delay = 0.0
 
     async def run(self, key, code):
         self.calls.append(("run", key, code))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.error:
             raise self.error
         return self.result
@@ -166,6 +169,31 @@ def test_executions_returns_the_2024_10_shape(manager):
     assert body["identifier"] == body["sessionId"] == "abc" and body["status"] == "Succeeded"
     assert body["result"] == {"stdout": "x\n", "stderr": "", "executionResult": 3, "executionTimeInMilliseconds": 3}
     assert body["rawResult"]["operationId"] == body["id"] == response.headers["operation-id"]
+
+
+def test_asynchronous_execution_is_polled_at_its_operation_location(manager, entra):
+    manager.result, manager.delay = ExecutionResult("late\n", "", 0, value="7"), 0.3
+    app = entra_app(manager, entra, allowed_object_ids=frozenset({"*"}))
+
+    async def scenario():
+        async with client_for(Mounted(_devui_stand_in, app)) as client:
+            started = await client.post("/executions", params=q(V2, "job"), json={
+                "codeInputType": "inline", "executionType": "Asynchronous", "code": "import time; time.sleep(1); 7"})
+            assert started.status_code == 202, started.text
+            assert started.json()["status"] == "Running" and "result" not in started.json()
+            location = started.headers["operation-location"]
+            assert location.startswith(f"/sessions/executions/{started.json()['id']}?api-version={V2}&identifier=job")
+            polled = await client.get(location.removeprefix("/sessions"))
+            assert polled.json()["status"] == "Running"
+            await asyncio.sleep(0.5)
+            done = (await client.get(location.removeprefix("/sessions"))).json()
+            assert done["status"] == "Succeeded" and done["result"]["executionResult"] == 7
+            assert done["result"]["stdout"] == "late\n" and done["id"] == started.json()["id"]
+            other = await client.get(location.removeprefix("/sessions"), headers={"authorization": f"Bearer {sign(entra)}"})
+            assert other.status_code == 404  # another caller cannot read it
+            wrong = await client.get(location.removeprefix("/sessions").replace("identifier=job", "identifier=other"))
+            assert wrong.status_code == 404
+    asyncio.run(scenario())
 
 
 # -- files -------------------------------------------------------------------------------------------------

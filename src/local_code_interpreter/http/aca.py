@@ -14,6 +14,7 @@ with the same identifier never share a session.
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
 import hmac
 import json
@@ -23,7 +24,9 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -45,6 +48,9 @@ DATA_DIR = "/mnt/data"  # where the hosted service keeps a session's files; name
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_TIMEOUT_SECONDS = 220  # the hosted service's cap on one execution
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+MAX_RUNNING_OPERATIONS = 64  # asynchronous executions running at once on a replica
+MAX_KEPT_OPERATIONS = 1024  # finished ones kept for GET executions/{id}, oldest dropped first
+OPERATION_TTL_SECONDS = 600
 _IDENTIFIER = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,128}$")
 
 Verifier = Callable[[str], Awaitable[Caller]]
@@ -125,8 +131,9 @@ async def json_body(request: Request) -> dict:
     return data
 
 
-def execution_request(data: dict, default_type: str = "synchronous") -> tuple[str, float | None]:
-    """(code, timeout) from the execution properties; refuses what we cannot honour, with the reason."""
+def execution_request(data: dict, default_type: str = "synchronous",
+                      allowed: tuple[str, ...] = ("synchronous",)) -> tuple[str, float | None, str]:
+    """(code, timeout, execution type) from the execution properties; refuses what we cannot honour."""
     code = data.get("code")
     if not isinstance(code, str) or not code.strip():
         raise ApiError(400, "InvalidRequestBody", "'code' must be a non-empty string of Python code")
@@ -134,14 +141,14 @@ def execution_request(data: dict, default_type: str = "synchronous") -> tuple[st
     if not isinstance(input_type, str) or input_type.lower() != "inline":
         raise ApiError(400, "InvalidRequestBody", f"codeInputType {input_type!r} is not supported; use 'inline'")
     execution_type = data.get("executionType", default_type)
-    if not isinstance(execution_type, str) or execution_type.lower() != "synchronous":
-        raise ApiError(400, "InvalidRequestBody",
-                       f"executionType {execution_type!r} is not supported; use 'synchronous'")
+    if not isinstance(execution_type, str) or execution_type.lower() not in allowed:
+        raise ApiError(400, "InvalidRequestBody", f"executionType {execution_type!r} is not supported here; use "
+                       + " or ".join(repr(kind) for kind in allowed))
     timeout = data.get("timeoutInSeconds")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_SECONDS:
             raise ApiError(400, "InvalidRequestBody", f"timeoutInSeconds must be a number from 1 to {MAX_TIMEOUT_SECONDS}")
-    return code, timeout
+    return code, timeout, execution_type.lower()
 
 
 # -- results and file entries -----------------------------------------------------------------------------
@@ -192,6 +199,34 @@ def error_parts(result: ExecutionResult) -> tuple[str, str]:
     return "Error", f"exit code {result.exit_code}"
 
 
+def execution_body(execution_id: str, ident: str, kind: str, result: ExecutionResult | None) -> dict:
+    """The 2024-10-02-preview execution resource; `result` None while an asynchronous one is running."""
+    body = {"id": execution_id, "identifier": ident, "sessionId": ident, "executionType": kind}
+    if result is None:
+        return dict(body, status="Running")
+    name, message = error_parts(result)
+    stderr = stderr_text(result)
+    value = result_value(result)
+    duration = int(round(result.duration_ms))
+    return dict(body, status="Failed" if failed(result) else "Succeeded",
+                result={"stdout": result.stdout, "stderr": stderr, "executionResult": value,
+                        "executionTimeInMilliseconds": duration},
+                rawResult={"hresult": 1 if failed(result) else 0, "result": value, "error_name": name,
+                           "error_message": message, "error_stack_trace": stderr if failed(result) else "",
+                           "stdout": result.stdout, "stderr": stderr,
+                           "diagnosticInfo": {"executionDuration": duration, "identifier": ident},
+                           "operationId": execution_id})
+
+
+@dataclass
+class Operation:
+    """An asynchronous execution: which session it runs in, its task, when it started."""
+
+    identifier: str
+    task: asyncio.Task
+    started: float
+
+
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -239,6 +274,7 @@ class SessionsApi:
     def __init__(self, manager, settings, verifiers: list[Verifier] | None = None):
         self.manager, self.settings = manager, settings
         self.verifiers = list(verifiers or [])
+        self.operations: dict[tuple[str, str], Operation] = {}  # (owner, execution id) → asynchronous execution
         limits = getattr(settings, "sessions", None)  # SessionLimits (LCI_MAX_UPLOAD_MB), shared with the engine
         self.max_upload_mb = getattr(limits, "max_upload_mb", 128)
         self.max_upload = self.max_upload_mb * 1024 * 1024
@@ -293,7 +329,7 @@ class SessionsApi:
         if not isinstance(properties, dict):
             raise ApiError(400, "InvalidRequestBody", "The request body must be {\"properties\": {\"codeInputType\": "
                            "\"inline\", \"executionType\": \"synchronous\", \"code\": \"...\"}}")
-        code, timeout = execution_request(properties)
+        code, timeout, _ = execution_request(properties)
         result = await self._run(key, code, timeout)
         return JSONResponse({"$id": "1", "properties": {
             "$id": "2",
@@ -304,30 +340,54 @@ class SessionsApi:
             "executionTimeInMilliseconds": int(round(result.duration_ms)),
         }})
 
-    # POST executions ("flat" family)
+    # POST executions ("flat" family); GET executions/{id} for an asynchronous one
     async def executions(self, request: Request) -> Response:
         version, key = await self._context(request)
         data = await json_body(request)
         if isinstance(data.get("properties"), dict):  # tolerate the older envelope
             data = data["properties"]
-        code, timeout = execution_request(data)
-        result = await self._run(key, code, timeout)
+        code, timeout, kind = execution_request(data, allowed=("synchronous", "asynchronous"))
         execution_id = str(uuid.uuid4())
-        name, message = error_parts(result)
-        stderr = stderr_text(result)
-        value = result_value(result)
-        duration = int(round(result.duration_ms))
-        return JSONResponse({
-            "id": execution_id, "identifier": key[1], "sessionId": key[1], "executionType": "synchronous",
-            "status": "Failed" if failed(result) else "Succeeded",
-            "result": {"stdout": result.stdout, "stderr": stderr, "executionResult": value,
-                       "executionTimeInMilliseconds": duration},
-            "rawResult": {"hresult": 0 if not failed(result) else 1, "result": value, "error_name": name,
-                          "error_message": message, "error_stack_trace": stderr if failed(result) else "",
-                          "stdout": result.stdout, "stderr": stderr,
-                          "diagnosticInfo": {"executionDuration": duration, "identifier": key[1]},
-                          "operationId": execution_id},
-        }, status_code=202, headers={"Operation-Id": execution_id})
+        if kind == "synchronous":
+            result = await self._run(key, code, timeout)
+            return JSONResponse(execution_body(execution_id, key[1], "Synchronous", result), status_code=202,
+                                headers={"Operation-Id": execution_id})
+        self._forget_old_operations()
+        if sum(1 for op in self.operations.values() if not op.task.done()) >= MAX_RUNNING_OPERATIONS:
+            raise ApiError(429, "TooManyRequests", f"{MAX_RUNNING_OPERATIONS} asynchronous executions are running "
+                           "on this replica; retry later", {"Retry-After": "1"})
+        task = asyncio.get_running_loop().create_task(self._run(key, code, timeout))
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # kept for GET, not logged
+        self.operations[(key[0], execution_id)] = Operation(key[1], task, time.monotonic())
+        location = (f"{request.scope.get('root_path', '')}/executions/{execution_id}"
+                    f"?api-version={version}&identifier={quote(key[1], safe='')}")
+        return JSONResponse(execution_body(execution_id, key[1], "Asynchronous", None), status_code=202,
+                            headers={"Operation-Id": execution_id, "Operation-Location": location})
+
+    async def execution(self, request: Request) -> Response:
+        version, key = await self._context(request)
+        operation = self.operations.get((key[0], request.path_params["id"]))
+        if operation is None or operation.identifier != key[1]:
+            raise ApiError(404, "ExecutionNotFound", "No asynchronous execution with that id in this session "
+                                                     f"(results are kept {OPERATION_TTL_SECONDS // 60} minutes)")
+        if not operation.task.done():
+            return JSONResponse(execution_body(request.path_params["id"], key[1], "Asynchronous", None))
+        error = operation.task.exception()
+        if error is not None:
+            raise error  # mapped to the API's error shape like a synchronous one
+        return JSONResponse(execution_body(request.path_params["id"], key[1], "Asynchronous",
+                                           operation.task.result()))
+
+    def _forget_old_operations(self) -> None:
+        now = time.monotonic()
+        for name, op in list(self.operations.items()):
+            if op.task.done() and now - op.started > OPERATION_TTL_SECONDS:
+                del self.operations[name]
+        while len(self.operations) > MAX_KEPT_OPERATIONS:  # oldest finished ones first
+            done = [name for name, op in self.operations.items() if op.task.done()]
+            if not done:
+                break
+            del self.operations[done[0]]
 
     # POST files/upload ("properties") and POST files ("flat")
     async def upload(self, request: Request) -> Response:
@@ -505,6 +565,7 @@ def build_aca_app(manager, settings, verifiers: list[Verifier] | None = None) ->
     routes = [
         Route("/code/execute", g(api.execute), methods=["POST"]),
         Route("/executions", g(api.executions), methods=["POST"]),
+        Route("/executions/{id}", g(api.execution), methods=["GET"]),
         Route("/files/upload", g(api.upload), methods=["POST"]),
         Route("/files", g(api.upload), methods=["POST"]),
         Route("/files", g(api.list_files), methods=["GET"]),
