@@ -293,7 +293,9 @@ class SessionsApi:
             problem = "the bearer token is not valid"
             for verify in self.verifiers:
                 try:
-                    return await verify(token)
+                    caller = await verify(token)
+                    if caller is not None:
+                        return caller
                 except Exception as error:  # noqa: BLE001 (AuthError carries status and reason)
                     status = getattr(error, "status", 401)
                     if status == 403:
@@ -315,10 +317,8 @@ class SessionsApi:
         return version, (caller.id, identifier(request))
 
     async def _run(self, key, code: str, timeout: float | None) -> ExecutionResult:
-        # The engine enforces the server's per-execution limit; a shorter timeoutInSeconds is passed where the
-        # manager accepts one.
-        if timeout is not None and getattr(self.manager, "accepts_timeout", False):
-            return await self.manager.run(key, code, timeout=timeout)
+        # The engine enforces the server's per-execution limit (LCI_TIMEOUT_SECONDS); `timeoutInSeconds` is
+        # validated but not applied (docs/sessions-api.md).
         return await self.manager.run(key, code)
 
     # POST code/execute ("properties" family)
