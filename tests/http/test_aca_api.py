@@ -167,6 +167,7 @@ def test_executions_returns_the_2024_10_shape(manager):
     assert response.status_code == 202
     body = response.json()
     assert body["identifier"] == body["sessionId"] == "abc" and body["status"] == "Succeeded"
+    assert body["executionType"] == "synchronous"
     assert body["result"] == {"stdout": "x\n", "stderr": "", "executionResult": 3, "executionTimeInMilliseconds": 3}
     assert body["rawResult"]["operationId"] == body["id"] == response.headers["operation-id"]
 

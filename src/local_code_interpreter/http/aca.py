@@ -350,7 +350,7 @@ class SessionsApi:
         execution_id = str(uuid.uuid4())
         if kind == "synchronous":
             result = await self._run(key, code, timeout)
-            return JSONResponse(execution_body(execution_id, key[1], "Synchronous", result), status_code=202,
+            return JSONResponse(execution_body(execution_id, key[1], "synchronous", result), status_code=202,
                                 headers={"Operation-Id": execution_id})
         self._forget_old_operations()
         if sum(1 for op in self.operations.values() if not op.task.done()) >= MAX_RUNNING_OPERATIONS:
