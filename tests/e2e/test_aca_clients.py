@@ -33,6 +33,7 @@ TENANT = "72f988bf-0000-4000-8000-000000000001"
 CLIENT_ID = "0c7a1b2e-3d4f-4a5b-8c6d-7e8f9a0b1c2d"  # the calling workload's managed identity (client ID)
 TOKEN = "devui-" + uuid.uuid4().hex
 SERVER_TIMEOUT = 3  # LCI_TIMEOUT_SECONDS: the timeout case sleeps 60 s
+UPLOAD_CAP_MB = 4  # LCI_MAX_UPLOAD_MB: above the DevUI's 1 MB body limit, small enough to test quickly
 TOOLS = Path(os.environ.get("LCI_TOOLS", Path.home() / ".cache" / "local-code-interpreter"))
 DRIVER = Path(__file__).parent / "clients" / "drive.py"
 CLIENTS = {  # driver name -> (package, how it authenticates)
@@ -57,6 +58,7 @@ def world(tmp_path_factory):
         entra_server.state = entra
         env = clean_env(DEVUI_AUTH_TOKEN=TOKEN, LCI_ENTRA_TENANT_ID=TENANT, LCI_ENTRA_AUTHORITY=entra_server.url,
                         LCI_ENTRA_ALLOWED_OBJECT_IDS=entra.signer.object_id, LCI_TIMEOUT_SECONDS=str(SERVER_TIMEOUT),
+                        LCI_MAX_UPLOAD_MB=str(UPLOAD_CAP_MB),
                         SSL_CERT_FILE=str(pki["ca.pem"]), HOME=str(directory))
         with running_service(env) as (base, process, _):
             with tls_front(int(base.rsplit(":", 1)[1]), pki) as front:
@@ -184,3 +186,22 @@ def test_two_callers_with_one_identifier_do_not_share_a_session(world):
     assert run(TOKEN, "secret = 'devui caller'\nsecret")["result"] == "devui caller"
     other = run(token, "secret")
     assert other["status"] == "Failure" and "NameError" in other["stderr"], other
+
+
+def test_uploads_pass_the_devui_body_limit_up_to_the_cap_and_no_further(world):
+    base = world["base"]
+    params = {"api-version": "2024-02-02-preview", "identifier": "big-files"}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    data = os.urandom(3 * 1024 * 1024)  # over the DevUI's 1 MB, under the sessions cap
+    up = httpx.post(f"{base}/sessions/files/upload", params=params, headers=headers, timeout=60,
+                    files={"file": ("big.bin", data)})
+    assert up.status_code == 200 and up.json()["value"][0]["properties"]["size"] == len(data), up.text
+    assert httpx.get(f"{base}/sessions/files/content/big.bin", params=params, headers=headers, timeout=60).content == data
+    over = httpx.post(f"{base}/sessions/files/upload", params=params, headers=headers, timeout=60,
+                      files={"file": ("over.bin", b"x" * (UPLOAD_CAP_MB * 1024 * 1024 + 1))})
+    assert over.status_code == 413 and over.json()["error"]["code"] == "RequestEntityTooLarge", over.text
+    names = [e["properties"]["filename"] for e in httpx.get(f"{base}/sessions/files", params=params,
+                                                             headers=headers, timeout=60).json()["value"]]
+    assert names == ["big.bin"]  # nothing of the refused upload, the earlier file intact
+    assert httpx.post(f"{base}/v1/responses", headers=headers, json={"input": "x" * (2 * 1024 * 1024)},
+                      timeout=60).status_code == 413  # the DevUI's own limit still holds there

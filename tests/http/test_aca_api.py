@@ -429,6 +429,7 @@ def test_entra_v1_issuer_and_role_allow_list(manager, entra):
     ("no oid", lambda e: sign(e, oid=None)),
     ("HS256 with the public key", lambda e: jwt.encode({"aud": "https://dynamicsessions.io"}, "k" * 32, algorithm="HS256")),
     ("not a JWT", lambda e: "opaque-token"),
+    ("alg none", lambda e: jwt.encode({"aud": "https://dynamicsessions.io", "tid": TENANT}, None, algorithm="none")),
 ])
 def test_bad_entra_tokens_are_401_and_run_nothing(manager, entra, why, make):
     app = entra_app(manager, entra, allowed_object_ids=frozenset({"*"}))
