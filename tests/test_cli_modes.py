@@ -33,3 +33,10 @@ def test_version_and_help():
 def test_unknown_flag_is_a_usage_error():
     done = run("--frobnicate")
     assert done.returncode == 2 and "unrecognized arguments" in done.stderr
+
+
+def test_doctor_shows_the_session_limits_in_effect():
+    done = subprocess.run([sys.executable, "-m", "local_code_interpreter", "doctor"], capture_output=True, text=True,
+                          env=clean_env(LCI_MAX_SESSIONS="7", LCI_SESSION_IDLE_SECONDS="90"), cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "sessions: at most 7 live, idle expiry 90 s" in done.stdout

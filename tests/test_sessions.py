@@ -13,7 +13,6 @@ import os
 import pytest
 
 from local_code_interpreter.sandbox import (
-    ExecutionResult,
     FileInfo,
     Limits,
     QuotaExceeded,
@@ -211,51 +210,6 @@ def test_a_dead_session_is_replaced_on_next_use_with_a_notice(backend):
     go(body())
 
 
-class _DiesWhileIdle:
-    """In-test double: a session whose interpreter dies between executions (a subprocess child OOM-killed while
-    idle). No real back end here can be made to die while idle on demand, so this one is simulated."""
-
-    sandbox = "double"
-
-    def __init__(self, n):
-        self.id, self.alive, self.closed = f"s{n}", True, False
-
-    async def run(self, code):
-        return ExecutionResult(stdout=f"{self.id}\n", stderr="", exit_code=0, sandbox="double")
-
-    async def close(self):
-        self.closed, self.alive = True, False
-
-
-class _DoubleSandbox:
-    name = "double"
-
-    def __init__(self):
-        self.opened = []
-
-    async def open_session(self, language=None):
-        self.opened.append(_DiesWhileIdle(len(self.opened)))
-        return self.opened[-1]
-
-    async def run(self, code, language=None):
-        raise AssertionError("the manager never runs one-shot")
-
-
-def test_a_session_that_died_while_idle_is_closed_and_replaced_with_a_notice():
-    async def body():
-        sandbox = _DoubleSandbox()
-        sessions = SessionManager(sandbox, SessionLimits())
-        first = await sessions.run(("o", "a"), "")
-        sandbox.opened[0].alive = False
-        second = await sessions.run(("o", "a"), "")
-        assert (first.stdout, second.stdout) == ("s0\n", "s1\n")
-        assert sandbox.opened[0].closed and "fresh session was started" in second.notice
-        await sessions.close_all()
-        assert sandbox.opened[1].closed
-
-    go(body())
-
-
 def test_upload_cap_is_checked_before_any_session_is_made():
     async def body():
         async with manager("monty", max_upload_mb=1) as (sessions, sandbox):
@@ -391,3 +345,45 @@ def test_nothing_of_an_ended_subprocess_session_outlives_it():
     for pid, directory in traces:
         assert pid and _gone(pid), f"session child {pid} outlived its session"
         assert not os.path.exists(directory), f"session directory {directory} outlived its session"
+
+
+def test_a_session_killed_while_idle_is_replaced_and_the_next_cell_runs():
+    # Real subprocess back end: the child is killed from outside between two executions, as the OOM killer
+    # would. Whether the manager sees `alive` False first or the session's `run` finds the child gone
+    # (SandboxUnavailable), the cell runs once in a fresh session and the caller is told.
+    need_sessions("subprocess")
+
+    async def body():
+        async with manager("subprocess") as (sessions, sandbox):
+            await sessions.run(("o", "a"), "x = 1")
+            os.kill(sandbox.opened[0].child.pid, 9)
+            await asyncio.sleep(0.3)
+            return await sessions.run(("o", "a"), "print('ran')\nx"), len(sandbox.opened)
+
+    result, opened = go(body())
+    assert result.stdout == "ran\n" and "NameError" in result.stderr and opened == 2
+    assert "fresh session was started" in result.notice
+
+
+def test_the_session_memory_and_disk_quotas_reach_the_subprocess_child():
+    from local_code_interpreter.settings import load
+
+    need_sessions("subprocess")
+
+    async def attempt(memory_mb: str):
+        settings = load({}, {"LCI_SESSION_MEMORY_MB": memory_mb, "LCI_SESSION_DISK_MB": "2"})
+        sandbox = create_sandbox("subprocess", settings.limits)
+        sessions = SessionManager(sandbox, settings)
+        try:
+            big = await sessions.run(("o", "a"), "b = bytearray(400 * 1024 * 1024)\nprint('allocated')")
+            disk = await sessions.run(("o", "a"), "open('f.bin', 'wb').write(b'0' * 3 * 1024 * 1024)")
+            return big, disk
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    small, small_disk = go(attempt("256"))
+    large, _ = go(attempt("1024"))
+    assert "MemoryError" in small.stderr and small.stdout == ""
+    assert large.stdout == "allocated\n"  # the same code fits a larger session quota
+    assert small_disk.exit_code == 1 and "File too large" in small_disk.stderr

@@ -177,19 +177,6 @@ def test_terminal_chat_is_one_conversation_for_the_whole_run():
     assert done.stdout.count("agent>") == 2 and "stdout:\n42\n" in done.stdout
 
 
-def test_the_embedded_default_shows_the_tools_images_in_its_reply():
-    from agent_framework import Message
-
-    from local_code_interpreter.offline import _reply
-
-    png = Content.from_data(b"\x89PNG\r\n\x1a\n", "image/png")
-    tool_turn = Message(role="tool", contents=[Content.from_function_result("call_1", result=[
-        Content.from_text("stdout:\nplotted"), png])])
-    reply = _reply([tool_turn])
-    assert [c.type for c in reply] == ["text", "data"]
-    assert reply[0].text.startswith("stdout:\nplotted") and reply[1].uri == png.uri
-
-
 def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     need_sessions("subprocess")
 
@@ -217,4 +204,27 @@ def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     items = tool_results[0].items
     assert [c.type for c in items] == ["text", "data"] and items[1].media_type == "image/png"
     assert base64.b64decode(items[1].uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
-    assert [c.uri for c in response.messages[-1].contents if c.type == "data"] == [items[1].uri]  # in the reply
+
+
+def test_a_full_replica_aborts_the_tool_call_with_sandbox_busy():
+    """The tool lets SandboxBusy through (the HTTP layer answers 429), rather than handing the model a text."""
+    from local_code_interpreter.sandbox import SandboxBusy
+    from local_code_interpreter.tool import make_execute_code
+
+    async def go():
+        sandbox = create_sandbox("monty", Limits(timeout_seconds=1.0))
+        sessions = SessionManager(sandbox, SessionLimits(max_sessions=1), language="python")
+        execute_code = make_execute_code(sandbox, sessions)
+        try:
+            with in_conversation("long"):
+                long = asyncio.create_task(execute_code.invoke(arguments={"code": "while True:\n    pass"}))
+            await asyncio.sleep(0.2)
+            with in_conversation("other"):
+                with pytest.raises(SandboxBusy, match="busy; retry"):
+                    await execute_code.invoke(arguments={"code": "print(1)"})
+            await long
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    asyncio.run(go())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -127,10 +128,14 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
     reports = report_all(settings.limits)
     if args.json:
         print(json.dumps({"model": settings.model.describe(), "sandbox": settings.sandbox,
+                          "sessions": dataclasses.asdict(settings.sessions),
                           "backends": [r.to_dict() for r in reports]}, indent=2))
         return 0
     print(f"model:   {settings.model.describe()}")
     print(f"sandbox: {settings.sandbox} (selected)")
+    s = settings.sessions
+    print(f"sessions: at most {s.max_sessions} live, idle expiry {s.idle_seconds:g} s, memory {s.memory_mb} MiB and "
+          f"disk {s.disk_mb} MiB each, uploads up to {s.max_upload_mb} MiB")
     for report in reports:
         print(f"\n{report.name}: {'usable' if report.usable else 'NOT usable'} - {report.detail}")
         if report.languages:

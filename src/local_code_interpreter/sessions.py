@@ -14,12 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from .sandbox import ExecutionResult, FileInfo, Limits, QuotaExceeded, Sandbox, SandboxBusy, Session
+from .sandbox import (
+    ExecutionResult,
+    FileInfo,
+    Limits,
+    QuotaExceeded,
+    Sandbox,
+    SandboxBusy,
+    SandboxUnavailable,
+    Session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +170,16 @@ class SessionManager:
     async def run(self, key: Key, code: str) -> ExecutionResult:
         """Run `code` in the key's session (created on first use). SandboxBusy when the replica is full of busy
         sessions; SandboxUnavailable when the back end cannot keep sessions."""
-        async with self._use(key, create=True) as (session, notice):
-            result = await session.run(code)
-        return _with_notice(result, notice)
+        for _attempt in range(2):
+            async with self._use(key, create=True) as (session, notice):
+                try:
+                    result = await session.run(code)
+                except SandboxUnavailable:
+                    if session.alive:
+                        raise
+                    continue  # it died just before this cell ran: leaving `_use` replaces it, then run again
+            return _with_notice(result, notice)
+        raise SandboxUnavailable("the sandbox could not start a session that stays alive")
 
     async def upload(self, key: Key, name: str, data: bytes) -> FileInfo:
         """Write a file into the key's session directory (created on first use). QuotaExceeded past the upload

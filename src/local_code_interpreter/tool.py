@@ -13,7 +13,7 @@ from agent_framework import Content, FunctionTool, tool
 from pydantic import Field
 
 from .conversation import conversation_key
-from .sandbox import ExecutionResult, Sandbox, SandboxBusy, SandboxUnavailable
+from .sandbox import ExecutionResult, Sandbox, SandboxUnavailable
 from .sessions import SessionManager
 
 TOOL_NAME = "execute_code"
@@ -96,10 +96,9 @@ def make_execute_code(sandbox: Sandbox, sessions: SessionManager | None = None) 
         Within one conversation the sandbox is a live session: variables, imports, functions and files from
         earlier calls are still there. Matplotlib figures are captured as images automatically.
         """
+        # SandboxBusy is not caught: it aborts the run so the HTTP layer answers 429 and the client retries.
         try:
             return tool_output(await execute(sandbox, sessions, code))
-        except SandboxBusy as error:
-            return f"[the sandbox is busy, retry in a moment: {error}]"
         except SandboxUnavailable as error:
             return f"[the sandbox could not run this code: {error}]"
 

@@ -37,6 +37,8 @@ class Backend:
     async def start(self) -> None:
         """Start the template now (and fork the spares) rather than on the first execution."""
         await self.supervisor.start()
+        self.supervisor.prefill(self.limits, session=False)
+        self.supervisor.prefill(self.limits, session=True)
 
     def _check(self, language: str | None) -> None:
         language = language or self.language

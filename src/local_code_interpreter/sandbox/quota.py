@@ -100,17 +100,19 @@ def tree(root: int) -> list[int]:
 def memory_of_tree(root: int) -> int:
     """Proportional resident memory (PSS, so pages shared after fork count once, and shared memory mappings
     count to whoever maps them) of a process and its descendants, in bytes."""
-    total = 0
-    for pid in tree(root):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            continue
-    return total
+    return sum(pss(pid) for pid in tree(root))
+
+
+def pss(pid: int) -> int:
+    """Proportional resident memory of one process in bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def quiet(pid: int) -> bool:

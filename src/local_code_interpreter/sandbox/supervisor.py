@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 HEADER = struct.Struct("!I")
 FLOOD_FACTOR = 16  # past this many times the cap, the execution is killed: the rest would be thrown away
 IDLE_CHECK_SECONDS = 1.0  # an idle session that still runs threads or processes is measured this often
+# The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
+# CPython allocating through malloc rather than its own 256 KiB arenas): a fork copies one page-table entry
+# per 2 MiB instead of 512, and a child's exit has as many fewer to drop. With NumPy, pandas and matplotlib
+# warm (about 70 MiB of heap) that halves the CPU of every fork and exit (about 9 -> 4.5 ms here). A copied
+# huge page is split on the child's first write, so only the 4 KiB it touches is copied.
+TEMPLATE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PYTHONMALLOC": "malloc"}
 _READ_CHUNK = 65536
 _MAX_RESULT_FRAME = 64 * 1024 * 1024
 
@@ -231,6 +237,15 @@ class Child:
         self.cell = None
         return cell
 
+    async def warm(self) -> None:
+        """Run an empty cell: it waits for the confinement to finish, and the pages the first cell of a fresh
+        child copies (about 1.3 ms of page faults and lazy set-up) are copied now, not on a request's path.
+        Its output, if any, is dropped; the child's namespace is unchanged."""
+        cell = await self.run("pass", grace_seconds=0)
+        if cell.reply is None or cell.reply.get("exit_code") != 0 or cell.stderr.seen:
+            self.kill("failed warm-up")
+            log.warning("sandbox spare child failed its warm-up: %s", cell.stderr.text()[-500:])
+
     async def _watch_quotas(self) -> None:
         """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while a cell runs."""
         while True:
@@ -279,7 +294,10 @@ class Child:
                 os.close(fd)
             except OSError:
                 pass
-        await asyncio.to_thread(quota.remove_tree, self.scratch)
+        try:
+            os.rmdir(self.scratch)  # the usual case, an empty directory: no thread needed
+        except OSError:
+            await asyncio.to_thread(quota.remove_tree, self.scratch)
 
 
 class Supervisor:
@@ -315,8 +333,9 @@ class Supervisor:
                     os.chmod(self.root, 0o711)
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
-                str(theirs.fileno()), env={}, pass_fds=(theirs.fileno(),), cwd="/",
+                # -s -P, not -I: isolated mode would ignore PYTHONMALLOC; the environment is ours alone anyway
+                sys.executable, "-s", "-P", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
+                str(theirs.fileno()), env=dict(TEMPLATE_ENV), pass_fds=(theirs.fileno(),), cwd="/",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             theirs.close()
@@ -426,8 +445,20 @@ class Supervisor:
                 child = candidate
             else:
                 self._cleanup(candidate)
-        self._refill(key)
-        return child or await self._fork(limits, session)
+        if child is None:
+            child = await self._fork(limits, session)
+        if not session:
+            return child  # a one-shot run's spare is replaced when it is released: after its reply
+        self._refill_soon(key)
+        return child
+
+    def prefill(self, limits: Limits, session: bool) -> None:
+        """Fork this kind's spare children now, before any request asks for one."""
+        self._refill((limits, session))
+
+    def _refill_soon(self, key: tuple) -> None:
+        """Refill after the current request had its turn: the fork does not compete with its execution."""
+        asyncio.get_running_loop().call_soon(self._refill, key)
 
     def _refill(self, key: tuple) -> None:
         target = self.spare_counts[key[1]]
@@ -436,14 +467,17 @@ class Supervisor:
             return
 
         async def refill() -> None:
-            await asyncio.sleep(0)  # after the caller's execution has its child
             spares = self._spares.setdefault(key, [])
             while len(spares) < target:
                 try:
                     child = await self._fork(*key)
+                    await child.warm()
                 except SandboxUnavailable:
                     return
-                spares.append(child)
+                if child.alive:
+                    spares.append(child)
+                else:
+                    self._cleanup(child)
 
         self._refills[key] = asyncio.get_running_loop().create_task(refill())
 
@@ -491,8 +525,11 @@ class Supervisor:
         task.add_done_callback(self._cleanups.discard)
 
     def release(self, child: Child) -> None:
+        """End a one-shot run's child (its reply is on its way) and replace it in the spare pool."""
         child.kill(child.killed or "ended")
         self._cleanup(child)
+        if not child.session:
+            self._refill_soon(child.key)
 
     async def _watch_idle(self) -> None:
         """Quotas hold between a session's executions too: a thread or process it left running is measured."""

@@ -1,6 +1,7 @@
 """The pristine template: the process every confined child is forked from. It only forks and reaps.
 
-Run as `python -I -m local_code_interpreter.sandbox.template FD` with an empty environment. It pins the numeric
+Run as `python -s -P -m local_code_interpreter.sandbox.template FD` with an environment of only its allocator
+settings (`supervisor.TEMPLATE_ENV`). It pins the numeric
 libraries to one thread (a multi-threaded process cannot fork safely), calls `child.prepare()` once (warm
 imports: NumPy, pandas, matplotlib with Agg, ...), builds the seccomp program and opens the Landlock base rules once, and
 then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object per message):
