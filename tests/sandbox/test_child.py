@@ -157,6 +157,29 @@ def test_huge_value_is_capped(child):
     assert value.startswith("'xxx") and len(value) < VALUE_LIMIT + 100 and "more characters" in value
 
 
+def test_huge_containers_are_shortened_before_their_repr_is_built(child):
+    value = child.run("list(range(10**6))")[0]["value"]
+    assert value.startswith("[0, 1, 2,") and value.endswith("999, ...]  [1000000 items]")
+    value = child.run("b'\\0' * 10**7")[0]["value"]
+    assert value.startswith("b'\\x00") and value.endswith(f"[{10**7 - 20000} more bytes]")
+
+
+def test_old_cell_sources_are_forgotten_past_a_total(monkeypatch):
+    import linecache
+
+    from local_code_interpreter.sandbox import child as module
+
+    monkeypatch.setattr(module, "SOURCE_LIMIT", 1000)
+    monkeypatch.setattr(module, "_sources", {})
+    for index in range(10):
+        module._remember_source(f"<test cell {index}>", "x = 1\n" * 50)  # 300 characters each
+    kept = [name for name in linecache.cache if name.startswith("<test cell")]
+    assert kept == ["<test cell 7>", "<test cell 8>", "<test cell 9>"]
+    assert linecache.getline("<test cell 9>", 2) == "x = 1\n"
+    for name in kept:
+        linecache.cache.pop(name)
+
+
 def test_main_namespace_is_a_real_module(child):
     """Pickle and dataclasses look classes up in sys.modules['__main__']: cells' definitions must be there."""
     code = ("import dataclasses, pickle, sys\n@dataclasses.dataclass\nclass Point:\n    x: 'int'\n"
@@ -269,7 +292,7 @@ def test_all_output_is_in_the_pipes_before_the_result_frame(child):
             "sys.stdout.write('no newline at the end')\n"             # still in the text buffer
             "os.write(1, b'|raw fd write')\n"
             "subprocess.run(['echo', '|from a subprocess'], check=True)\n"
-            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # in C's stdio buffer (a pipe: not line buffered)
+            "libc = ctypes.CDLL(None)\nlibc.printf(b'|from C stdio')\n"  # C stdio buffers it: a pipe is not a tty
             "print('to stderr', file=sys.stderr, end='')")
     frame, out, err = child.run(code)
     assert frame["exit_code"] == 0

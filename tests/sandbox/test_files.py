@@ -304,7 +304,9 @@ def test_listing_is_bounded(session):
 
 # A directory the code locked ------------------------------------------------------------------------------
 def _as_nobody(function, directory: Path):
-    """Run `function()` in a forked child as `nobody` (the server's own uid when it is not root)."""
+    """Run `function()` as a non-root server would: in a forked child as `nobody` when we are root, else here."""
+    if os.geteuid() != 0:
+        return repr(function())
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -330,21 +332,24 @@ def _as_nobody(function, directory: Path):
 
 @pytest.fixture
 def locked():
-    """A session directory of `nobody` with a locked subdirectory and the directory itself locked."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to make a directory owned by another uid for the non-root case")
+    """A session directory of the non-root server's uid (`nobody` when the tests run as root, else ours) with a
+    locked subdirectory and the directory itself locked, as the code (running as that uid) can leave it."""
     base = Path(tempfile.mkdtemp(prefix="lci-files-"))
     os.chmod(base, 0o755)
     session = base / "session"
     (session / "sub" / "inner").mkdir(parents=True)
     (session / "sub" / "inner" / "hidden.txt").write_text("hidden")
     (session / "top.txt").write_text("top")
-    for path in [session, *session.rglob("*")]:
-        os.chown(path, NOBODY, NOBODY)
+    if os.geteuid() == 0:
+        for path in [session, *session.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
     os.chmod(session / "sub" / "inner", 0o000)
     os.chmod(session / "sub", 0o300)  # writable and searchable, not listable
     os.chmod(session, 0o000)
     yield session
+    for path in [session, session / "sub", session / "sub" / "inner"]:
+        if path.is_dir():
+            os.chmod(path, 0o700)  # so that a non-root run can remove it
     shutil.rmtree(base)
 
 
@@ -361,7 +366,28 @@ def test_a_locked_directory_hides_nothing_from_a_non_root_server(locked):
     assert stat.S_IMODE(os.stat(locked).st_mode) & 0o700 == 0o700  # the owner's rights are back
 
 
+def test_a_directory_locked_after_it_was_opened_hides_nothing_from_a_non_root_server(locked):
+    """The supervisor holds the session directory open; the code locks it afterwards."""
+    def operations():
+        os.chmod(str(locked), 0o700)
+        fd = os.open(str(locked), os.O_RDONLY | os.O_DIRECTORY)
+        os.chmod(str(locked), 0o000)  # what `os.chmod('.', 0)` in a cell does
+        listed = [f.name for f in files.listing(fd)]
+        os.chmod(str(locked), 0o000)
+        files.write(fd, "new.txt", b"new")
+        os.chmod(str(locked), 0o000)
+        content = files.read(fd, "top.txt")
+        os.chmod(str(locked), 0o000)
+        files.delete(fd, "new.txt")
+        os.chmod(str(locked), 0o000)
+        return listed, content, files.usage(fd) > 0
+
+    assert _as_nobody(operations, locked) == repr((["sub/inner/hidden.txt", "top.txt"], b"top", True))
+
+
 def test_a_locked_directory_does_not_stop_root(locked):
+    if os.geteuid() != 0:
+        pytest.skip("the tests do not run as root")
     assert [f.name for f in files.listing(locked)] == ["sub/inner/hidden.txt", "top.txt"]
     assert files.read(locked, "sub/inner/hidden.txt") == b"hidden"
     files.write(locked, "sub/inner/up.txt", b"up", uid=NOBODY)

@@ -167,14 +167,13 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
-    return {"exit_code": exit_code, "value": value, "images": images, "files": changed_files(before, snapshot(_workdir)),
-            "error": error}
+    files = changed_files(before, snapshot(_workdir))
+    return {"exit_code": exit_code, "value": value, "images": images, "files": files, "error": error}
 
 
 def _execute(code: str, namespace: dict, filename: str) -> str | None:
     """Compile (top-level `await` allowed) and run; the repr of a last bare expression, or None."""
-    lines = code.splitlines(keepends=True)
-    linecache.cache[filename] = (len(code), None, lines, filename)  # tracebacks show the cell's source
+    _remember_source(filename, code)
     tree = ast.parse(code, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(";"):
@@ -187,10 +186,47 @@ def _execute(code: str, namespace: dict, filename: str) -> str | None:
     result = _run(compile(last, filename, "eval", flags, dont_inherit=True), namespace)
     if result is None:
         return None
-    text = repr(result)
+    return value_text(result)
+
+
+def value_text(value) -> str:
+    """The repr of a value, at most `VALUE_LIMIT` characters, never built whole when it would be huge."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > VALUE_LIMIT:
+        text, more = repr(value[:VALUE_LIMIT]), len(value) - VALUE_LIMIT
+        return f"{text[:VALUE_LIMIT]}… [{more} more {'characters' if isinstance(value, str) else 'bytes'}]"
+    if type(value) in (list, tuple, set, frozenset, dict) and len(value) > _REPR.maxlist:
+        text = _REPR.repr(value) + f"  [{len(value)} items]"  # a '...' past the first items, as IPython does
+    else:
+        text = repr(value)
     if len(text) > VALUE_LIMIT:
         text = text[:VALUE_LIMIT] + f"… [{len(text) - VALUE_LIMIT} more characters]"
     return text
+
+
+def _make_repr():
+    import reprlib
+
+    shortened = reprlib.Repr()
+    shortened.maxlevel = 6
+    shortened.maxlist = shortened.maxtuple = shortened.maxset = shortened.maxfrozenset = shortened.maxdict = 1000
+    shortened.maxstring = shortened.maxother = shortened.maxlong = 2000
+    return shortened
+
+
+_REPR = _make_repr()
+_sources: dict[str, int] = {}  # the cells' sources kept for tracebacks (oldest first), and their sizes
+SOURCE_LIMIT = 8 * 1024 * 1024
+
+
+def _remember_source(filename: str, code: str) -> None:
+    """Tracebacks show the cells' source lines (from linecache); the oldest are forgotten past a total size."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    _sources[filename] = len(code)
+    total = sum(_sources.values())
+    while total > SOURCE_LIMIT and len(_sources) > 1:
+        oldest = next(iter(_sources))
+        total -= _sources.pop(oldest)
+        linecache.cache.pop(oldest, None)
 
 
 def _run(compiled: types.CodeType, namespace: dict):

@@ -170,7 +170,7 @@ def delete(directory, name: str) -> None:
     with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
         leaf = parts[-1]
         try:
-            info = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+            info = _retry_denied(parent, lambda: os.stat(leaf, dir_fd=parent, follow_symlinks=False))
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, f"no file {name!r} in the session directory") from None
         if stat.S_ISDIR(info.st_mode):
@@ -339,7 +339,7 @@ def _entries(directory, limit: int) -> Iterator[tuple[str, os.stat_result]]:
                     names = _list(fd)
                     for entry in names:
                         try:
-                            info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                            info = _retry_denied(fd, lambda: os.stat(entry, dir_fd=fd, follow_symlinks=False))
                         except FileNotFoundError:
                             continue
                         seen += 1
@@ -368,7 +368,7 @@ def _list(fd: int) -> list[str]:
 
 def _existing_bytes(parent: int, leaf: str) -> int:
     try:
-        return os.stat(leaf, dir_fd=parent, follow_symlinks=False).st_blocks * 512
+        return _retry_denied(parent, lambda: os.stat(leaf, dir_fd=parent, follow_symlinks=False)).st_blocks * 512
     except OSError:
         return 0
 
