@@ -23,6 +23,8 @@ from .devui_output import DevUI, ShowsImages
 from .http import devui_store
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
+from .auth.entra import EntraVerifier
+from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app
 from .http.connections import default_max_connections, protocol
 from .http.conversations import EndsSessions
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
@@ -35,6 +37,7 @@ from .sessions import SessionManager
 from .settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
+ACA_PREFIX = "/sessions"  # the Azure Container Apps code interpreter sessions API (pool management endpoint)
 Mount = tuple[str, ASGIApp]  # (prefix such as "/sessions", ASGI app)
 
 
@@ -79,8 +82,16 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     links = LinkSigner.for_token(settings.auth_token)
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
+    scoped: dict[str, list[Verifier]] = {}
+    body_limits: dict[str, int] = {}
     if sessions is not None:
         mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links))]
+        # The Azure Container Apps sessions API: its own caps (JSON bodies, uploads), and Entra ID callers there only.
+        mounts.append((ACA_PREFIX, build_aca_app(sessions, settings, verifiers=[])))
+        body_limits[ACA_PREFIX + "/"] = max(MAX_JSON_BYTES, settings.sessions.max_upload_mb * 1024 * 1024
+                                            + MULTIPART_SLACK)
+        if settings.entra is not None:
+            scoped[ACA_PREFIX + "/"] = [EntraVerifier(settings.entra).lenient()]
     # DevUI refuses to run unauthenticated off loopback. With only other verifiers (Entra ID) configured, its own
     # API gets an unguessable token nobody holds: the DevUI page is for DEVUI_AUTH_TOKEN holders.
     devui_token = settings.auth_token or (None if settings.loopback else secrets.token_urlsafe(32))
@@ -111,7 +122,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     return Guard(router, verifiers=all_verifiers, allow_local=settings.loopback and not settings.auth_token,
                  allowed_hosts=allowed, max_body_bytes=serving.max_body_bytes, access_log=serving.access_log,
                  # Download links in replies carry their own signed grant (a link cannot carry the bearer token).
-                 self_authenticating=(FILES_PREFIX + "/",) if sessions is not None else ())
+                 self_authenticating=(FILES_PREFIX + "/",) if sessions is not None else (),
+                 body_limits=body_limits, scoped_verifiers=scoped)
 
 
 async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence[Mount] = (),
@@ -121,7 +133,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     `mounts`: extra ASGI apps behind the same guard, e.g. `[("/sessions", build_aca_app(manager, settings))]`;
     `verifiers`: extra bearer-token verifiers (`async (token) -> Caller | None`), e.g. Microsoft Entra ID.
     """
-    check_auth(settings, verifiers)
+    check_auth(settings, [*verifiers, *([EntraVerifier(settings.entra).lenient()] if settings.entra else [])])
     logs.configure(settings.log_level, settings.serving.log_format)
     sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
                              settings.queue_timeout_seconds, settings.queue_length)
@@ -134,6 +146,9 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
         max_connections = default_max_connections()
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
+    entra = settings.entra
+    log.info("sessions API on /sessions (Microsoft Entra ID tokens: %s)",
+             f"tenant {entra.tenant_id}, audience {', '.join(entra.audiences)}" if entra else "off")
     log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request",
              settings.host, settings.port, settings.mode, "on" if settings.auth_token else "off: loopback only",
              max_connections, serving.read_timeout)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from .auth.entra import DEFAULT_AUDIENCE, DEFAULT_AUTHORITY, EntraSettings
 from .sandbox import BACKENDS, LANGUAGES, Limits
 from .sessions import SessionLimits, default_max_sessions
 
@@ -105,6 +107,8 @@ class Settings:
     model: ModelSettings = field(default_factory=lambda: ModelSettings("embedded"))
     sessions: SessionLimits = field(default_factory=SessionLimits)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    # The sessions API (/sessions): Microsoft Entra ID callers (None: only the DevUI token).
+    entra: EntraSettings | None = None
 
     @property
     def loopback(self) -> bool:
@@ -189,6 +193,7 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         log_level=str(log_level).upper(),
         model=load_model(env),
         sessions=sessions,
+        entra=load_entra(env),
         serving=load_serving(pick, number),
     )
 
@@ -215,6 +220,42 @@ def load_serving(pick, number) -> ServingSettings:
         conversation_item_max_bytes=number("conversation_item_max_bytes", mib, low=1024, high=1024 * mib),
         conversations_max_bytes=number("conversations_max_bytes", 256 * mib, low=mib, high=1024 * 1024 * mib),
     )
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _listed(env, name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def load_entra(env) -> EntraSettings | None:
+    """Microsoft Entra ID tokens for the sessions API: on when LCI_ENTRA_TENANT_ID is set."""
+    tenant = env.get("LCI_ENTRA_TENANT_ID", "").strip()
+    others = [name for name in ("LCI_ENTRA_AUDIENCE", "LCI_ENTRA_ALLOWED_OBJECT_IDS", "LCI_ENTRA_ALLOWED_ROLES",
+                                "LCI_ENTRA_AUTHORITY") if env.get(name, "").strip()]
+    if not tenant:
+        if others:
+            raise ConfigError(f"{others[0]} is set but LCI_ENTRA_TENANT_ID is not: set the tenant ID (a GUID) "
+                              "whose tokens the sessions API accepts")
+        return None
+    if not _GUID.match(tenant):
+        raise ConfigError(f"LCI_ENTRA_TENANT_ID must be a tenant ID (a GUID), got {tenant!r}")
+    object_ids = _listed(env, "LCI_ENTRA_ALLOWED_OBJECT_IDS")
+    wrong = [oid for oid in object_ids if oid != "*" and not _GUID.match(oid)]
+    if wrong:
+        raise ConfigError(f"LCI_ENTRA_ALLOWED_OBJECT_IDS must be object IDs (GUIDs) or *, got {wrong[0]!r}")
+    roles = _listed(env, "LCI_ENTRA_ALLOWED_ROLES")
+    if not object_ids and not roles:
+        raise ConfigError("LCI_ENTRA_TENANT_ID is set but nobody is allowed: set LCI_ENTRA_ALLOWED_OBJECT_IDS "
+                          "(callers' object IDs, or * for every principal of the tenant) or LCI_ENTRA_ALLOWED_ROLES")
+    authority = env.get("LCI_ENTRA_AUTHORITY", "").strip() or DEFAULT_AUTHORITY
+    parsed = urlparse(authority)
+    if parsed.scheme != "https" or not parsed.netloc or parsed.query:
+        raise ConfigError(f"LCI_ENTRA_AUTHORITY must be an https URL like {DEFAULT_AUTHORITY}, got {authority!r}")
+    audiences = tuple(_listed(env, "LCI_ENTRA_AUDIENCE")) or (DEFAULT_AUDIENCE,)
+    return EntraSettings(tenant_id=tenant.lower(), audiences=audiences, allowed_object_ids=frozenset(
+        oid.lower() for oid in object_ids), allowed_roles=frozenset(roles), authority=authority.rstrip("/"))
 
 
 def load_model(env) -> ModelSettings:

@@ -70,3 +70,56 @@ def https_server(handler: type[BaseHTTPRequestHandler], pki: dict[str, Path]):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def tls_front(target_port: int, pki: dict[str, Path]):
+    """TLS termination in front of a plain-HTTP loopback server, as an ingress does in the cluster: yield the
+    https base URL of a free 127.0.0.1 port whose connections are forwarded byte for byte to `target_port`."""
+    import asyncio
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server.pem"], pki["server.key"])
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict = {}
+
+    async def pump(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader, client_writer):
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(pump(client_reader, upstream_writer), pump(upstream_reader, client_writer))
+
+    async def start():
+        state["server"] = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+        state["port"] = state["server"].sockets[0].getsockname()[1]
+        ready.set()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield f"https://127.0.0.1:{state['port']}"
+    finally:
+        async def stop():
+            state["server"].close()
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

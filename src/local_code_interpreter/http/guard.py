@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Mapping, Awaitable, Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,8 +46,16 @@ class _TooLarge(Exception):
 class Guard:
     def __init__(self, app: ASGIApp, *, verifiers: Iterable[Verifier] = (), allow_local: bool = False,
                  allowed_hosts: frozenset[str] | None = None, max_body_bytes: int = 1024 * 1024,
-                 access_log: bool = True, self_authenticating: Iterable[str] = ()):
+                 access_log: bool = True, self_authenticating: Iterable[str] = (),
+                 body_limits: Mapping[str, int] | None = None,
+                 scoped_verifiers: Mapping[str, Iterable[Verifier]] | None = None):
         self.app = app
+        # Path prefix -> verifiers accepted there only (Microsoft Entra ID tokens open the sessions API, not the
+        # DevUI or /v1/responses).
+        self.scoped_verifiers = tuple((prefix, list(found)) for prefix, found in (scoped_verifiers or {}).items())
+        # Path prefix -> body limit for apps that take larger bodies and enforce their own caps (the sessions
+        # API's uploads); everything else gets `max_body_bytes`.
+        self.body_limits = tuple((body_limits or {}).items())
         # Path prefixes whose app checks its own credential when the request has no recognised bearer token
         # (the download route's signed links): GET/HEAD only, and the app sees no caller in the scope.
         self.self_authenticating = tuple(self_authenticating)
@@ -100,8 +108,8 @@ class Guard:
                 await send_error(send, 400, f"Invalid Host header {host!r}: this server only answers requests "
                                  "addressed to it", "host_not_allowed")
                 return None
-        caller = await self._caller(headers)
         path = scope["path"]
+        caller = await self._caller(headers, path)
         public = scope["method"] == "OPTIONS" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or (
             scope["method"] in ("GET", "HEAD") and bool(self.self_authenticating)
             and path.startswith(self.self_authenticating))
@@ -112,18 +120,17 @@ class Guard:
                              "missing_token" if missing else "invalid_token",
                              headers=[(b"www-authenticate", b"Bearer")])
             return None
+        limit = next((size for prefix, size in self.body_limits if path.startswith(prefix)), self.max_body_bytes)
         declared = _header(headers, b"content-length")
         if declared:
             if not declared.isdigit():
                 await send_error(send, 400, "Content-Length must be a number", "invalid_content_length")
                 return caller
-            if int(declared) > self.max_body_bytes:
-                await send_error(send, 413, f"request body larger than {self.max_body_bytes} bytes",
-                                 "request_too_large")
+            if int(declared) > limit:
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
                 return caller
         scope[identity.SCOPE_KEY] = caller
         seen = 0
-        limit = self.max_body_bytes
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -148,12 +155,13 @@ class Guard:
                 await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
         return caller
 
-    async def _caller(self, headers) -> identity.Caller | None:
+    async def _caller(self, headers, path: str = "") -> identity.Caller | None:
         authorization = _header(headers, b"authorization").decode("latin-1")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token:
-            for verify in self.verifiers:
+            scoped = [v for prefix, found in self.scoped_verifiers if path.startswith(prefix) for v in found]
+            for verify in [*self.verifiers, *scoped]:
                 caller = await verify(token)
                 if caller is not None:
                     return caller

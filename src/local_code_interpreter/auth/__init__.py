@@ -1,0 +1,1 @@
+"""Verifiers that turn a request's credentials into an `identity.Caller`."""
