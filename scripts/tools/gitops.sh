@@ -20,6 +20,8 @@ CONTROLLER_GEN_VERSION=v0.19.0
 NOTIFICATION_API_VERSION=v1.9.4
 # Azure CNI powered by Cilium runs Cilium 1.17/1.18 depending on the AKS version; the policy API is the same (v2).
 CILIUM_VERSION=v1.18.4
+# Bumped when scripts/crd-to-jsonschema.py changes how it converts, so the schemas are regenerated.
+CONVERTER=2
 
 BIN="$LCI_TOOLS/bin" SCHEMAS="$LCI_TOOLS/schemas" STAMPS="$LCI_TOOLS/stamps" CRDS="$LCI_TOOLS/crds-extra"
 mkdir -p "$BIN" "$SCHEMAS" "$STAMPS" "$CRDS"
@@ -49,7 +51,7 @@ if ! done_already kube-score "$KUBE_SCORE_VERSION" "$BIN/kube-score"; then
   stamp kube-score "$KUBE_SCORE_VERSION"
 fi
 
-if ! done_already notification-crds "$NOTIFICATION_API_VERSION $CONTROLLER_GEN_VERSION" "$SCHEMAS/flux-notification"; then
+if ! done_already notification-crds "$NOTIFICATION_API_VERSION $CONTROLLER_GEN_VERSION $CONVERTER" "$SCHEMAS/flux-notification"; then
   nice go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
   work="$(mktemp -d)"
   cp -r "$(moddir "github.com/fluxcd/notification-controller/api@$NOTIFICATION_API_VERSION")/." "$work"
@@ -61,17 +63,17 @@ if ! done_already notification-crds "$NOTIFICATION_API_VERSION $CONTROLLER_GEN_V
   rm -rf "$SCHEMAS/flux-notification"
   "$ROOT/.venv/bin/python" "$ROOT/scripts/crd-to-jsonschema.py" "$SCHEMAS/flux-notification" "$work"/crds/*.yaml
   rm -rf "$work"
-  stamp notification-crds "$NOTIFICATION_API_VERSION $CONTROLLER_GEN_VERSION"
+  stamp notification-crds "$NOTIFICATION_API_VERSION $CONTROLLER_GEN_VERSION $CONVERTER"
 fi
 
-if ! done_already cilium-crds "$CILIUM_VERSION" "$SCHEMAS/cilium"; then
+if ! done_already cilium-crds "$CILIUM_VERSION $CONVERTER" "$SCHEMAS/cilium"; then
   crd="$(moddir "github.com/cilium/cilium@$CILIUM_VERSION")/pkg/k8s/apis/cilium.io/client/crds/v2"
   rm -rf "$SCHEMAS/cilium"
   "$ROOT/.venv/bin/python" "$ROOT/scripts/crd-to-jsonschema.py" "$SCHEMAS/cilium" \
     "$crd/ciliumnetworkpolicies.yaml" "$crd/ciliumclusterwidenetworkpolicies.yaml"
   cp "$crd/ciliumnetworkpolicies.yaml" "$CRDS/cilium.io_ciliumnetworkpolicies.yaml"
   chmod u+w "$CRDS"/*.yaml
-  stamp cilium-crds "$CILIUM_VERSION"
+  stamp cilium-crds "$CILIUM_VERSION $CONVERTER"
 fi
 
 if ! done_already checkov "$CHECKOV_VERSION" "$LCI_TOOLS/checkov-venv/bin/checkov"; then
