@@ -109,7 +109,9 @@ class ControlPlane:
                     "--node-lease-duration-seconds=40")  # the heartbeat: without it nodes go NotReady
         self.kubectl("apply", "--server-side", "-f", str(FLUX_CRDS))
         self.kubectl("apply", "--server-side", "-f", str(EXTRA_CRDS))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Right after the apply a CRD may have no status yet, which `kubectl wait` reports as an error: retry.
+        wait_until(lambda: self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=20s",
+                                        check=False).returncode == 0, 60, "CRDs established", interval=1)
         self.kubectl("create", "namespace", "flux-system")
         self._start_flux()
         self._assert_running()
