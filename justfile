@@ -91,7 +91,8 @@ k8s-delete: require-env
 # The DevUI bearer token Secret, idempotent (an existing token is kept; ROTATE=1 replaces it). The token is random,
 # or read from the file SECRET_VALUE_FILE names (`-`: standard input); it only ever travels through pipes.
 # prod: overlays/prod/devui-auth.sops.yaml, encrypted for the cluster's age key (`just sops-age-key` first):
-# commit it and Flux applies it. dev: created in the cluster directly (lci-dev is not deployed from git).
+# commit it and Flux applies it. dev: created in the cluster directly (lci-dev is not deployed from git), before
+# or after `k8s-deploy`; a running Deployment is restarted to read the new token.
 k8s-auth-secret: require-env
     if [ "{{ ENV }}" = prod ]; then \
       {{ RUN }} {{ PYTHON }} scripts/secret-file {{ ROTATE_FLAG }} overlays/prod/devui-auth.sops.yaml lci-prod local-code-interpreter-auth token; \
@@ -103,7 +104,9 @@ k8s-auth-secret: require-env
         { if [ -n "${SECRET_VALUE_FILE:-}" ]; then cat -- "$SECRET_VALUE_FILE"; else {{ PYTHON }} -c 'import secrets; print(secrets.token_hex(32), end="")'; fi; } | \
           kubectl create secret generic local-code-interpreter-auth --namespace {{ NAMESPACE }} --from-file=token=/dev/stdin --dry-run=client --output yaml | \
           {{ RUN }} kubectl apply --filename -; \
-        {{ RUN }} kubectl rollout restart deployment/local-code-interpreter --namespace {{ NAMESPACE }}; \
+        if [ -n "$({{ QUERY }} kubectl get deployment local-code-interpreter --namespace {{ NAMESPACE }} --ignore-not-found --output name)" ]; then \
+          {{ RUN }} kubectl rollout restart deployment/local-code-interpreter --namespace {{ NAMESPACE }}; \
+        fi; \
       fi; \
     fi
 

@@ -133,9 +133,10 @@ def test_dev_auth_secret_is_idempotent_and_the_token_never_on_a_command_line(tmp
     assert result.stdout.splitlines() == [
         "kubectl apply --filename -",
         "kubectl apply --filename -",
-        "kubectl rollout restart deployment/local-code-interpreter --namespace lci-dev",
     ]
     assert "kubectl get secret local-code-interpreter-auth --namespace lci-dev --ignore-not-found" in result.stderr
+    # Restarts the Deployment only if it runs (a fresh namespace has none yet): a dry run cannot know, so asks.
+    assert "kubectl get deployment local-code-interpreter --namespace lci-dev --ignore-not-found" in result.stderr
     assert TOKEN not in result.stdout + result.stderr
     recipe = just("--show", "k8s-auth-secret").stdout
     assert "--from-file=token=/dev/stdin" in recipe and "--from-literal" not in recipe

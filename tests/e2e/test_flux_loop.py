@@ -307,6 +307,23 @@ def test_a_broken_commit_fails_without_touching_the_running_objects_and_the_next
     assert flux.deployment()["spec"]["template"]["spec"]["containers"][0]["image"] == want
 
 
+def test_the_dev_token_recipe_works_on_a_fresh_namespace_and_is_idempotent(flux, tmp_path):
+    """`just ENV=dev k8s-auth-secret` for real against the API server: it creates lci-dev if missing, then the
+    Secret; a second run keeps the token; ROTATE=1 replaces it."""
+    key = tmp_path / "unused.agekey"
+    token = tmp_path / "token"
+    token.write_text("dev-token-" + os.urandom(6).hex())
+    read = lambda: base64.b64decode(  # noqa: E731
+        flux.plane.get("secret", "local-code-interpreter-auth", "lci-dev")["data"]["token"]).decode()
+    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
+    assert read() == token.read_text()
+    out = _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret")
+    assert "kept the Secret lci-dev/local-code-interpreter-auth" in out and read() == token.read_text()
+    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"ROTATE": "1"})
+    rotated = read()
+    assert rotated != token.read_text() and len(rotated) == 64
+
+
 @pytest.mark.parametrize("overlay", (*OVERLAYS, "overlays/prod-cilium", "infrastructure/flux-notifications"))
 def test_the_overlay_passes_a_server_side_dry_run(flux, overlay):
     """The real files of this checkout, not the clone the tests changed, as kustomize-controller would apply them:
