@@ -9,7 +9,8 @@ import shutil
 import pytest
 import yaml
 
-from conftest import ROOT, render, run, tool
+from conftest import ROOT, TOOLS, render, run, tool
+from skips import tool_missing
 
 pytestmark = pytest.mark.slow
 _spec = importlib.util.spec_from_file_location("mask_sops", ROOT / "scripts" / "mask-sops.py")
@@ -22,6 +23,10 @@ MANIFEST_FOLDERS = ("base", "overlays", "components", "infrastructure", "cluster
 def validate(repo=ROOT, check=True):
     for name in ("kustomize", "kubeconform", "flux"):
         tool(name)
+    for schemas, installer in (("kubernetes", "k8s.sh"), ("flux", "k8s.sh"), ("flux-notification", "gitops.sh"),
+                               ("cilium", "gitops.sh")):
+        if not (TOOLS / "schemas" / schemas).is_dir():
+            tool_missing(f"{TOOLS / 'schemas' / schemas} is missing", installer)
     return run(str(ROOT / "scripts" / "validate-manifests"), str(repo), check=check)
 
 
