@@ -162,8 +162,10 @@ flux-bootstrap: (require "GITHUB_OWNER" GITHUB_OWNER) (require "GITHUB_TOKEN" en
 
 # The cluster's age key for SOPS, idempotent: created once at SOPS_AGE_KEY_FILE (kept when it exists), its public
 # half written to .sops.yaml as the recipient, its private half applied as the Secret flux-system/sops-age that
-# kustomize-controller decrypts with. Run after flux-bootstrap; back the key file up.
+# kustomize-controller decrypts with (the namespace is created if missing, so this can run before flux-bootstrap
+# and Flux's first reconciliation already decrypts). Back the key file up.
 sops-age-key:
+    kubectl create namespace flux-system --dry-run=client --output yaml | {{ RUN }} kubectl apply --filename -
     if [ ! -f "$SOPS_AGE_KEY_FILE" ]; then {{ RUN }} mkdir -p "$(dirname "$SOPS_AGE_KEY_FILE")"; {{ RUN }} age-keygen --output "$SOPS_AGE_KEY_FILE"; fi
     recipient="$(if [ -f "$SOPS_AGE_KEY_FILE" ]; then age-keygen -y "$SOPS_AGE_KEY_FILE"; else echo '<age recipient>'; fi)"; \
       {{ RUN }} sed -i -E "s|^( +age: ).*|\1$recipient|" .sops.yaml

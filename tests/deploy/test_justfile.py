@@ -158,6 +158,7 @@ def test_sops_age_key_hands_kustomize_controller_the_key_from_a_file(tmp_path):
     key = tmp_path / "cluster.agekey"
     lines = commands("sops-age-key", env={"SOPS_AGE_KEY_FILE": str(key)})
     assert lines == [
+        "kubectl apply --filename -",  # the flux-system namespace, so this can run before flux-bootstrap
         f"mkdir -p {tmp_path}",
         f"age-keygen --output {key}",
         "sed -i -E 's|^( +age: ).*|\\1<age recipient>|' .sops.yaml",

@@ -62,9 +62,9 @@ def test_the_cluster_key_is_made_once_and_handed_to_flux(clone):
     recipient = run(tool("age-keygen"), "-y", str(key)).stdout.strip()
     assert yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"][0]["age"] == recipient
     applied = [d for d in yaml.safe_load_all((tmp / "applied.yaml").read_text()) if d]
-    assert [(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in applied] == [
-        ("Secret", "flux-system", "sops-age")]
-    assert base64.b64decode(applied[0]["data"]["age.agekey"]) == key.read_bytes()
+    assert [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in applied] == [
+        ("Namespace", None, "flux-system"), ("Secret", "flux-system", "sops-age")]
+    assert base64.b64decode(applied[1]["data"]["age.agekey"]) == key.read_bytes()
     before = key.read_bytes(), (repo / ".sops.yaml").read_text()
     just(clone, "sops-age-key")
     assert (key.read_bytes(), (repo / ".sops.yaml").read_text()) == before, "a second run changes nothing"
