@@ -5,7 +5,9 @@ Usage: crd-to-jsonschema.py OUT_DIR CRD.yaml...
 Writes OUT_DIR/{group}/{kind}_{version}.json for every served version, the layout kubeconform finds with
 -schema-location 'OUT_DIR/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json'. Strict means what
 kubeconform's own openapi2jsonschema does: objects that list their properties reject any other property, unless
-the CRD says x-kubernetes-preserve-unknown-fields.
+the CRD says x-kubernetes-preserve-unknown-fields. Inside anyOf/oneOf/allOf/not, `properties` only constrain
+fields declared elsewhere (a structural schema's value validations, e.g. Cilium's "one of endpointSelector or
+nodeSelector"), so those branches stay open.
 """
 
 import json
@@ -15,17 +17,20 @@ import sys
 import yaml
 
 
-def strict(node):
+LOGIC = ("anyOf", "oneOf", "allOf", "not")
+
+
+def strict(node, in_logic: bool = False):
     if isinstance(node, list):
-        return [strict(item) for item in node]
+        return [strict(item, in_logic) for item in node]
     if not isinstance(node, dict):
         return node
-    node = {key: strict(value) for key, value in node.items()}
+    node = {key: strict(value, in_logic or key in LOGIC) for key, value in node.items()}
     if node.get("x-kubernetes-int-or-string") and "anyOf" not in node:
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.pop("nullable", False) and isinstance(node.get("type"), str):
         node["type"] = [node["type"], "null"]
-    if "properties" in node and "additionalProperties" not in node:
+    if "properties" in node and "additionalProperties" not in node and not in_logic:
         if not node.get("x-kubernetes-preserve-unknown-fields"):
             node["additionalProperties"] = False
     return node

@@ -9,17 +9,23 @@ import subprocess
 import pytest
 import yaml
 
+from skips import tool_missing
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOOLS = pathlib.Path(os.environ.get("LCI_TOOLS", pathlib.Path.home() / ".cache" / "local-code-interpreter"))
 TOOL_PATH = os.pathsep.join([str(TOOLS / "bin"), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
 OVERLAYS = ("dev", "prod")
+# Which scripts/tools/ script installs each tool the deployment tests run.
+INSTALLERS = {"kustomize": "k8s.sh", "kubeconform": "k8s.sh", "flux": "k8s.sh", "sops": "gitops.sh",
+              "age": "gitops.sh", "age-keygen": "gitops.sh", "kube-score": "gitops.sh", "checkov": "gitops.sh",
+              "just": "../lib.sh (ensure_venv requirements-dev.txt)"}
 
 
 def tool(name: str) -> str:
-    """The tool's path, or skip the test naming what is missing and how to get it."""
+    """The tool's path, or skip the test (fail under CI=true) naming what is missing and how to get it."""
     found = shutil.which(name, path=TOOL_PATH)
     if not found:
-        pytest.skip(f"{name} not found in {TOOLS / 'bin'} or PATH: run scripts/tools/k8s.sh")
+        tool_missing(f"{name} not found in {TOOLS / 'bin'} or PATH", INSTALLERS.get(name, "k8s.sh"))
     return found
 
 

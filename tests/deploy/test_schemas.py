@@ -57,3 +57,18 @@ def test_objects_with_properties_reject_unknown_fields_unless_the_crd_preserves_
     assert fields["labels"]["additionalProperties"] == {"type": "string"}
     assert fields["port"]["anyOf"] == [{"type": "integer"}, {"type": "string"}]
     assert fields["note"]["type"] == ["string", "null"]
+
+
+def test_logic_branches_only_constrain_and_stay_open(tmp_path):
+    """Cilium's CRD: spec must have one of endpointSelector/nodeSelector (oneOf of `required`, with empty
+    properties). Closing those branches would reject every real policy."""
+    crd = {"kind": "CustomResourceDefinition", "spec": {"group": "cilium.io", "names": {"kind": "Policy"}, "versions": [
+        {"name": "v2", "served": True, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {"endpointSelector": {"type": "object"}, "nodeSelector": {"type": "object"}},
+            "oneOf": [{"properties": {"endpointSelector": {}}, "required": ["endpointSelector"]},
+                      {"properties": {"nodeSelector": {}}, "required": ["nodeSelector"]}]}}}}}]}}
+    (path,) = crd_to_jsonschema.convert(crd, tmp_path)
+    spec = json.loads(path.read_text())["properties"]["spec"]
+    assert spec["additionalProperties"] is False
+    assert all("additionalProperties" not in branch for branch in spec["oneOf"])

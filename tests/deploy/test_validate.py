@@ -1,22 +1,32 @@
 """scripts/validate-manifests with the real tools: every target renders and passes kubeconform -strict with no
 resource skipped, flux build renders the app, and broken manifests are rejected."""
 
+import copy
+import importlib.util
 import re
 import shutil
 
 import pytest
 import yaml
 
-from conftest import ROOT, render, run, tool
+from conftest import ROOT, TOOLS, render, run, tool
+from skips import tool_missing
 
 pytestmark = pytest.mark.slow
+_spec = importlib.util.spec_from_file_location("mask_sops", ROOT / "scripts" / "mask-sops.py")
+mask_sops = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mask_sops)
 SUMMARY = re.compile(r"Summary: (\d+) resources? found .* - Valid: (\d+), Invalid: (\d+), Errors: (\d+), Skipped: (\d+)")
-MANIFEST_FOLDERS = ("base", "overlays", "infrastructure", "clusters")
+MANIFEST_FOLDERS = ("base", "overlays", "components", "infrastructure", "clusters")
 
 
 def validate(repo=ROOT, check=True):
     for name in ("kustomize", "kubeconform", "flux"):
         tool(name)
+    for schemas, installer in (("kubernetes", "k8s.sh"), ("flux", "k8s.sh"), ("flux-notification", "gitops.sh"),
+                               ("cilium", "gitops.sh")):
+        if not (TOOLS / "schemas" / schemas).is_dir():
+            tool_missing(f"{TOOLS / 'schemas' / schemas} is missing", installer)
     return run(str(ROOT / "scripts" / "validate-manifests"), str(repo), check=check)
 
 
@@ -35,20 +45,32 @@ def copy_manifests(tmp_path):
 def test_every_target_is_valid_with_nothing_skipped():
     out = sections(validate().stdout)
     expected = {
-        "kustomize build base": 5,
-        "kustomize build overlays/dev": 5,
-        "kustomize build overlays/prod": 7,
-        "kustomize build infrastructure/hyperlight-device-plugin": 2,
+        "kustomize build base": 6,
+        "kustomize build overlays/dev": 6,
+        "kustomize build overlays/prod": 9,
+        "kustomize build overlays/prod-cilium": 10,  # the CiliumNetworkPolicy, against Cilium's CRD schema
+        "kustomize build infrastructure/flux-notifications": 5,  # Provider, Alert, Receiver: notification CRDs
         "clusters/aks-prod/apps.yaml": 1,
         "clusters/aks-prod/infrastructure.yaml": 1,
-        "flux build kustomization local-code-interpreter --path ./overlays/prod": 7,
-        "flux build kustomization infrastructure --path ./infrastructure/hyperlight-device-plugin": 2,
+        "clusters/aks-prod/notifications.yaml": 1,
+        "flux build kustomization local-code-interpreter --path ./overlays/prod": 9,
+        "flux build kustomization flux-notifications --path ./infrastructure/flux-notifications": 5,
     }
     for title, count in expected.items():
         found, valid, invalid, errors, skipped = map(int, SUMMARY.search(out[title]).groups())
         assert (found, valid, invalid, errors, skipped) == (count, count, 0, 0, 0), (title, out[title])
-    flux_system = SUMMARY.search(out["kustomize build clusters/aks-prod/flux-system"]).groups()
-    assert int(flux_system[0]) > 10 and flux_system[1] == flux_system[0] and flux_system[2:] == ("0", "0", "0")
+    for title in ("kustomize build clusters/aks-prod/flux-system",
+                  "kustomize build infrastructure/hyperlight-device-plugin",
+                  "flux build kustomization infrastructure --path ./infrastructure/hyperlight-device-plugin",
+                  # The root: everything the flux-system Kustomization applies from clusters/aks-prod at once.
+                  "flux build kustomization flux-system --path ./clusters/aks-prod"):
+        found, valid, invalid, errors, skipped = map(int, SUMMARY.search(out[title]).groups())
+        assert found >= 2 and valid == found and (invalid, errors, skipped) == (0, 0, 0), (title, out[title])
+    root = SUMMARY.search(out["flux build kustomization flux-system --path ./clusters/aks-prod"]).groups()
+    components = SUMMARY.search(out["kustomize build clusters/aks-prod/flux-system"]).groups()
+    assert int(root[0]) == int(components[0]) + 3, "flux-system's objects plus the three Flux Kustomizations"
+    for folder in ("base", "overlays", "components", "infrastructure", "clusters"):
+        assert "no custom resources found that require migration" in out[f"flux migrate --path {folder} --dry-run"]
 
 
 def test_flux_build_renders_the_prod_overlay_for_the_app_kustomization():
@@ -62,7 +84,10 @@ def test_flux_build_renders_the_prod_overlay_for_the_app_kustomization():
         if not labels:
             del obj["metadata"]["labels"]
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
-    assert sorted(flux_objects, key=key) == sorted(render("overlays/prod"), key=key)
+    # flux build masks SOPS Secrets (values "**SOPS**", no sops metadata); scripts/mask-sops.py does the same.
+    masked = [mask_sops.mask(copy.deepcopy(o)) for o in render("overlays/prod")]
+    assert any(o["kind"] == "Secret" for o in masked)
+    assert sorted(flux_objects, key=key) == sorted(masked, key=key)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +120,36 @@ def test_a_kind_without_a_schema_is_an_error_not_a_skip(broken):
 
 def test_a_flux_kustomization_with_a_bad_field_is_rejected(broken):
     assert "Invalid: 1" in sections(broken.stdout)["clusters/aks-prod/apps.yaml"]
+
+
+def test_a_misspelled_cilium_field_is_rejected(tmp_path):
+    repo = copy_manifests(tmp_path)
+    policy = repo / "components" / "cilium-egress" / "ciliumnetworkpolicy.yaml"
+    policy.write_text(policy.read_text().replace("toEntities", "toEntitys"))
+    result = validate(repo, check=False)
+    assert result.returncode == 1
+    assert "additional properties 'toEntitys' not allowed" in sections(result.stdout)["kustomize build overlays/prod-cilium"]
+
+
+def test_a_deprecated_flux_api_is_reported_by_flux_migrate(tmp_path):
+    repo = copy_manifests(tmp_path)
+    alert = repo / "infrastructure" / "flux-notifications" / "alert.yaml"
+    alert.write_text(alert.read_text().replace("notification.toolkit.fluxcd.io/v1beta3", "notification.toolkit.fluxcd.io/v1beta2"))
+    result = validate(repo, check=False)
+    assert result.returncode == 1
+    out = sections(result.stdout)["flux migrate --path infrastructure --dry-run"]
+    assert "no custom resources found that require migration" not in out and "v1beta2" in out, out
+
+
+def test_a_plain_secret_in_a_target_is_checked_and_one_that_cannot_decrypt_is_an_error(tmp_path):
+    repo = copy_manifests(tmp_path)
+    secret = repo / "overlays" / "prod" / "devui-auth.sops.yaml"
+    doc = yaml.safe_load(secret.read_text())
+    del doc["sops"]  # ENC[...] values with no way to decrypt them
+    secret.write_text(yaml.safe_dump(doc))
+    result = validate(repo, check=False)
+    assert result.returncode == 1
+    assert "has ENC[...] values but no sops metadata" in result.stderr
 
 
 def test_a_kustomization_that_does_not_build_fails(tmp_path):

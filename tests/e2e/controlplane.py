@@ -20,6 +20,8 @@ from pki import make_pki
 TOOLS = Path(os.environ.get("LCI_TOOLS") or Path.home() / ".cache" / "local-code-interpreter")
 BIN = TOOLS / "bin"
 FLUX_CRDS = TOOLS / "flux-crds"
+# The Flux notification API's and CiliumNetworkPolicy's CRDs (scripts/tools/gitops.sh).
+EXTRA_CRDS = TOOLS / "crds-extra"
 KWOK_STAGES = TOOLS / "kwok-stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
             "source-controller", "kustomize-controller")
@@ -35,6 +37,8 @@ def missing_tools() -> list[str]:
         missing.append(f"{FLUX_CRDS}/*.yaml")
     if not KWOK_STAGES.exists():
         missing.append(str(KWOK_STAGES))
+    if not list(EXTRA_CRDS.glob("*.yaml")):
+        missing.append(f"{EXTRA_CRDS}/*.yaml (scripts/tools/gitops.sh)")
     if not _which("kubectl"):
         missing.append("kubectl on PATH")
     return missing
@@ -104,7 +108,10 @@ class ControlPlane:
                     f"--server-address=127.0.0.1:{free_port()}", "--node-ip=127.0.0.1",
                     "--node-lease-duration-seconds=40")  # the heartbeat: without it nodes go NotReady
         self.kubectl("apply", "--server-side", "-f", str(FLUX_CRDS))
-        self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        self.kubectl("apply", "--server-side", "-f", str(EXTRA_CRDS))
+        # Right after the apply a CRD may have no status yet, which `kubectl wait` reports as an error: retry.
+        wait_until(lambda: self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=20s",
+                                        check=False).returncode == 0, 60, "CRDs established", interval=1)
         self.kubectl("create", "namespace", "flux-system")
         self._start_flux()
         self._assert_running()

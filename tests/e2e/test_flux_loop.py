@@ -4,16 +4,21 @@ Flux's source- and kustomize-controller reconcile clusters/aks-prod, through clu
 from a clone of this repository served over git smart HTTP, into a real kube-apiserver with fake kwok nodes.
 The tests run in order: each commit goes to the temporary clone, never to this repository's history.
 """
+import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 import yaml
 
-from controlplane import FAKE_NODE_ANNOTATION, wait_until
+from controlplane import BIN, FAKE_NODE_ANNOTATION, wait_until
 from gitops import CLUSTER, LOOPBACK, ROOT, GitOpsRepo
 from gitserver import GitHTTPServer
+from skips import tool_missing
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +136,35 @@ def _add_fake_nodes(plane, prod: list[dict]) -> None:
         plane.kubectl("create", "-f", "-", input=json.dumps(node))
 
 
+DEVUI_TOKEN = "e2e-devui-token-" + os.urandom(8).hex()
+
+
+def _just(repo: GitOpsRepo, plane, key, *args: str, env: dict | None = None) -> str:
+    """Run a recipe of the clone's justfile for real, against the control plane, with the tools on PATH."""
+    path = os.pathsep.join([str(BIN), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "just"), "--justfile", str(repo.work / "justfile"), *args],
+                            cwd=repo.work, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PATH": path, "KUBECONFIG": str(plane.kubeconfig),
+                                 "SOPS_AGE_KEY_FILE": str(key), "DRY_RUN": "", **(env or {})})
+    assert result.returncode == 0, f"just {' '.join(args)}: {result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _encrypt_secrets_for_this_cluster(repo: GitOpsRepo, plane, workdir) -> None:
+    """The README's step 5, with the real recipes, sops and age: the cluster's age key into flux-system/sops-age,
+    the Secrets re-encrypted for it in the clone (the committed ones are for a placeholder key)."""
+    for name in ("sops", "age-keygen"):
+        if not (BIN / name).exists():
+            tool_missing(f"{name} not found in {BIN}", "gitops.sh")
+    key = workdir / "cluster.agekey"
+    _just(repo, plane, key, "sops-age-key")
+    token = workdir / "devui-token"
+    token.write_text(DEVUI_TOKEN)
+    _just(repo, plane, key, "ENV=prod", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
+    _just(repo, plane, key, "flux-receiver-secret")
+    assert DEVUI_TOKEN not in (repo.work / PROD / "devui-auth.sops.yaml").read_text()
+
+
 @pytest.fixture(scope="module")
 def flux(control_plane, tmp_path_factory):
     if not (ROOT / CLUSTER).is_dir():
@@ -140,7 +174,8 @@ def flux(control_plane, tmp_path_factory):
     repo = GitOpsRepo(workdir, workdir / "served")
     with GitHTTPServer(workdir / "served") as server:
         repo.write_loopback_cluster(server.url(repo.served.name))
-        repo.commit("e2e: clusters/loopback applies clusters/aks-prod from the loopback source")
+        _encrypt_secrets_for_this_cluster(repo, control_plane, workdir)
+        repo.commit("e2e: clusters/loopback applies clusters/aks-prod from the loopback source; secrets for its key")
         _add_fake_nodes(control_plane, repo.render(PROD))
         # The bootstrap, as `flux bootstrap` does it: apply the sync objects once, then Flux manages itself.
         bootstrap = repo.render(LOOPBACK, "LoadRestrictionsNone")
@@ -159,7 +194,9 @@ def test_flux_reconciles_the_prod_overlay(flux):
         meta = obj["metadata"]
         live = flux.plane.get(obj["kind"], meta["name"], meta.get("namespace"))
         assert live, f"{obj['kind']}/{meta['name']} was not applied"
-        _assert_subset({key: value for key, value in obj.items() if key != "metadata"},
+        # A SOPS Secret is applied decrypted (test_flux_decrypts_the_devui_token_for_the_app checks its value).
+        skipped = {"metadata", "sops", "stringData", "data"} if "sops" in obj else {"metadata"}
+        _assert_subset({key: value for key, value in obj.items() if key not in skipped},
                        live, f"{obj['kind']}/{meta['name']}")
         _assert_subset({key: meta[key] for key in ("labels", "annotations") if key in meta},
                        live["metadata"], f"{obj['kind']}/{meta['name']}.metadata")
@@ -175,6 +212,36 @@ def test_flux_reconciles_the_prod_overlay(flux):
         f"{image.get('newName', image['name'])}:{image['newTag']}"
     # `wait: true` made Ready mean the rollout finished: every replica runs (on the fake nodes) and is ready.
     assert deployment["status"].get("readyReplicas") == deployment["spec"]["replicas"]
+
+
+def test_flux_decrypts_the_devui_token_for_the_app(flux):
+    """kustomize-controller decrypted the SOPS Secret with flux-system/sops-age: the pod's token is the one the
+    recipe encrypted, and nothing encrypted reached the cluster."""
+    sops_age = flux.plane.get("secret", "sops-age", "flux-system")
+    assert sops_age and "age.agekey" in sops_age["data"]
+    secret = next(doc for doc in flux.repo.render(PROD) if doc["kind"] == "Secret")
+    live = flux.plane.get("secret", secret["metadata"]["name"], secret["metadata"]["namespace"])
+    assert live, "the DevUI token Secret was not applied"
+    assert base64.b64decode(live["data"]["token"]).decode() == DEVUI_TOKEN
+    assert "sops" not in live and "ENC[" not in json.dumps(live)
+    env = {e["name"]: e for e in flux.deployment()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DEVUI_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": live["metadata"]["name"], "key": "token"}
+
+
+def test_flux_notifications_are_applied_with_the_receiver_token(flux):
+    """The flux-notifications Kustomization applies the Provider, Alert and Receiver (validated by the API server
+    against the notification CRDs) and the decrypted receiver token. notification-controller itself does not run
+    here (its module is not served by the Go proxy), so the objects are stored, not acted on."""
+    name = "flux-notifications"
+    flux.wait(lambda: _condition(flux.kustomization(name)).get("status") == "True", 3 * 60,
+              f"Kustomization {name} Ready")
+    for kind, obj in (("providers.notification.toolkit.fluxcd.io", "webhook"),
+                      ("alerts.notification.toolkit.fluxcd.io", "reconciliation-failures"),
+                      ("receivers.notification.toolkit.fluxcd.io", "github-push"),
+                      ("ingress", "flux-webhook")):
+        assert flux.plane.get(kind, obj, "flux-system"), f"{kind}/{obj} was not applied"
+    token = flux.plane.get("secret", "flux-receiver-token", "flux-system")
+    assert len(base64.b64decode(token["data"]["token"])) == 64  # 32 random bytes, hex
 
 
 def test_a_commit_changing_the_prod_image_tag_is_applied(flux):
@@ -240,8 +307,35 @@ def test_a_broken_commit_fails_without_touching_the_running_objects_and_the_next
     assert flux.deployment()["spec"]["template"]["spec"]["containers"][0]["image"] == want
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_dev_token_recipe_works_on_a_fresh_namespace_and_is_idempotent(flux, tmp_path):
+    """`just ENV=dev k8s-auth-secret` for real against the API server: it creates lci-dev if missing, then the
+    Secret; a second run keeps the token; ROTATE=1 replaces it."""
+    key = tmp_path / "unused.agekey"
+    token = tmp_path / "token"
+    token.write_text("dev-token-" + os.urandom(6).hex())
+    read = lambda: base64.b64decode(  # noqa: E731
+        flux.plane.get("secret", "local-code-interpreter-auth", "lci-dev")["data"]["token"]).decode()
+    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
+    assert read() == token.read_text()
+    out = _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret")
+    assert "kept the Secret lci-dev/local-code-interpreter-auth" in out and read() == token.read_text()
+    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"ROTATE": "1"})
+    rotated = read()
+    assert rotated != token.read_text() and len(rotated) == 64
+
+
+@pytest.mark.parametrize("overlay", (*OVERLAYS, "overlays/prod-cilium", "infrastructure/flux-notifications"))
 def test_the_overlay_passes_a_server_side_dry_run(flux, overlay):
-    """The real files of this checkout, not the clone the tests changed."""
-    result = flux.plane.kubectl("apply", "--dry-run=server", "-k", str(ROOT / overlay), check=False)
+    """The real files of this checkout, not the clone the tests changed, as kustomize-controller would apply them:
+    SOPS Secrets decrypted (here: masked, as `flux build` shows them); the CiliumNetworkPolicy against Cilium's
+    CRD."""
+    rendered = subprocess.run(["kubectl", "kustomize", str(ROOT / overlay)], capture_output=True, text=True,
+                              check=True).stdout
+    masked = subprocess.run([sys.executable, str(ROOT / "scripts" / "mask-sops.py")], input=rendered,
+                            capture_output=True, text=True, check=True).stdout
+    # A dry run cannot create the namespace its objects go in: create the overlay's Namespace for real first.
+    namespaces = [doc for doc in yaml.safe_load_all(masked) if doc and doc["kind"] == "Namespace"]
+    if namespaces:
+        flux.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(namespaces))
+    result = flux.plane.kubectl("apply", "--dry-run=server", "-f", "-", input=masked, check=False)
     assert result.returncode == 0, result.stderr
