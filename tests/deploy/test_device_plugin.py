@@ -129,7 +129,7 @@ class Node:
         termination_log.touch()
         config = dp.oci_config(contract, args=[dp.ENTRYPOINT], host_root=self.host, termination_log=termination_log,
                                seccomp_profile=json.loads((OUT / "seccomp.json").read_text()),
-                               cgroup=f"/lci-device-plugin-test/{self.id}")
+                               cgroup=f"/{self.id}")
         (bundle / "config.json").write_text(json.dumps(config, indent=1))
         self.bundle = bundle
 
