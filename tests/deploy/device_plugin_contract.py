@@ -13,13 +13,17 @@ in the test cannot drift from what the cluster runs.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import stat
 
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DAEMONSET = ROOT / "infrastructure" / "hyperlight-device-plugin" / "daemonset.yaml"
 CONTAINER = "device-plugin"
+# The readiness check: a Job that requests the resource and checks what CDI injected.
+HYPERVISOR_CHECK = ROOT / "infrastructure" / "hyperlight-device-plugin" / "hypervisor-check.yaml"
 
 # The paths the upstream plugin uses (hyperlight-on-kubernetes, device-plugin/main.go): constants in its code.
 CDI_DIR = "/var/run/cdi"
@@ -64,6 +68,7 @@ class Contract:
     readiness: tuple[str, ...]
     env: dict
     memory_limit: str
+    command: tuple[str, ...]  # command + args; empty: the image's entrypoint
     node_selector: dict
     tolerations: tuple
     termination_message_path: str
@@ -77,6 +82,11 @@ def load_daemonset(path: pathlib.Path = DAEMONSET) -> dict:
     return daemonset
 
 
+def load_job(path: pathlib.Path = HYPERVISOR_CHECK) -> dict:
+    (job,) = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "Job"]
+    return job
+
+
 def _capabilities(security: dict) -> tuple[str, ...]:
     caps = security.get("capabilities") or {}
     drop = {c.upper() for c in caps.get("drop") or []}
@@ -88,8 +98,18 @@ def _capabilities(security: dict) -> tuple[str, ...]:
 def contract(daemonset: dict | None = None) -> Contract:
     """What the node runs for the DaemonSet's plugin container (pod-level settings folded in as the kubelet does)."""
     daemonset = daemonset or load_daemonset()
-    pod = daemonset["spec"]["template"]["spec"]
-    (container,) = [c for c in pod["containers"] if c["name"] == CONTAINER]
+    return container_contract(daemonset["spec"]["template"]["spec"], CONTAINER)
+
+
+def job_contract(job: dict | None = None) -> Contract:
+    """The same for the readiness check's container."""
+    pod = (job or load_job())["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return container_contract(pod, container["name"])
+
+
+def container_contract(pod: dict, name: str) -> Contract:
+    (container,) = [c for c in pod["containers"] if c["name"] == name]
     pod_security = pod.get("securityContext") or {}
     security = {**pod_security, **(container.get("securityContext") or {})}
     volumes = {v["name"]: v for v in pod.get("volumes") or []}
@@ -116,6 +136,7 @@ def contract(daemonset: dict | None = None) -> Contract:
         readiness=probe("readinessProbe"),
         env={e["name"]: e["value"] for e in container.get("env") or [] if "value" in e},
         memory_limit=((container.get("resources") or {}).get("limits") or {}).get("memory", ""),
+        command=tuple(container.get("command") or ()) + tuple(container.get("args") or ()),
         node_selector=dict(pod.get("nodeSelector") or {}),
         tolerations=tuple(pod.get("tolerations") or ()),
         termination_message_path=container.get("terminationMessagePath", "/dev/termination-log"),
@@ -196,4 +217,24 @@ def oci_config(c: Contract, *, args: list[str], host_root: pathlib.Path, termina
         config["linux"]["seccomp"] = seccomp_profile
     elif c.seccomp != "Unconfined":
         raise ValueError(f"seccomp profile {c.seccomp} is not reproduced by this harness")
+    return config
+
+
+def apply_cdi(config: dict, spec: dict, name: str) -> dict:
+    """What containerd does with CDI device `kind=name` (the device plugin's Allocate answer): the spec's
+    containerEdits applied to the OCI config. Device nodes get the host device's numbers and mode, the spec's
+    owner, and a cgroup rule allowing the spec's permissions; environment entries are added."""
+    (device,) = [d for d in spec["devices"] if d["name"] == name]
+    edits = device.get("containerEdits") or {}
+    linux = config["linux"]
+    for node in edits.get("deviceNodes") or []:
+        info = os.stat(node.get("hostPath", node["path"]))
+        linux.setdefault("devices", []).append({
+            "path": node["path"], "type": node.get("type", "c"), "major": os.major(info.st_rdev),
+            "minor": os.minor(info.st_rdev), "fileMode": stat.S_IMODE(info.st_mode),
+            "uid": node.get("uid", 0), "gid": node.get("gid", 0)})
+        linux.setdefault("resources", {}).setdefault("devices", []).append({
+            "allow": True, "type": node.get("type", "c"), "major": os.major(info.st_rdev),
+            "minor": os.minor(info.st_rdev), "access": node.get("permissions", "rwm")})
+    config["process"]["env"] += edits.get("env") or []
     return config

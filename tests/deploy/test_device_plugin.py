@@ -293,3 +293,56 @@ def test_termination_log_under_the_read_only_host_dev_would_not_start(plugin_bin
         print(f"/dev/termination-log: runc exit {code}: {output}")
         assert code != 0 and "termination-log" in output and "read-only file system" in output
         assert node.events.empty()
+
+
+def _run_hypervisor_check(node_dir: pathlib.Path, cdi: tuple[dict, str] | None,
+                          label: str = "") -> subprocess.CompletedProcess:
+    """Run the readiness Job's container (hypervisor-check.yaml) under its own security context, with the CDI
+    device applied as containerd would (cdi = (spec, device name)) or without it (CDI off in containerd)."""
+    contract = dp.job_contract()
+    bundle = node_dir / f"check-{'cdi' if cdi else 'nocdi'}{label}"
+    rootfs = bundle / "rootfs"
+    for folder in ("usr/bin", "tmp", "proc", "sys", "dev", "etc"):
+        (rootfs / folder).mkdir(parents=True, exist_ok=True)
+    (rootfs / "bin").symlink_to("usr/bin")
+    for program in ("sh", "id"):  # the image has a shell with `test`, and `id`
+        _copy_with_libraries(program, rootfs)
+    (bundle / "termination-log").touch()
+    config = dp.oci_config(contract, args=list(contract.command), host_root=bundle / "host",
+                           termination_log=bundle / "termination-log",
+                           seccomp_profile=json.loads((OUT / "seccomp.json").read_text()), cgroup=f"/{bundle.name}-{os.getpid()}")
+    if cdi:
+        dp.apply_cdi(config, *cdi)
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+    state, cid = node_dir / "runc-check", f"{bundle.name}-{os.getpid()}"
+    try:
+        return subprocess.run(["runc", "--root", str(state), "run", "--bundle", str(bundle), cid],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["runc", "--root", str(state), "delete", "--force", cid], capture_output=True)
+
+
+def test_the_readiness_check_passes_with_the_plugins_cdi_device_and_fails_without(plugin_binary, node_dir):
+    """The chain on a node: the plugin writes its CDI spec; containerd applies it to a container that requested
+    the resource (the readiness Job), which then finds the device read-write for its user; without CDI it fails
+    and says why."""
+    hypervisor = _hypervisor()
+    with Node(node_dir, dp.contract(), plugin_binary) as node:
+        assert node.next_event(30)["event"] == "register"
+        spec = json.loads(node.cdi_spec.read_text())
+    job = dp.job_contract()
+    injected = _run_hypervisor_check(node_dir, (spec, hypervisor))
+    print(f"with CDI: exit {injected.returncode}: {injected.stdout.strip()} {injected.stderr.strip()}")
+    assert injected.returncode == 0, injected
+    assert injected.stdout.strip() == (
+        f"CDI injected /dev/{hypervisor} ({hypervisor}), read-write for {job.uid}:{job.gid}")
+    # A device the app's user may not open (DEVICE_UID/GID not the app's user) fails the check too.
+    wrong_owner = json.loads(json.dumps(spec))
+    for node_edit in wrong_owner["devices"][0]["containerEdits"]["deviceNodes"]:
+        node_edit.update(uid=0, gid=0)
+    if os.stat(f"/dev/{hypervisor}").st_mode & 0o006 == 0:  # the host device is not open to others (0600 here)
+        assert _run_hypervisor_check(node_dir, (wrong_owner, hypervisor), "root-owned").returncode == 1
+    missing = _run_hypervisor_check(node_dir, None)
+    print(f"without CDI: exit {missing.returncode}: {missing.stderr.strip()}")
+    assert missing.returncode == 1
+    assert "is CDI enabled in containerd" in missing.stderr
