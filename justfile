@@ -119,7 +119,7 @@ k8s-port-forward: require-env
 azure-aks-create: (require "AZURE_SUBSCRIPTION" AZURE_SUBSCRIPTION)
     {{ RUN }} az group create {{ AZ_SUB }} --name {{ AZURE_RESOURCE_GROUP }} --location {{ AZURE_LOCATION }}
     {{ RUN }} az aks create {{ AZ_RG }} --name {{ AKS_CLUSTER }} --location {{ AZURE_LOCATION }} --nodepool-name system --node-count 2 --node-vm-size {{ AKS_SYSTEM_VM_SIZE }} --zones 1 2 3 --nodepool-taints CriticalAddonsOnly=true:NoSchedule --enable-oidc-issuer --enable-workload-identity --network-plugin azure --network-plugin-mode overlay --network-dataplane cilium --enable-app-routing --no-ssh-key
-    {{ RUN }} az aks nodepool add {{ AZ_RG }} --cluster-name {{ AKS_CLUSTER }} --name hyperlight --mode User --node-count {{ AKS_NODE_COUNT }} --node-vm-size {{ AKS_NODE_VM_SIZE }} --zones 1 2 3 --labels hyperlight.dev/hypervisor=true
+    {{ RUN }} az aks nodepool add {{ AZ_RG }} --cluster-name {{ AKS_CLUSTER }} --name hyperlight --mode User --node-count {{ AKS_NODE_COUNT }} --node-vm-size {{ AKS_NODE_VM_SIZE }} --zones 1 2 3 --labels hyperlight.dev/enabled=true hyperlight.dev/hypervisor=kvm
 
 # Turn on the OIDC issuer and workload identity on an existing cluster.
 azure-aks-enable-workload-identity: (require "AZURE_SUBSCRIPTION" AZURE_SUBSCRIPTION)

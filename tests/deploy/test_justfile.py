@@ -30,7 +30,7 @@ def test_azure_cluster_setup_commands():
         " --no-ssh-key",
         # The app runs on a user pool over three zones, labelled for the Hyperlight device plugin.
         f"az aks nodepool add {SCOPE} --cluster-name aks-local-code-interpreter --name hyperlight --mode User"
-        " --node-count 3 --node-vm-size Standard_D4s_v5 --zones 1 2 3 --labels hyperlight.dev/hypervisor=true",
+        " --node-count 3 --node-vm-size Standard_D4s_v5 --zones 1 2 3 --labels hyperlight.dev/enabled=true hyperlight.dev/hypervisor=kvm",
         f"az aks update {SCOPE} --name aks-local-code-interpreter --enable-oidc-issuer --enable-workload-identity",
         f"az aks get-credentials {SCOPE} --name aks-local-code-interpreter --overwrite-existing",
     ]
