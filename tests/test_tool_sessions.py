@@ -186,7 +186,7 @@ def test_the_embedded_default_replies_with_the_text_and_leaves_the_images_to_sho
     tool_turn = Message(role="tool", contents=[Content.from_function_result("call_1", result=[
         Content.from_text("stdout:\nplotted"), png])])
     reply = _reply([tool_turn])
-    # artifacts.ShowArtifacts shows the images once, for every client (tests/test_devui_files.py): not twice.
+    # artifacts.ShowArtifacts shows the images once, for every client (tests/test_devui_attachments.py): not twice.
     assert [c.type for c in reply] == ["text"]
     assert reply[0].text.startswith("stdout:\nplotted")
 
@@ -218,7 +218,7 @@ def test_a_chart_and_a_file_come_back_from_the_subprocess_session():
     items = tool_results[0].items
     assert [c.type for c in items] == ["text", "data"] and items[1].media_type == "image/png"
     assert base64.b64decode(items[1].uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
-    # The embedded default's own reply is text: artifacts.ShowArtifacts shows the image (tests/test_devui_files.py).
+    # The embedded default's own reply is text: artifacts.ShowArtifacts shows the image (tests/test_devui_attachments.py).
     assert not [c for c in response.messages[-1].contents if c.type == "data"]
 
 
