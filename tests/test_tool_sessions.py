@@ -128,7 +128,7 @@ def test_a_fresh_session_notice_reaches_the_model():
         agent = build_agent(EmbeddedChatClient(), sandbox, sessions)
         try:
             with in_conversation("c"):
-                died = await say(agent, "x = 1\ny = 10 ** (10 ** 7)")
+                died = await say(agent, "x = 1\ny = 10 ** (10 ** 8)")
                 fresh = await say(agent, "print(2)")
             return died, fresh
         finally:
