@@ -25,7 +25,7 @@ from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .auth.entra import EntraVerifier
 from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app
-from .http.connections import default_max_connections, protocol
+from .http.connections import accept_backlog, default_max_connections, protocol
 from .http.conversations import EndsSessions
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
@@ -160,7 +160,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
                             log_config=logs.uvicorn_log_config(), access_log=False,
                             timeout_graceful_shutdown=1, server_header=False,
                             http=protocol(serving.read_timeout, max_connections),
-                            timeout_keep_alive=max(5, int(serving.read_timeout)))
+                            timeout_keep_alive=max(5, int(serving.read_timeout)), backlog=accept_backlog())
     server = uvicorn.Server(config)
     if open_browser:
         asyncio.get_running_loop().call_later(1.0, _open_browser, settings)

@@ -22,12 +22,25 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\
          b'{"error": {"message": "too many connections", "type": "server_error", "code": "overloaded", "param": null}}')
 
 
-def default_max_connections() -> int:
-    """Below the open-file limit, leaving room for the sandbox's pipes, logs and the listening socket."""
+def _reserve() -> tuple[int, int]:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 65536
-    return max(16, soft - max(64, soft // 8))
+    return soft, max(128, soft // 4)
+
+
+def default_max_connections() -> int:
+    """Below the open-file limit, leaving room for the sandbox's pipes (spares and sessions), logs, the listening
+    socket, and one accept burst (`accept_backlog()`): the cap is enforced once a connection is made, and the
+    event loop accepts up to a backlog of sockets before any of them is made."""
+    soft, reserve = _reserve()
+    return max(16, soft - reserve)
+
+
+def accept_backlog() -> int:
+    """The listen backlog, which also bounds one accept burst: half the reserve, so a burst at the cap cannot
+    exhaust the file limit (uvicorn's default of 2048 could)."""
+    return max(16, min(2048, _reserve()[1] // 2))
 
 
 def protocol(read_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
