@@ -22,6 +22,7 @@ import yaml
 from controlplane import FAKE_NODE_ANNOTATION, ControlPlane, missing_tools, wait_until
 from gitops import CLUSTER, LOOPBACK, ROOT, GitOpsRepo
 from gitserver import GitHTTPServer
+from test_flux_loop import _encrypt_secrets_for_this_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +107,9 @@ def cluster(tmp_path_factory):
             infra["spec"].update(timeout="20s", retryInterval="10s")
             repo.write_yaml(f"{CLUSTER}/infrastructure.yaml", infra)
             repo.write_loopback_cluster(server.url(repo.served.name))
-            repo.commit("e2e: clusters/loopback; infrastructure health checks time out in 20s")
+            # The app's Kustomization decrypts its SOPS Secrets: the cluster's age key, as the README's recipes do.
+            _encrypt_secrets_for_this_cluster(repo, plane, workdir)
+            repo.commit("e2e: clusters/loopback; infrastructure health checks time out in 20s; secrets for its key")
             # A cluster with nodes, none of them a Hyperlight node.
             plane.kubectl("create", "-f", "-", input=json.dumps(_node("plain-0", {})))
             plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(repo.render(LOOPBACK, "LoadRestrictionsNone")))
