@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from typing import IO
 
 import httpx
 
@@ -30,19 +31,26 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_service(env: dict[str, str] | None = None, host: str = "127.0.0.1", args: tuple[str, ...] = (),
-                    ready_timeout: float = 30.0):
-    """Yield (base_url, process, seconds_to_healthy); stop it with SIGTERM at the end."""
+                    ready_timeout: float = 30.0, *, log: IO[str] | None = None, preexec_fn=None):
+    """Yield (base_url, process, seconds_to_healthy); stop it with SIGTERM at the end.
+
+    The service's output goes to `log` (a text file open for reading too) when given, else to a pipe
+    (`process.stdout`: read it once the service has stopped, or it may fill and block the service).
+    `preexec_fn` runs in the child before exec (to set a resource limit, say).
+    """
     port = free_port()
     command = [sys.executable, "-m", "local_code_interpreter", "--devui", "--host", host, "--port", str(port),
                "--no-browser", *args]
     started = time.monotonic()
     process = subprocess.Popen(command, env=clean_env() if env is None else env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE if log is None else log, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=preexec_fn)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"service exited with {process.returncode}: {process.stdout.read()}")
+                output = process.stdout.read() if log is None else (log.seek(0), log.read())[1]
+                raise RuntimeError(f"service exited with {process.returncode}: {output}")
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break

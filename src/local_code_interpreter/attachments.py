@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -30,6 +30,7 @@ from agent_framework._types import ResponseStream
 from .artifacts import display_text, final_response
 from .conversation import conversation_key
 from .filestore import FileStore
+from .replies import text_reply
 from .sandbox.types import InvalidFileName, QuotaExceeded, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class SaveAttachments(AgentMiddleware):
         except AttachmentError as error:
             log.info("attachment refused: %s", error)
             text = f"{error}\n\nNothing was run. Fix the attachment (or send it again) and resend the message."
-            context.result = _as_stream(text) if context.stream else _as_response(text)
+            context.result = text_reply(text, stream=context.stream)
             return
         await call_next()
         if saved:
@@ -213,12 +214,3 @@ def _tell(context: AgentContext, shown: Content) -> None:
     elif isinstance(result, AgentResponse):
         result.messages.insert(0, Message(role="assistant", contents=[shown]))
 
-
-def _as_response(text: str) -> AgentResponse:
-    return AgentResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])])
-
-
-def _as_stream(text: str) -> ResponseStream:
-    async def updates() -> AsyncIterator[AgentResponseUpdate]:
-        yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(text)])
-    return ResponseStream(updates(), finalizer=AgentResponse.from_updates)

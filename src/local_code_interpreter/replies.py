@@ -105,17 +105,17 @@ class SafeReplies(AgentMiddleware):
             if sandbox_busy(error):
                 raise
             log.warning("model call failed: %r", error)
-            context.result = _as_stream(explain(error)) if context.stream else _as_response(explain(error))
+            context.result = text_reply(explain(error), stream=context.stream)
             return
         if context.stream and isinstance(context.result, ResponseStream):
             context.result = _cleaned(context.result)
 
 
-def _as_response(text: str) -> AgentResponse:
-    return AgentResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])])
+def text_reply(text: str, *, stream: bool) -> AgentResponse | ResponseStream:
+    """`text` as the agent's whole answer, in the shape the caller asked for: a stream (of one update) or not."""
+    if not stream:
+        return AgentResponse(messages=[Message(role="assistant", contents=[Content.from_text(text)])])
 
-
-def _as_stream(text: str) -> ResponseStream:
     async def updates() -> AsyncIterator[AgentResponseUpdate]:
         yield AgentResponseUpdate(role="assistant", contents=[Content.from_text(text)])
     return ResponseStream(updates(), finalizer=AgentResponse.from_updates)

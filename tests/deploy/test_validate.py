@@ -42,6 +42,14 @@ def copy_manifests(tmp_path):
     return tmp_path
 
 
+def edit(repo, relative: str, old: str, new: str) -> None:
+    """Replace `old` (which must be there) by `new` in file `relative` of the copy `repo`."""
+    path = repo / relative
+    text = path.read_text()
+    assert old in text, f"{relative} no longer holds {old!r}: the breakage would test nothing"
+    path.write_text(text.replace(old, new))
+
+
 def test_every_target_is_valid_with_nothing_skipped():
     out = sections(validate().stdout)
     expected = {
@@ -94,12 +102,10 @@ def test_flux_build_renders_the_prod_overlay_for_the_app_kustomization():
 def broken(tmp_path_factory):
     """Validation of a copy with three independent breakages, each in a different target."""
     repo = copy_manifests(tmp_path_factory.mktemp("broken"))
-    deployment = repo / "base" / "deployment.yaml"
-    deployment.write_text(deployment.read_text().replace("readOnlyRootFilesystem", "readOnlyRootFileSystem"))
+    edit(repo, "base/deployment.yaml", "readOnlyRootFilesystem", "readOnlyRootFileSystem")
     (repo / "clusters" / "aks-prod" / "unknown.yaml").write_text(
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n")
-    apps = repo / "clusters" / "aks-prod" / "apps.yaml"
-    apps.write_text(apps.read_text().replace("  prune: true", "  prune: yes-please"))
+    edit(repo, "clusters/aks-prod/apps.yaml", "  prune: true", "  prune: yes-please")
     return validate(repo, check=False)
 
 
@@ -124,8 +130,7 @@ def test_a_flux_kustomization_with_a_bad_field_is_rejected(broken):
 
 def test_a_misspelled_cilium_field_is_rejected(tmp_path):
     repo = copy_manifests(tmp_path)
-    policy = repo / "components" / "cilium-egress" / "ciliumnetworkpolicy.yaml"
-    policy.write_text(policy.read_text().replace("toEntities", "toEntitys"))
+    edit(repo, "components/cilium-egress/ciliumnetworkpolicy.yaml", "toEntities", "toEntitys")
     result = validate(repo, check=False)
     assert result.returncode == 1
     assert "additional properties 'toEntitys' not allowed" in sections(result.stdout)["kustomize build overlays/prod-cilium"]
@@ -133,8 +138,8 @@ def test_a_misspelled_cilium_field_is_rejected(tmp_path):
 
 def test_a_deprecated_flux_api_is_reported_by_flux_migrate(tmp_path):
     repo = copy_manifests(tmp_path)
-    alert = repo / "infrastructure" / "flux-notifications" / "alert.yaml"
-    alert.write_text(alert.read_text().replace("notification.toolkit.fluxcd.io/v1beta3", "notification.toolkit.fluxcd.io/v1beta2"))
+    edit(repo, "infrastructure/flux-notifications/alert.yaml", "notification.toolkit.fluxcd.io/v1beta3",
+         "notification.toolkit.fluxcd.io/v1beta2")
     result = validate(repo, check=False)
     assert result.returncode == 1
     out = sections(result.stdout)["flux migrate --path infrastructure --dry-run"]

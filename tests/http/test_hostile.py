@@ -4,8 +4,6 @@
 import json
 import resource
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -13,46 +11,24 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from service import ROOT, clean_env, free_port, running_service
+from service import clean_env, running_service
 
 TOKEN = "hostile-test-token-0123456789"
 
 
 @contextmanager
 def server_process(env: dict[str, str], nofile: int | None = None):
-    """The service on a free loopback port, optionally with RLIMIT_NOFILE set in the child before exec."""
-    port = free_port()
-
+    """The service on a free loopback port, optionally with RLIMIT_NOFILE set in the child before exec; yields
+    (base_url, port, process), with the service's output in `process.log`."""
     def limit():
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     # The log goes to a file: a pipe nobody reads would block the server once it filled.
-    log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen([sys.executable, "-m", "local_code_interpreter", "--devui", "--no-browser",
-                                "--host", "127.0.0.1", "--port", str(port)], env=clean_env(**env), cwd=ROOT,
-                               stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=limit)
-    process.log = log
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (log.seek(0), log.read())[1]
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "service did not become healthy"
-            time.sleep(0.05)
-        yield base, port, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with tempfile.TemporaryFile(mode="w+") as log, \
+            running_service(clean_env(**env), ready_timeout=60, log=log, preexec_fn=limit) as (base, process, _s):
+        process.log = log
+        yield base, httpx.URL(base).port, process
 
 
 def raw(port: int, data: bytes, read_timeout: float = 10.0) -> bytes:

@@ -25,49 +25,14 @@ import pytest
 import local_code_interpreter
 from local_code_interpreter.sandbox import BACKENDS, TIMEOUT_EXIT_CODE, Limits, create_sandbox, report_all
 
+from host_processes import CHAIN, alive, descendants, eventually, processes_in
+
 BASE = Limits(timeout_seconds=10, memory_mb=256, max_output_bytes=4096, scratch_mb=4, max_processes=16)
 SHORT = replace(BASE, timeout_seconds=2)
 HANG_GUARD = 120  # seconds: a run that takes this long means the sandbox hangs, not that the machine is slow
 REPO = Path(local_code_interpreter.__file__).resolve().parents[2]
 SERVER_PID = os.getpid()
 CANARY = "LCI_ATTACK_CANARY"
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def descendants(root: int) -> set[int]:
-    """Live (non-zombie) processes below `root`."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parents[int(entry)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def eventually(condition, seconds: float = 15.0) -> bool:
-    """Poll `condition` until true or `seconds` pass (a bound on hanging, not a timing claim)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 class Lab:
@@ -829,41 +794,8 @@ def check(name, number, *args):
 
 def test_fork_successor_chain_dies_with_its_execution(lab, backend):
     """A chain of processes that forks a successor whenever one is killed ends with its execution."""
-    code = """
-import os, time
-print("directory", os.getcwd(), flush=True)
-if os.fork() == 0:
-    os.setsid()
-    while True:
-        me = os.getpid()
-        if os.fork() != 0:
-            while True:
-                time.sleep(1)
-        os.setsid()
-        while True:  # the successor waits for its predecessor's death, then takes its place
-            try:
-                os.kill(me, 0)
-                time.sleep(0.01)
-            except ProcessLookupError:
-                break
-time.sleep(0.5)
-print("started")
-"""
-    result = lab.attack(backend, code)
+    result = lab.attack(backend, 'import os\nprint("directory", os.getcwd(), flush=True)\n' + CHAIN)
     directories = [d for d in re.findall(r"directory (\S+)", result.stdout) if "lci-sandbox-" in d]
-    if "started" not in result.stdout or not directories:
+    if "chain started" not in result.stdout or not directories:
         pytest.skip(f"{backend} runs no processes: {result.stderr[-200:]}")
-    assert eventually(lambda: processes_in(directories[0]) == []), processes_in(directories[0])
-
-
-def processes_in(directory: str) -> list[int]:
-    """Host processes whose working directory is (or was, before its removal) `directory`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and alive(int(entry)):
-            try:
-                if os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)") == directory:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    assert eventually(lambda: processes_in(directories[:1]) == []), processes_in(directories[:1])

@@ -29,6 +29,8 @@ from local_code_interpreter.sandbox import InvalidFileName, Limits, QuotaExceede
 from local_code_interpreter.sandbox import files as session_files
 from local_code_interpreter.sandbox.process import Backend, report
 
+from host_processes import alive, descendants
+
 pytestmark = pytest.mark.skipif(not report(Limits()).usable, reason="the subprocess back end needs Linux")
 
 LIMITS = Limits(timeout_seconds=10, memory_mb=256, scratch_mb=4, max_output_bytes=65536)
@@ -75,32 +77,6 @@ def observe(name: str, mode: str) -> dict:
 def main(name: str) -> None:
     """The non-root mode's entry: run one scenario, print its observations as the last line."""
     print(json.dumps(asyncio.run(_in_backend(SCENARIOS[name]))), flush=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def _descendants(root: int) -> set[int]:
-    """Live processes below `root`, from the host's /proc."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if fields[0] not in ("Z", "X"):
-                parents[int(entry)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
 
 
 def _processes_with(token: str) -> list[int]:
@@ -189,7 +165,7 @@ async def reach_others(backend) -> dict:
             "secret = 'oneshot-secret'\nopen('o.txt', 'w').write(secret)\nimport time\ntime.sleep(3)\n"
             "print(open('o.txt').read(), secret)"))
         await asyncio.sleep(1.0)  # the one-shot execution is running while the attack runs
-        targets = sorted((_descendants(os.getpid()) | {os.getpid()}) - {attacker.child.pid})
+        targets = sorted((descendants(os.getpid()) | {os.getpid()}) - {attacker.child.pid})
         code = (ATTACK.replace("VICTIM", repr(victim.directory)).replace("ROOT", repr(backend.supervisor.root))
                 .replace("SERVER", str(os.getpid())).replace("TARGETS", repr(targets)))
         attack = await attacker.run(code)
@@ -199,7 +175,7 @@ async def reach_others(backend) -> dict:
             "attack_stdout": attack.stdout, "attack_stderr": attack.stderr[-2000:], "attack_exit": attack.exit_code,
             "attacker_alive": attacker.alive,
             "oneshot": [done.exit_code, done.stdout, done.stderr[-500:], done.timed_out],
-            "victim_alive": victim.alive, "victim_pid_alive": _alive(victim_pid), "victim_value": after.value,
+            "victim_alive": victim.alive, "victim_pid_alive": alive(victim_pid), "victim_value": after.value,
             "victim_files": sorted(f.name for f in await victim.files()),
             "victim_secret": (await victim.read("secret.txt")).decode(),
             "planted_outside": [p for p in ("/tmp/planted", "/dev/shm/planted",
@@ -261,7 +237,7 @@ async def keep_alive(backend) -> dict:
             crash = await session.run("import os\nos._exit(9)")
             observed[f"{ending}_notice"] = crash.notice
         await session.close()
-        gone = await _eventually(lambda: not _processes_with(token) and not _alive(pid))
+        gone = await _eventually(lambda: not _processes_with(token) and not alive(pid))
         observed[ending] = {"spawned": spawned.stdout, "stderr": spawned.stderr[-1000:], "running_before": len(running),
                             "gone": gone, "left": _processes_with(token), "directory_left": os.path.exists(directory)}
     return observed

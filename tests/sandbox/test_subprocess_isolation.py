@@ -27,61 +27,11 @@ import local_code_interpreter
 from local_code_interpreter.sandbox import Limits
 from local_code_interpreter.sandbox.process import Backend, report
 
+from host_processes import CHAIN, alive, eventually, processes_in
+
 pytestmark = pytest.mark.skipif(not report(Limits()).usable, reason="the subprocess back end needs Linux")
 
 SRC = str(Path(local_code_interpreter.__file__).resolve().parents[1])
-CHAIN = """
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    while True:  # a chain: each link forks a successor that takes its place when it is killed
-        me = os.getpid()
-        if os.fork() != 0:
-            while True:
-                time.sleep(1)
-        os.setsid()
-        while True:
-            try:
-                os.kill(me, 0)
-                time.sleep(0.01)
-            except ProcessLookupError:
-                break
-time.sleep(0.3)
-print("chain started", flush=True)
-"""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def processes_in(directories: list[str]) -> list[int]:
-    """Host processes whose working directory is (or was, before its removal) one of `directories`."""
-    wanted = set(directories)
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and alive(int(entry)):
-            try:
-                if os.readlink(f"/proc/{entry}/cwd").removesuffix(" (deleted)") in wanted:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def eventually(condition, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def memory_holds(pid: int, needles: list[bytes]) -> list[bytes]:
     """Which of `needles` occur in the writable memory of process `pid` (read through /proc as root)."""
     found = set()

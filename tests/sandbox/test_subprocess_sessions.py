@@ -12,6 +12,8 @@ import pytest
 from local_code_interpreter.sandbox import InvalidFileName, Limits, QuotaExceeded, SandboxUnavailable
 from local_code_interpreter.sandbox.process import Backend, report
 
+from host_processes import alive
+
 pytestmark = pytest.mark.skipif(not report(Limits()).usable, reason="the subprocess back end needs Linux")
 
 LIMITS = Limits(timeout_seconds=3, memory_mb=256, scratch_mb=4, max_output_bytes=4096)
@@ -44,14 +46,6 @@ def session(backend, run):
     run(session.close())
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def test_state_and_values_persist(session, run):
     assert run(session.run("x = 41\nimport pandas as pd")).value is None
     result = run(session.run("print(x + 1)\nx + 1"))
@@ -73,7 +67,7 @@ def test_timeout_past_the_grace_period_ends_the_session(session, run):
     code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass"
     result = run(session.run(code))
     assert result.timed_out and "state was lost" in result.notice and not session.alive
-    assert not pid_alive(pid)
+    assert not alive(pid)
     with pytest.raises(SandboxUnavailable):
         run(session.run("1"))
 
@@ -186,7 +180,7 @@ def test_close_leaves_nothing(backend, run):
                     "os.makedirs('locked/in')\nos.chmod('locked/in', 0)\nos.chmod('locked', 0)"))
     pid, directory = session.child.pid, session.directory
     run(session.close())
-    assert not pid_alive(pid) and not os.path.exists(directory) and not session.alive
+    assert not alive(pid) and not os.path.exists(directory) and not session.alive
     with pytest.raises(SandboxUnavailable):
         run(session.files())
 

@@ -129,37 +129,27 @@ def read(directory, name: str, *, max_bytes: int | None = None, uid: int | None 
     the code made to a file outside) is refused too.
     """
     name = check_name(name)
-    parts = name.split("/")
-    with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
-        fd = _open_leaf(parent, name, parts[-1])
-        try:
-            info = os.fstat(fd)
-            if uid is not None and info.st_uid not in (uid, os.geteuid()):
-                raise InvalidFileName(f"{name!r} belongs to another user (uid {info.st_uid}); it is not read")
-            if max_bytes is not None and info.st_size > max_bytes:
-                raise QuotaExceeded(f"{name!r} is {info.st_size} bytes; at most {max_bytes} can be read")
-            os.set_blocking(fd, True)
-            chunks, total = [], 0
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-                total += len(chunk)
-                if max_bytes is not None and total > max_bytes:  # it grew while we read
-                    raise QuotaExceeded(f"{name!r} is larger than {max_bytes} bytes")
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+    with _opened_file(directory, name) as fd:
+        info = os.fstat(fd)
+        if uid is not None and info.st_uid not in (uid, os.geteuid()):
+            raise InvalidFileName(f"{name!r} belongs to another user (uid {info.st_uid}); it is not read")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise QuotaExceeded(f"{name!r} is {info.st_size} bytes; at most {max_bytes} can be read")
+        os.set_blocking(fd, True)
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if max_bytes is not None and total > max_bytes:  # it grew while we read
+                raise QuotaExceeded(f"{name!r} is larger than {max_bytes} bytes")
+        return b"".join(chunks)
 
 
 def stat_file(directory, name: str) -> FileInfo:
     """The `FileInfo` of regular file `name` (the same refusals as `read`)."""
     name = check_name(name)
-    parts = name.split("/")
-    with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
-        fd = _open_leaf(parent, name, parts[-1])
-        try:
-            info = os.fstat(fd)
-        finally:
-            os.close(fd)
+    with _opened_file(directory, name) as fd:
+        info = os.fstat(fd)
     return FileInfo(name, info.st_size, info.st_mtime_ns / 1e9, media_type(name))
 
 
@@ -199,6 +189,18 @@ def count(directory, *, limit: int = MAX_ENTRIES) -> int:
 
 
 # Descriptor-relative walking ------------------------------------------------------------------------------
+@contextmanager
+def _opened_file(directory, name: str) -> Iterator[int]:
+    """A descriptor of regular file `name` (already through `check_name`), closed on exit; the refusals of `read`."""
+    parts = name.split("/")
+    with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
+        fd = _open_leaf(parent, name, parts[-1])
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def _root(directory) -> Iterator[int]:
     if isinstance(directory, int):

@@ -32,7 +32,30 @@ def blob() -> bytes:
     return bytes(range(256)) * 4 + hashlib.sha256(b"seed").digest() * 4096
 
 
-class LangChain:
+class _DataFiles:
+    """Files through `self.tool`'s upload_file(data=, remote_file_path=), list_files() and
+    download_file(remote_file_path=): the LangChain tool and the azure-dynamic-sessions tool take the same."""
+
+    def upload(self, name, data, workdir):
+        meta = self.tool.upload_file(data=io.BytesIO(data), remote_file_path=name)
+        return {"filename": meta.filename, "size": meta.size_in_bytes}
+
+    def listing(self):
+        return [(m.filename, m.size_in_bytes) for m in self.tool.list_files()]
+
+    def download(self, name):
+        return self.tool.download_file(remote_file_path=name).read()
+
+
+def _local_copy(workdir, name, data) -> str:
+    """`data` written to `workdir/name`, for the clients that upload a local file."""
+    path = os.path.join(workdir, name)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+class LangChain(_DataFiles):
     package = "langchain-azure-dynamic-sessions"
 
     def __init__(self, endpoint, ident, workdir):
@@ -47,16 +70,6 @@ class LangChain:
 
     def tool_output(self, code):  # what an agent sees: the tool's content string
         return self.tool.invoke(code)
-
-    def upload(self, name, data, workdir):
-        meta = self.tool.upload_file(data=io.BytesIO(data), remote_file_path=name)
-        return {"filename": meta.filename, "size": meta.size_in_bytes}
-
-    def listing(self):
-        return [(m.filename, m.size_in_bytes) for m in self.tool.list_files()]
-
-    def download(self, name):
-        return self.tool.download_file(remote_file_path=name).read()
 
 
 class SemanticKernel:
@@ -78,9 +91,7 @@ class SemanticKernel:
     tool_output = execute  # the kernel function's string is what the agent sees
 
     def upload(self, name, data, workdir):
-        path = os.path.join(workdir, name)
-        with open(path, "wb") as handle:
-            handle.write(data)
+        path = _local_copy(workdir, name, data)
         meta = self.loop.run_until_complete(self.tool.upload_file(local_file_path=path))
         return {"filename": meta.filename, "size": meta.size_in_bytes}
 
@@ -108,9 +119,7 @@ class LlamaIndex:
     tool_output = execute
 
     def upload(self, name, data, workdir):
-        path = os.path.join(workdir, name)
-        with open(path, "wb") as handle:
-            handle.write(data)
+        path = _local_copy(workdir, name, data)
         metas = self.tool.upload_file(local_file_path=path)
         return {"filename": metas[0].filename, "size": metas[0].size_in_bytes}
 
@@ -128,7 +137,7 @@ class LlamaIndex:
         return out
 
 
-class Visualiz3d:
+class Visualiz3d(_DataFiles):
     package = "azure-dynamic-sessions-code-interpreter"
 
     def __init__(self, endpoint, ident, workdir):
@@ -141,16 +150,6 @@ class Visualiz3d:
 
     def tool_output(self, code):
         return self.tool._run(code)  # what its execute_tool_call hands the model
-
-    def upload(self, name, data, workdir):
-        meta = self.tool.upload_file(data=io.BytesIO(data), remote_file_path=name)
-        return {"filename": meta.filename, "size": meta.size_in_bytes}
-
-    def listing(self):
-        return [(m.filename, m.size_in_bytes) for m in self.tool.list_files()]
-
-    def download(self, name):
-        return self.tool.download_file(remote_file_path=name).read()
 
 
 CLIENTS = {"langchain": LangChain, "semantic-kernel": SemanticKernel, "llama-index": LlamaIndex,
