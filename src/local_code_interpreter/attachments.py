@@ -193,7 +193,7 @@ class SaveAttachments(AgentMiddleware):
         except SandboxUnavailable as error:
             raise AttachmentError(f"Could not save the attachment `{attachment.name}`: this sandbox keeps no "
                                   f"session directory ({error}).") from None
-        log.info("saved attachment %r (%d bytes) for conversation %s", info.name, info.size, key[1])
+        log.debug("saved attachment %r (%d bytes) for conversation %s", info.name, info.size, key[1])
         return info.name
 
 

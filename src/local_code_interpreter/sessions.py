@@ -290,7 +290,7 @@ class SessionManager:
                                    "(least recently used), so its variables and files are gone; a fresh session "
                                    "was started.")
             self._close_later(victim)
-            log.info("evicted the least recently used idle session (replica full: %d)", self.limits.max_sessions)
+            log.debug("evicted the least recently used idle session (replica full: %d)", self.limits.max_sessions)
         entry = _Entry(key, last_used=self._clock())
         self._entries[key] = entry
         return entry

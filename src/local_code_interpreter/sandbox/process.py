@@ -25,7 +25,7 @@ class Backend:
 
     name = NAME
 
-    def __init__(self, limits: Limits, language: str = "python", spares: int = 2, session_spares: int = 1,
+    def __init__(self, limits: Limits, language: str = "python", spares: int = 2, session_spares: int = 2,
                  grace_seconds: float = GRACE_SECONDS):
         self.limits = limits
         self.language = language
