@@ -97,6 +97,28 @@ def request(client: httpx.Client, path: str, i: int) -> float:
     return elapsed
 
 
+def turn(client: httpx.Client, path: str, i: int, previous: str | None) -> tuple[float, str]:
+    """One turn of a conversation (`previous_response_id`): the code runs in the conversation's live session."""
+    body = {"model": "local-code-interpreter", "input": f"print({i}*3)"}
+    if previous:
+        body["previous_response_id"] = previous
+    started = time.perf_counter()
+    answer = client.post(path, json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    if answer.status_code != 200 or str(i * 3) not in answer.text:
+        raise SystemExit(f"turn {i}: {answer.status_code} {answer.text[:500]}")
+    return elapsed, answer.json()["id"]
+
+
+def conversation(base: str, path: str, turns: int, offset: int = 0) -> list[float]:
+    times, previous = [], None
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for i in range(turns):
+            elapsed, previous = turn(client, path, offset + i, previous)
+            times.append(elapsed)
+    return times
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -165,6 +187,26 @@ def main() -> int:
         wall = time.perf_counter() - started
         print(f"{CALLERS} callers: {args.concurrent / wall:.0f} exec/s over {args.concurrent} requests, "
               f"server CPU {(server.cpu() - cpu0) * 1000 / args.concurrent:.2f} ms/req")
+        print("(each request above starts a conversation, so each pays a new sandbox session and, once the replica "
+              "is full, the eviction of the least recently used one)")
+
+        # Within conversations, as an agent works: every turn continues the previous one in its live session.
+        turns = max(30, args.concurrent // CALLERS)
+        conversation(server.base, args.path, 20, 900000)  # warm
+        cpu0 = server.cpu()
+        chain = conversation(server.base, args.path, turns * CALLERS, 1000000)
+        print(f"one conversation, {len(chain)} turns: p50 {statistics.median(chain):.2f} ms, p95 {pct(chain, 95):.2f} "
+              f"ms, server CPU {(server.cpu() - cpu0) * 1000 / len(chain):.2f} ms/req")
+        cpu0, started = server.cpu(), time.perf_counter()
+        threads = [threading.Thread(target=conversation, args=(server.base, args.path, turns, 2000000 + k * turns))
+                   for k in range(CALLERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        print(f"{CALLERS} callers, one conversation each: {turns * CALLERS / wall:.0f} exec/s over {turns * CALLERS} "
+              f"turns, server CPU {(server.cpu() - cpu0) * 1000 / (turns * CALLERS):.2f} ms/req")
     finally:
         server.stop()
 
