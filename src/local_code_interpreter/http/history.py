@@ -54,6 +54,7 @@ class Conversation:
     owner: str
     root: str  # the session key's conversation id: the chain's first conversation
     turns: list[list[Message]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # message_bytes of each kept turn, beside `turns`
     first_turn: int = 0  # turns dropped from the front (so response turn counts stay valid)
     items: int = 0
     bytes: int = 0
@@ -129,15 +130,21 @@ class ConversationStore:
         key = (conversation.owner, conversation.id)
         if self._conversations.get(key) is not conversation:  # evicted while the run went on: keep nothing
             return
+        size = sum(message_bytes(m) for m in turn)  # only the new turn is measured: O(turn), not O(history)
         conversation.turns.append(turn)
-        self._account(conversation)
+        conversation.sizes.append(size)
+        conversation.items += len(turn)
+        conversation.bytes += size
+        self.total_bytes += size
         self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
         while len(self._responses) > self.bounds.max_conversations * 64:
             self._responses.popitem(last=False)
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
-            conversation.turns.pop(0)
+            dropped, size = conversation.turns.pop(0), conversation.sizes.pop(0)
             conversation.first_turn += 1
-            self._account(conversation)
+            conversation.items -= len(dropped)
+            conversation.bytes -= size
+            self.total_bytes -= size
         while self.total_bytes > self.bounds.max_bytes and len(self._conversations) > 1:
             self._evict()
 
@@ -153,7 +160,9 @@ class ConversationStore:
         self.total_bytes -= oldest.bytes
 
     def _account(self, conversation: Conversation) -> None:
+        """Measure a conversation whose turns were set wholesale (a fork); `record` keeps the sums as it goes."""
         self.total_bytes -= conversation.bytes
+        conversation.sizes = [sum(message_bytes(m) for m in turn) for turn in conversation.turns]
         conversation.items = sum(len(turn) for turn in conversation.turns)
-        conversation.bytes = sum(message_bytes(m) for turn in conversation.turns for m in turn)
+        conversation.bytes = sum(conversation.sizes)
         self.total_bytes += conversation.bytes

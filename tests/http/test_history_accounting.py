@@ -1,0 +1,49 @@
+"""ConversationStore keeps its item and byte sums as turns are recorded and dropped (not re-measured each turn):
+the sums must always equal a full re-measurement, through appends, front drops, forks and evictions."""
+
+from agent_framework import Content, Message
+
+from local_code_interpreter.http.history import Bounds, ConversationStore, message_bytes
+
+
+def _measured(store: ConversationStore) -> tuple[int, dict]:
+    per = {}
+    for key, conversation in store._conversations.items():
+        per[key] = (sum(len(t) for t in conversation.turns),
+                    sum(message_bytes(m) for t in conversation.turns for m in t))
+    return sum(b for _, b in per.values()), per
+
+
+def _check(store: ConversationStore) -> None:
+    total, per = _measured(store)
+    assert store.total_bytes == total
+    for key, conversation in store._conversations.items():
+        assert (conversation.items, conversation.bytes) == per[key]
+        assert len(conversation.sizes) == len(conversation.turns)
+
+
+def _turn(i: int) -> list[Message]:
+    return [Message("user", [Content.from_text(f"print({i})" * (1 + i % 5))]), Message("assistant", [Content.from_text(str(i) * 7)])]
+
+
+def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
+    store = ConversationStore(Bounds(max_items=9, max_bytes=4000, max_conversations=3))
+    previous = None
+    ids = []
+    for i in range(60):
+        continuation = store.resolve("me", None, previous)
+        response = f"resp_{i}"
+        store.record(continuation, response, _turn(i))
+        ids.append(response)
+        previous = response
+        if i % 7 == 3:  # continue from an older response: a fork with the shared turns copied
+            fork = store.resolve("me", None, ids[-2])
+            store.record(fork, f"fork_{i}", _turn(i + 1000))
+        if i % 11 == 5:  # a new conversation, so the count and byte bounds evict
+            store.record(store.resolve("me", None, None), f"new_{i}", _turn(i))
+        _check(store)
+        for conversation in store._conversations.values():
+            assert conversation.items <= 9 or len(conversation.turns) == 1
+    assert store.total_bytes <= 4000 or len(store) == 1
+    first = store._conversations[store._responses[previous][0]]
+    assert first.first_turn > 0  # the oldest turns were dropped, and the sums followed
