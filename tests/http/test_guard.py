@@ -121,3 +121,36 @@ def test_off_loopback_with_only_an_entra_verifier():
     served, devui, anonymous = asyncio.run(run())
     assert served.status_code == 200 and "42" in served.text
     assert devui.status_code == 401 and anonymous.status_code == 401
+
+
+def test_a_scoped_verifier_opens_only_its_prefix_and_its_body_limit_applies_there_only():
+    """Entra ID tokens open the sessions API, not the DevUI or /v1/responses; larger bodies only where allowed."""
+    from local_code_interpreter.http.guard import Guard
+
+    async def echo(scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        caller = scope[identity.SCOPE_KEY]
+        data = f'{{"caller": "{caller.id}", "bytes": {len(body)}}}'.encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def run():
+        app = Guard(echo, verifiers=[], max_body_bytes=1024, body_limits={"/sessions/": 4096},
+                    scoped_verifiers={"/sessions/": [entra]})
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.9", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            jwt = {"authorization": "Bearer a-valid-jwt"}
+            return [await client.post("/sessions/code/execute", headers=jwt, content=b"x" * 3000),
+                    await client.post("/v1/responses", headers=jwt, content=b"{}"),
+                    await client.get("/v1/entities", headers=jwt),
+                    await client.post("/sessions/code/execute", headers=jwt, content=b"x" * 5000)]
+
+    inside, responses, page, too_big = asyncio.run(run())
+    assert inside.status_code == 200 and inside.json() == {"caller": "entra:tenant/object", "bytes": 3000}
+    assert responses.status_code == 401 and page.status_code == 401
+    assert too_big.status_code == 413
