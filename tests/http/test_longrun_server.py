@@ -1,0 +1,90 @@
+"""The real server as a pod runs it (subprocess back end, sessions, spares, eviction), for thousands of requests:
+what must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one
+covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
+sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions)
+and the rest continue one."""
+
+import os
+import tempfile
+
+import httpx
+import pytest
+
+from service import clean_env, running_service
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = 2000
+WARM = 200
+MAX_SESSIONS = 6
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    children = [int(p) for p in f.read().split()]
+                found += children
+                pending += children
+        except OSError:
+            continue
+    return found
+
+
+def _scratch_root(pid: int) -> str:
+    roots = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        name = target.removeprefix(tempfile.gettempdir() + "/").split("/")[0]
+        if name.startswith("lci-sandbox-"):
+            roots.add(os.path.join(tempfile.gettempdir(), name))
+    assert len(roots) == 1, roots
+    return roots.pop()
+
+
+def _measure(pid: int, root: str) -> dict:
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return {"processes": len(_descendants(pid)), "scratch entries": len(os.listdir(root)),
+            "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(status["Threads"]),
+            "rss_kib": int(status["VmRSS"].split()[0])}
+
+
+def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
+    env = clean_env(LCI_MAX_SESSIONS=str(MAX_SESSIONS), LCI_ACCESS_LOG="off")
+    with tempfile.TemporaryFile(mode="w+") as log, running_service(env=env, log=log) as (base, process, _):
+        previous = None
+
+        def serve(i: int) -> None:
+            nonlocal previous
+            body = {"input": f"print({i}*3)"}
+            if i % 4 == 0 and previous:  # a quarter continue a conversation, the rest start one
+                body["previous_response_id"] = previous
+            answer = client.post("/v1/responses", json=body)
+            assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
+            previous = answer.json()["id"]
+
+        with httpx.Client(base_url=base, timeout=60) as client:
+            for i in range(WARM):
+                serve(i)
+            root = _scratch_root(process.pid)
+            before = _measure(process.pid, root)
+            for i in range(WARM, REQUESTS):
+                serve(i)
+            after = _measure(process.pid, root)
+        log.seek(0)
+        output = log.read()
+    print(f"\nafter {WARM} requests: {before}\nafter {REQUESTS} requests: {after}")
+    # Sessions are bounded by the replica's maximum; their processes and directories with them (plus the spares
+    # and the template, whose count is fixed).
+    assert after["processes"] <= before["processes"] + 2, (before, after)
+    assert after["scratch entries"] <= before["scratch entries"] + 2, (before, after)
+    assert after["fds"] <= before["fds"] + 8, (before, after)
+    assert after["threads"] <= before["threads"] + 2, (before, after)
+    assert after["rss_kib"] - before["rss_kib"] < 32 * 1024, (before, after)  # conversations are bounded too
+    assert "Traceback" not in output and "ERROR" not in output, output[-3000:]
