@@ -119,6 +119,17 @@ def conversation(base: str, path: str, turns: int, offset: int = 0) -> list[floa
     return times
 
 
+def concurrently(server: "Server", targets: list) -> tuple[float, float]:
+    """Run each zero-argument target on its own thread; (wall seconds, server CPU seconds) for all of them."""
+    cpu0, started = server.cpu(), time.perf_counter()
+    threads = [threading.Thread(target=target) for target in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, server.cpu() - cpu0
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -178,15 +189,9 @@ def main() -> int:
                         i = done
                     request(client, args.path, 100000 + i * CALLERS + k)
 
-        cpu0, started = server.cpu(), time.perf_counter()
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(CALLERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
+        wall, cpu = concurrently(server, [lambda k=k: caller(k) for k in range(CALLERS)])
         print(f"{CALLERS} callers: {args.concurrent / wall:.0f} exec/s over {args.concurrent} requests, "
-              f"server CPU {(server.cpu() - cpu0) * 1000 / args.concurrent:.2f} ms/req")
+              f"server CPU {cpu * 1000 / args.concurrent:.2f} ms/req")
         print("(each request above starts a conversation, so each pays a new sandbox session and, once the replica "
               "is full, the eviction of the least recently used one)")
 
@@ -197,16 +202,10 @@ def main() -> int:
         chain = conversation(server.base, args.path, turns * CALLERS, 1000000)
         print(f"one conversation, {len(chain)} turns: p50 {statistics.median(chain):.2f} ms, p95 {pct(chain, 95):.2f} "
               f"ms, server CPU {(server.cpu() - cpu0) * 1000 / len(chain):.2f} ms/req")
-        cpu0, started = server.cpu(), time.perf_counter()
-        threads = [threading.Thread(target=conversation, args=(server.base, args.path, turns, 2000000 + k * turns))
-                   for k in range(CALLERS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
+        wall, cpu = concurrently(server, [lambda k=k: conversation(server.base, args.path, turns, 2000000 + k * turns)
+                                          for k in range(CALLERS)])
         print(f"{CALLERS} callers, one conversation each: {turns * CALLERS / wall:.0f} exec/s over {turns * CALLERS} "
-              f"turns, server CPU {(server.cpu() - cpu0) * 1000 / (turns * CALLERS):.2f} ms/req")
+              f"turns, server CPU {cpu * 1000 / (turns * CALLERS):.2f} ms/req")
     finally:
         server.stop()
 
