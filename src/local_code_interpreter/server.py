@@ -43,7 +43,7 @@ Mount = tuple[str, ASGIApp]  # (prefix such as "/sessions", ASGI app)
 
 def check_auth(settings: Settings, verifiers: Sequence[Verifier] = ()) -> None:
     """A non-loopback bind without a token would expose code execution to the network: refuse to start."""
-    if not settings.loopback and not settings.auth_token and not verifiers:
+    if not settings.loopback and not settings.auth_token and not verifiers and settings.entra is None:
         raise ConfigError(f"DEVUI_AUTH_TOKEN is required to listen on {settings.host} (not loopback): "
                           "set it to a long random secret, or bind to 127.0.0.1")
 
@@ -133,7 +133,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     `mounts`: extra ASGI apps behind the same guard, e.g. `[("/sessions", build_aca_app(manager, settings))]`;
     `verifiers`: extra bearer-token verifiers (`async (token) -> Caller | None`), e.g. Microsoft Entra ID.
     """
-    check_auth(settings, [*verifiers, *([EntraVerifier(settings.entra).lenient()] if settings.entra else [])])
+    check_auth(settings, verifiers)  # Microsoft Entra ID settings count as a guard too (on /sessions)
     logs.configure(settings.log_level, settings.serving.log_format)
     sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, settings.max_concurrency,
                              settings.queue_timeout_seconds, settings.queue_length)
