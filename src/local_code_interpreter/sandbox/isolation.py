@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import sys
 import sysconfig
 
@@ -16,6 +17,7 @@ from .types import Layer, Limits
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.1
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_PDEATHSIG = 1
 
 # The only environment the code ever sees: fixed, with nothing from the server.
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
@@ -46,8 +48,11 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
 
 
 def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]],
-          address_space: int, session: bool) -> None:
+          address_space: int, session: bool, parent: int) -> None:
     """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
+
+    It dies with `parent` (the template): the parent-death signal is set after the uid change, which would clear
+    it, and the parent is checked once it is set, in case it died before.
 
     `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS in bytes
     (the template's own size plus the memory limit: the warm modules are mapped already). A session gets no
@@ -58,6 +63,9 @@ def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: in
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _host_parent() != parent:
+        os._exit(1)  # the parent died before the line above: no signal will come
     limits_to_set = [(resource.RLIMIT_AS, address_space), (resource.RLIMIT_NPROC, process_budget),
                      (resource.RLIMIT_FSIZE, limits.scratch_mb * 1024 * 1024), (resource.RLIMIT_CORE, 0)]
     if not session:
@@ -74,6 +82,13 @@ def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: in
     home = os.getcwd()
     os.environ.clear()
     os.environ.update(SANDBOX_ENV, HOME=home, TMPDIR=home)
+
+
+def _host_parent() -> int:
+    """The parent's pid as the host sees it: `os.getppid()` is 0 in a new PID namespace (the parent is outside it),
+    while /proc, still the host's mount here, names it in the host's numbering."""
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def _set_limits(*pairs: tuple[int, int]) -> None:

@@ -180,7 +180,7 @@ class Template:
             self._send({"op": "failed", "id": request["id"], "error": f"fork failed: {error}"})
             return
         if pid == 0:
-            _child(self.pid, self.flags, dict(zip(CHILD_FDS, fds)), limits, self.landlock_abi, self.rules, budget,
+            _child(self.pid, dict(zip(CHILD_FDS, fds)), limits, self.landlock_abi, self.rules, budget,
                    address_space, bool(request.get("session")))
         self.children[pid] = request["id"]
         self._send({"op": "forked", "id": request["id"], "pid": pid})
@@ -236,7 +236,7 @@ class Template:
             self.sweep_at = time.monotonic() + _SWEEP_SECONDS  # once more: nothing may have slipped through
 
 
-def _child(template: int, flags: int, fds: dict[str, int], limits: Limits, landlock_abi: int,
+def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int,
            rules: list[tuple[int, int]], budget: int, address_space: int, session: bool) -> None:
     """In the new child: become its own session, take its descriptors, confine itself, serve cells."""
     status = 1
@@ -245,16 +245,14 @@ def _child(template: int, flags: int, fds: dict[str, int], limits: Limits, landl
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if not flags and os.getppid() != template:
-            os._exit(1)  # the template died before the line above
+
         os.setsid()
         high = {name: _above(fd, 16) for name, fd in fds.items()}  # out of the way of 0-4 first
         null = os.open("/dev/null", os.O_RDONLY)
         for fd, target in ((null, 0), (high["stdout"], 1), (high["stderr"], 2), (high["cells"], 3),
                            (high["results"], 4)):
             os.dup2(fd, target, inheritable=target < 3)  # the code's subprocesses get 0-2, never the cell pipes
-        isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session)
+        isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session, template)
         sys.stdout.reconfigure(line_buffering=True)
         sys.stderr.reconfigure(line_buffering=True)
         status = child.serve(3, 4)
