@@ -231,3 +231,12 @@ def test_a_one_shot_run_can_fork_after_many_sessions_started(backend, run, monke
     finally:
         for session in sessions:
             run(session.close())
+
+
+def test_a_sessions_first_cell_finds_nothing_of_the_warm_up(session, run):
+    """Each child runs an empty cell by itself before its first (child._warm_up): in a throwaway namespace, so
+    the session's own starts clean and its first cell is cell 1."""
+    names = run(session.run("sorted(n for n in globals() if not n.startswith('__'))"))
+    assert names.value == "['display']", names
+    failed = run(session.run("1 / 0"))
+    assert 'File "<cell 2>", line 1' in failed.stderr and "warm" not in failed.stderr, failed.stderr

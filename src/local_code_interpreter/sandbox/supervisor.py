@@ -256,15 +256,6 @@ class Child:
         self.cell = None
         return cell
 
-    async def warm(self) -> None:
-        """Run an empty cell: it waits for the confinement to finish, and the pages the first cell of a fresh
-        child copies (about 1.3 ms of page faults and lazy set-up) are copied now, not on a request's path.
-        Its output, if any, is dropped; the child's namespace is unchanged."""
-        cell = await self.run("pass", grace_seconds=0)
-        if cell.reply is None or cell.reply.get("exit_code") != 0 or cell.stderr.seen:
-            self.kill("failed warm-up")
-            log.warning("sandbox spare child failed its warm-up: %s", cell.stderr.text()[-500:])
-
     async def _watch_quotas(self) -> None:
         """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while a cell runs."""
         while True:
@@ -502,8 +493,7 @@ class Supervisor:
             spares = self._spares.setdefault(key, [])
             while len(spares) < target:
                 try:
-                    child = await self._fork(*key)
-                    await child.warm()
+                    child = await self._fork(*key)  # it warms itself (child.serve) while it waits here
                 except SandboxUnavailable:
                     return
                 if child.alive:
