@@ -112,7 +112,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
     if sessions is not None:
         devui_app = EndsSessions(devui_app, sessions)  # deleting a conversation in the page ends its session
-    router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id),
+    router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,
+                                            end_session=sessions.close if sessions is not None else None),
                     HealthApp(readiness), mounts)
     all_verifiers = ([token_verifier(settings.auth_token)] if settings.auth_token else []) + list(verifiers)
     if settings.loopback:

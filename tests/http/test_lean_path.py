@@ -163,3 +163,46 @@ def test_devui_conversations_are_bounded_too():
 
     ids, statuses = asyncio.run(run())
     assert statuses[:2] == [404, 404] and statuses[2:] == [200, 200, 200]
+
+
+def test_an_unstored_response_leaves_no_session_behind():
+    """`store: false` with nothing to continue: nobody can continue it, so its session ends with the reply instead
+    of idling (and displacing a conversation someone will continue). A stored one keeps its session."""
+    import httpx
+
+    from local_code_interpreter import server
+    from local_code_interpreter.sessions import SessionManager
+    from local_code_interpreter.settings import load
+
+    async def run():
+        settings = load({"sandbox": "monty"}, environ={})
+        sandbox = create_sandbox("monty", settings.limits, "python", 4)
+        await sandbox.start()
+        sessions = SessionManager(sandbox, settings)
+        await sessions.start()
+        app = server.build_app(settings, sandbox, sessions=sessions)
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090", timeout=30) as c:
+                for stream in (False, True):
+                    answer = await c.post("/v1/responses", json={"input": "x = 6\nprint(x * 7)", "store": False,
+                                                                 "stream": stream})
+                    assert answer.status_code == 200 and "42" in answer.text
+                for _ in range(100):
+                    if sessions.stats()["live"] == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                unstored = sessions.stats()
+                kept = (await c.post("/v1/responses", json={"input": "y = 1\nprint(y)"})).json()
+                stored = sessions.stats()
+                again = await c.post("/v1/responses", json={"input": "print(y + 1)",
+                                                            "previous_response_id": kept["id"]})
+                assert "2" in again.json()["output"][-1]["content"][0]["text"]
+                return unstored, stored
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    unstored, stored = asyncio.run(run())
+    assert (unstored["live"], unstored["created"], unstored["closed"]) == (0, 2, 2), unstored
+    assert stored["live"] == 1, stored

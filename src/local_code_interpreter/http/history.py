@@ -69,6 +69,7 @@ class Continuation:
     conversation: Conversation
     history: list[Message]
     upto: int  # absolute turn count the new turn follows
+    transient: bool = False  # `store: false` with nothing to continue: nobody can ever continue it
 
 
 class ConversationStore:
@@ -120,7 +121,7 @@ class ConversationStore:
                                 conversation.first_turn + len(conversation.turns))
         if not keep:
             transient = f"conv_{uuid.uuid4().hex}"
-            return Continuation(Conversation(transient, owner, transient), [], 0)
+            return Continuation(Conversation(transient, owner, transient), [], 0, transient=True)
         conversation = self._new(owner, f"conv_{uuid.uuid4().hex}", None)
         return Continuation(conversation, [], 0)
 

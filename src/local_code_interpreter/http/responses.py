@@ -18,10 +18,11 @@ Conversation continuity: `conversation` (string or `{"id"}`) or `previous_respon
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from agent_framework_hosting_responses import (
@@ -156,9 +157,13 @@ class ResponsesApp:
     """The `/v1/responses` POST handler: lean path for API clients, DevUI's for its web page."""
 
     def __init__(self, agent, store: ConversationStore, devui: ASGIApp, agent_name: str,
-                 devui_entity_id=lambda: None):
+                 devui_entity_id=lambda: None, end_session: Callable[[tuple[str, str]], Awaitable[Any]] | None = None):
         self.agent, self.store, self.devui, self.agent_name = agent, store, devui, agent_name
         self.devui_entity_id = devui_entity_id
+        # `store: false` with nothing to continue: its sandbox session (if the code opened one) ends with the
+        # response instead of idling until it expires or displaces a conversation somebody will continue.
+        self.end_session = end_session
+        self._ending: set[asyncio.Task] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await read_body(receive)
@@ -193,18 +198,22 @@ class ResponsesApp:
         response_id = create_response_id()
         history = continuation.history + messages
         options = _options(request)
-        if request.get("stream"):
-            await self._stream(send, history, options, messages, continuation, response_id, shown_conversation,
-                               caller, keep)
-            return
         try:
-            with in_conversation(conversation.root, caller):
-                result = await self.agent.run(history, options=options)
-        except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
-            mapped = _mapped(error)
-            if mapped is None:
-                raise
-            return await send_error(send, mapped[0], str(error), mapped[1])
+            if request.get("stream"):
+                await self._stream(send, history, options, messages, continuation, response_id,
+                                   shown_conversation, caller, keep)
+                return
+            try:
+                with in_conversation(conversation.root, caller):
+                    result = await self.agent.run(history, options=options)
+            except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
+                mapped = _mapped(error)
+                if mapped is None:
+                    raise
+                return await send_error(send, mapped[0], str(error), mapped[1])
+        finally:
+            if continuation.transient and self.end_session is not None:
+                self._end_later((caller.id, conversation.root))
         if keep:
             self.store.record(continuation, response_id, messages + list(result.messages))
         payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
@@ -212,6 +221,12 @@ class ResponsesApp:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+    def _end_later(self, key: tuple[str, str]) -> None:
+        """End the session in the background: the reply does not wait for its process to exit."""
+        task = asyncio.get_running_loop().create_task(self.end_session(key))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     async def _stream(self, send, history, options, messages, continuation, response_id, shown_conversation,
                       caller, keep) -> None:
