@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent_framework import Agent
+from agent_framework import Agent, InMemoryHistoryProvider
 
 from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
@@ -34,4 +34,8 @@ def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | N
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox, sessions)],
         middleware=[SafeReplies(), BusyAborts(), *middleware],
+        # Where a run's session keeps its history. DevUI passes each page conversation's session (the framework
+        # would add this provider on that first run; here it is there from the start, whoever runs first). The
+        # lean /v1/responses path sends the history itself and passes a fresh session per run (http/responses.py).
+        context_providers=[InMemoryHistoryProvider()],
     )

