@@ -150,3 +150,29 @@ def test_lean_requests_record_no_spans_without_an_exporter(store):
             return seen
 
     assert asyncio.run(run()) == []
+
+
+def test_agent_framework_builds_no_spans_nobody_reads(monkeypatch):
+    """Without an exporter, the lean path's runs skip Agent Framework's instrumentation altogether (no span
+    attributes built); a DevUI page run, whose trace panel reads its spans, still gets them."""
+    from agent_framework import observability
+
+    built = []
+    original = observability._get_span_attributes
+    monkeypatch.setattr(observability, "_get_span_attributes", lambda **kw: built.append(1) or original(**kw))
+
+    async def run():
+        async with app_client() as (client, _s, _sb):
+            if telemetry.setup().exporters:
+                pytest.skip(f"an exporter is configured in this environment: {telemetry.setup().exporters}")
+            lean = await client.post("/v1/responses", json={"input": "print(5)"})
+            assert lean.status_code == 200 and "5" in lean.text
+            after_lean = len(built)
+            page = await client.post("/v1/responses", json={"input": "print(6)", "stream": True,
+                                                            "metadata": {"entity_id": await devui_entity(client)}})
+            traces = [e for e in sse_events(page.text) if e.get("type") == "response.trace.completed"]
+            return after_lean, len(built), traces
+
+    after_lean, after_page, traces = asyncio.run(run())
+    assert after_lean == 0
+    assert after_page > 0 and traces, "the DevUI page run lost its trace panel"
