@@ -32,7 +32,7 @@ from .http.health import HealthApp, Readiness
 from .http.history import Bounds, ConversationStore
 from .http.responses import ResponsesApp
 from .models import build_chat_client
-from .sandbox import create_sandbox
+from .sandbox import create_sandbox, sandbox_descriptors
 from .sessions import SessionManager
 from .settings import ConfigError, Settings
 
@@ -140,11 +140,19 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
                              settings.queue_timeout_seconds, settings.queue_length)
     await sandbox.start()  # warm before the first request
     serving = settings.serving
-    max_connections = serving.max_connections or default_max_connections()
-    if max_connections > default_max_connections():
-        log.warning("LCI_MAX_CONNECTIONS=%d is above what the open-file limit leaves room for; using %d",
-                    max_connections, default_max_connections())
-        max_connections = default_max_connections()
+    # Every live session (and spare child) holds descriptors in this process too: the connection cap leaves
+    # room for all of them, or a replica full of sessions would run out of descriptors under idle connections.
+    held = sandbox_descriptors(settings.sandbox, settings.sessions.max_sessions)
+    room = default_max_connections(held)
+    if room < 64:
+        log.warning("the open-file limit leaves room for only %d connections beside %d sessions (%d descriptors): "
+                    "raise the limit (ulimit -n) or lower LCI_MAX_SESSIONS", room, settings.sessions.max_sessions,
+                    held)
+    max_connections = serving.max_connections or room
+    if max_connections > room:
+        log.warning("LCI_MAX_CONNECTIONS=%d is above what the open-file limit leaves room for (with %d sessions); "
+                    "using %d", max_connections, settings.sessions.max_sessions, room)
+        max_connections = room
     log.info("model: %s", settings.model.describe())
     log.info("sandbox: %s (%s), limits %s", settings.sandbox, settings.language, settings.limits)
     entra = settings.entra

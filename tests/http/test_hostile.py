@@ -180,9 +180,13 @@ def test_health_answers_with_1000_idle_connections_at_nofile_1024():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
     sockets = []
     try:
-        with server_process({"LCI_READ_TIMEOUT_SECONDS": "120"}, nofile=1024) as (base, port, process):
+        with server_process({"LCI_READ_TIMEOUT_SECONDS": "120", "LCI_MAX_SESSIONS": "60"}, nofile=1024) \
+                as (base, port, process):
             limits = open(f"/proc/{process.pid}/limits").read()
             assert any(line.startswith("Max open files") and " 1024 " in line for line in limits.splitlines())
+            with httpx.Client(base_url=base, timeout=30) as client:  # a replica full of live sessions
+                for i in range(60):
+                    assert client.post("/v1/responses", json={"input": f"x = {i}"}).status_code == 200
             for _ in range(1000):
                 s = socket.socket()
                 s.settimeout(10)
@@ -198,6 +202,9 @@ def test_health_answers_with_1000_idle_connections_at_nofile_1024():
             open_fds = len(__import__("os").listdir(f"/proc/{process.pid}/fd"))
             assert open_fds < 1024
             assert process.poll() is None
+            process.log.seek(0)
+            # the cap leaves room for the accept burst and for every session's descriptors
+            assert "Too many open files" not in process.log.read()
     finally:
         for s in sockets:
             s.close()

@@ -35,3 +35,12 @@ def test_connection_cap_is_below_the_file_limit():
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert default_max_connections() < soft
+
+
+def test_connection_cap_leaves_room_for_every_sessions_descriptors():
+    from local_code_interpreter.sandbox import sandbox_descriptors
+
+    held = sandbox_descriptors("subprocess", 100)
+    assert held >= 5 * 100  # four pipe ends and a directory per session child
+    assert sandbox_descriptors("monty", 100) == 0  # its sessions are in-process state
+    assert default_max_connections(held) == max(16, default_max_connections() - held)

@@ -29,12 +29,13 @@ def _reserve() -> tuple[int, int]:
     return soft, max(128, soft // 4)
 
 
-def default_max_connections() -> int:
-    """Below the open-file limit, leaving room for the sandbox's pipes (spares and sessions), logs, the listening
-    socket, and one accept burst (`accept_backlog()`): the cap is enforced once a connection is made, and the
-    event loop accepts up to a backlog of sockets before any of them is made."""
+def default_max_connections(sandbox_descriptors: int = 0) -> int:
+    """Below the open-file limit, leaving room for what the sandbox may hold open (`sandbox_descriptors`: its
+    children's pipes and directories, every session at once), logs, the listening socket, and one accept burst
+    (`accept_backlog()`): the cap is enforced once a connection is made, and the event loop accepts up to a
+    backlog of sockets before any of them is made."""
     soft, reserve = _reserve()
-    return max(16, soft - reserve)
+    return max(16, soft - reserve - sandbox_descriptors)
 
 
 def accept_backlog() -> int:

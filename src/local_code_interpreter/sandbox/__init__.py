@@ -48,6 +48,13 @@ def create_sandbox(name: str, limits: Limits, language: str = "python", max_conc
                    queue_timeout=queue_timeout_seconds, queue_length=queue_length)
 
 
+def sandbox_descriptors(name: str, max_sessions: int) -> int:
+    """File descriptors the named back end may hold open in the server with `max_sessions` live sessions (0 when
+    its sessions hold none); the server's connection cap leaves room for them."""
+    descriptors = getattr(_module(name), "descriptors", None)
+    return descriptors(max_sessions) if descriptors is not None else 0
+
+
 def report_all(limits: Limits) -> list[BackendReport]:
     """Every back end's self-report, for `doctor`."""
     return [_module(name).report(limits) for name in BACKENDS]
@@ -71,4 +78,5 @@ __all__ = [
     "Session",
     "create_sandbox",
     "report_all",
+    "sandbox_descriptors",
 ]

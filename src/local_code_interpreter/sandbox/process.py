@@ -13,11 +13,17 @@ import sys
 import time
 
 from . import files, isolation, landlock
-from .supervisor import Child, Supervisor, result_fields
+from .supervisor import CHILD_DESCRIPTORS, Child, Supervisor, result_fields
 from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
 NAME = "subprocess"
 GRACE_SECONDS = 1.0
+
+
+def descriptors(max_sessions: int, one_shot_children: int = 16) -> int:
+    """Descriptors held in the server: per child its four pipe ends and its directory (`supervisor.Child`), for
+    every session, the spares and the one-shot runs in flight; plus the template's socket."""
+    return CHILD_DESCRIPTORS * (max_sessions + one_shot_children) + 1
 
 
 class Backend:

@@ -46,6 +46,7 @@ IDLE_CHECK_SECONDS = 1.0
 # that count grows, so an idle spare is replaced after this long rather than handed out with a stale limit.
 SPARE_REFRESH_SECONDS = 10.0
 SMALL_WALK = 200
+CHILD_DESCRIPTORS = 5  # what the server holds per child: cells and results pipes, stdout, stderr, its directory
 ROOT_PREFIX = "lci-sandbox-"
 LOCK_NAME = ".server-lives"  # marks a root locked (flock) by its live server  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
 # The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
