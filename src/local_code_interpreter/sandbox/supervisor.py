@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -522,8 +523,8 @@ class Supervisor:
         future = asyncio.get_running_loop().create_future()
         self._forking[request_id] = future
         try:
-            socket.send_fds(self._sock, [json.dumps({"op": "fork", "id": request_id, "limits": asdict(limits),
-                                                     "session": session}).encode()], theirs)
+            socket.send_fds(self._sock, [b'{"op":"fork","id":%d,%s}' % (request_id, self._fork_fields(limits, session))],
+                            theirs)
             reply = await future
         except BaseException:
             self._forking.pop(request_id, None)
@@ -540,6 +541,11 @@ class Supervisor:
         child.pid = reply["pid"]
         self._children[child.pid] = child
         return child
+
+    @functools.lru_cache(maxsize=32)  # noqa: B019 - a few kinds of child per supervisor, for its lifetime
+    def _fork_fields(self, limits: Limits, session: bool) -> bytes:
+        """The fork request's fields for this kind of child, encoded once (asdict was a tenth of a fork's cost)."""
+        return json.dumps({"limits": asdict(limits), "session": session}, separators=(",", ":"))[1:-1].encode()
 
     def _cleanup(self, child: Child) -> None:
         """Dispose of a child in the background (its reply, if any, is already on its way)."""
