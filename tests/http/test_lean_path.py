@@ -155,6 +155,21 @@ def test_store_bounds_items_bytes_count():
     assert big.total_bytes <= 12_000 and len(big) == 2
 
 
+def test_response_index_is_bounded_by_live_conversations():
+    """Responses of evicted conversations (and past a conversation's kept history) leave the index: what the
+    store holds does not grow with the number of responses ever served."""
+    store = ConversationStore(Bounds(max_items=6, max_conversations=3))
+    for n in range(2000):
+        store.record(store.resolve("me", None, None), f"one_{n}", [_message("in"), _message("out")])
+    assert len(store) == 3 and len(store._responses) == 3
+    c = store.resolve("me", "long", None)
+    for n in range(500):
+        c = store.resolve("me", "long", None)
+        store.record(c, f"long_{n}", [_message(f"in {n}"), _message(f"out {n}")])
+    assert len(store._responses) <= 2 + 6
+    assert store.resolve("me", None, "long_499").history[-1].text == "out 499"
+
+
 def test_devui_conversations_are_bounded_too():
     async def run():
         async with app_client(env={"LCI_CONVERSATIONS_MAX": "3"}) as (c, _s, _sb):

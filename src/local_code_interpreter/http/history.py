@@ -17,7 +17,7 @@ history is gone instead of the agent silently forgetting it).
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from agent_framework import Message
@@ -56,6 +56,7 @@ class Conversation:
     turns: list[list[Message]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)  # message_bytes of each kept turn, beside `turns`
     first_turn: int = 0  # turns dropped from the front (so response turn counts stay valid)
+    response_ids: deque[str] = field(default_factory=deque)  # the responses recorded in it, oldest first
     items: int = 0
     bytes: int = 0
 
@@ -138,6 +139,9 @@ class ConversationStore:
         conversation.bytes += size
         self.total_bytes += size
         self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
+        conversation.response_ids.append(response_id)
+        while len(conversation.response_ids) > self.bounds.max_items:  # responses past any kept history
+            self._responses.pop(conversation.response_ids.popleft(), None)
         while len(self._responses) > self.bounds.max_conversations * 64:
             self._responses.popitem(last=False)
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
@@ -157,8 +161,12 @@ class ConversationStore:
         return conversation
 
     def _evict(self) -> None:
+        """Forget the least recently used conversation and the responses that pointed into it: what the store
+        holds stays bounded by live conversations, not by how many responses were ever served."""
         _, oldest = self._conversations.popitem(last=False)
         self.total_bytes -= oldest.bytes
+        for response_id in oldest.response_ids:
+            self._responses.pop(response_id, None)
 
     def _account(self, conversation: Conversation) -> None:
         """Measure a conversation whose turns were set wholesale (a fork); `record` keeps the sums as it goes."""
