@@ -22,3 +22,12 @@ TOKEN = Caller("token", "token")
 
 # The ASGI scope key under which the authentication layer stores the request's Caller.
 SCOPE_KEY = "lci.caller"
+
+
+class Refused(Exception):
+    """Raised by a verifier for a valid credential whose identity may not call this server: 403 (the guard tries
+    no other verifier)."""
+
+    def __init__(self, message: str, status: int = 403):
+        super().__init__(message)
+        self.status, self.message = status, message

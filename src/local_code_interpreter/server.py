@@ -24,7 +24,7 @@ from .http import devui_store
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .auth.entra import EntraVerifier
-from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app
+from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app, send_aca_error
 from .http.connections import accept_backlog, default_max_connections, protocol
 from .http.conversations import EndsSessions
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
@@ -82,16 +82,9 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     links = LinkSigner.for_token(settings.auth_token)
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
-    scoped: dict[str, list[Verifier]] = {}
-    body_limits: dict[str, int] = {}
     if sessions is not None:
-        mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links))]
-        # The Azure Container Apps sessions API: its own caps (JSON bodies, uploads), and Entra ID callers there only.
-        mounts.append((ACA_PREFIX, build_aca_app(sessions, settings, verifiers=[])))
-        body_limits[ACA_PREFIX + "/"] = max(MAX_JSON_BYTES, settings.sessions.max_upload_mb * 1024 * 1024
-                                            + MULTIPART_SLACK)
-        if settings.entra is not None:
-            scoped[ACA_PREFIX + "/"] = [EntraVerifier(settings.entra).lenient()]
+        mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links)),
+                  (ACA_PREFIX, build_aca_app(sessions, settings))]  # the Azure Container Apps sessions API
     # DevUI refuses to run unauthenticated off loopback. With only other verifiers (Entra ID) configured, its own
     # API gets an unguessable token nobody holds: the DevUI page is for DEVUI_AUTH_TOKEN holders.
     devui_token = settings.auth_token or (None if settings.loopback else secrets.token_urlsafe(32))
@@ -115,6 +108,27 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,
                                             end_session=sessions.close if sessions is not None else None),
                     HealthApp(readiness), mounts)
+    return guard(settings, router, sessions=sessions is not None, verifiers=verifiers)
+
+
+def guard(settings: Settings, router: ASGIApp, *, sessions: bool, verifiers: Sequence[Verifier] = (),
+          entra: Verifier | None = None) -> Guard:
+    """The shared layer in front of `router`, configured from the settings: the DevUI token (and `verifiers`) on
+    every path; with `sessions`, the sessions API's own body caps and error shape under `/sessions`, Microsoft
+    Entra ID tokens accepted there only (`entra`, default: a verifier for `settings.entra` when it is set), and
+    the download route's signed links."""
+    serving = settings.serving
+    scoped: dict[str, list[Verifier]] = {}
+    body_limits: dict[str, int] = {}
+    error_senders = {}
+    if sessions:
+        prefix = ACA_PREFIX + "/"
+        body_limits[prefix] = max(MAX_JSON_BYTES, settings.sessions.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK)
+        error_senders[prefix] = send_aca_error
+        if entra is None and settings.entra is not None:
+            entra = EntraVerifier(settings.entra).lenient()
+        if entra is not None:
+            scoped[prefix] = [entra]
     all_verifiers = ([token_verifier(settings.auth_token)] if settings.auth_token else []) + list(verifiers)
     if settings.loopback:
         allowed = LOOPBACK_NAMES
@@ -123,8 +137,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     return Guard(router, verifiers=all_verifiers, allow_local=settings.loopback and not settings.auth_token,
                  allowed_hosts=allowed, max_body_bytes=serving.max_body_bytes, access_log=serving.access_log,
                  # Download links in replies carry their own signed grant (a link cannot carry the bearer token).
-                 self_authenticating=(FILES_PREFIX + "/",) if sessions is not None else (),
-                 body_limits=body_limits, scoped_verifiers=scoped)
+                 self_authenticating=(FILES_PREFIX + "/",) if sessions else (),
+                 body_limits=body_limits, scoped_verifiers=scoped, error_senders=error_senders)
 
 
 async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence[Mount] = (),

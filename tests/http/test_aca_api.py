@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e.fake_entra import Entra, EntraHandler, Signer
 from e2e.tls import https_server, make_ca
 from local_code_interpreter.auth.entra import EntraSettings, EntraVerifier
-from local_code_interpreter.http.aca import Mounted, build_aca_app
+from local_code_interpreter.http.aca import build_aca_app
+from local_code_interpreter.http.guard import Guard
+from local_code_interpreter.server import Router, guard
 from local_code_interpreter.sandbox.types import (ExecutionResult, FileInfo, Image, InvalidFileName,
                                                   QuotaExceeded, SandboxBusy)
 from local_code_interpreter.settings import Settings
@@ -82,9 +84,18 @@ def manager():
     return Recorder()
 
 
+def served(app, entra=None) -> Guard:
+    """The sessions API as the server composes it: behind the shared guard (authentication, its body caps and
+    error shape under /sessions, Entra ID tokens there only), mounted at /sessions beside a DevUI stand-in."""
+    if isinstance(app, Guard):
+        return app
+    router = Router(_devui_stand_in, _devui_stand_in, _devui_stand_in, [("/sessions", app)])
+    return guard(app.state.api.settings, router, sessions=True, entra=entra)
+
+
 def client_for(app, token: str | None = TOKEN) -> httpx.AsyncClient:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver/sessions",
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=served(app)), base_url="http://127.0.0.1/sessions",
                              headers=headers)
 
 
@@ -94,7 +105,7 @@ def settings(**extra) -> Settings:
 
 def call(app, method, path, token=TOKEN, **kwargs) -> httpx.Response:
     async def go():
-        async with client_for(Mounted(_devui_stand_in, app), token) as client:
+        async with client_for(app, token) as client:
             return await client.request(method, path, **kwargs)
     return asyncio.run(go())
 
@@ -177,7 +188,7 @@ def test_asynchronous_execution_is_polled_at_its_operation_location(manager, ent
     app = entra_app(manager, entra, allowed_object_ids=frozenset({"*"}))
 
     async def scenario():
-        async with client_for(Mounted(_devui_stand_in, app)) as client:
+        async with client_for(app) as client:
             started = await client.post("/executions", params=q(V2, "job"), json={
                 "codeInputType": "inline", "executionType": "Asynchronous", "code": "import time; time.sleep(1); 7"})
             assert started.status_code == 202, started.text
@@ -345,8 +356,8 @@ def test_unknown_routes_and_methods_use_the_error_shape_and_others_reach_devui(m
     assert call(app, "GET", "/nope", params=q()).json()["error"]["code"] == "NotFound"
     assert call(app, "PUT", "/code/execute", params=q()).status_code == 405
     async def devui():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=Mounted(_devui_stand_in, app)),
-                                     base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served(app)), base_url="http://127.0.0.1",
+                                     headers={"authorization": f"Bearer {TOKEN}"}) as client:
             return (await client.get("/v1/responses")).status_code, (await client.get("/sessionsX")).status_code
     assert asyncio.run(devui()) == (418, 418)
 
@@ -389,7 +400,7 @@ def entra(tmp_path_factory):
 def entra_app(manager, entra, **allowed):
     server, state, context = entra
     config = EntraSettings(TENANT, authority=server.url, **allowed)
-    return build_aca_app(manager, settings(), verifiers=[EntraVerifier(config, ssl_context=context)])
+    return served(build_aca_app(manager, settings()), entra=EntraVerifier(config, ssl_context=context).lenient())
 
 
 def sign(entra, key=None, kid=None, **overrides) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from local_code_interpreter.http.aca import build_aca_app
 from local_code_interpreter.sandbox import SandboxUnavailable, create_sandbox
+from local_code_interpreter.server import Router, guard
 from local_code_interpreter.sessions import SessionLimits, SessionManager
 from local_code_interpreter.settings import load
 
@@ -25,9 +26,10 @@ def run(scenario, max_sessions: int = 4):
         await sandbox.start()
         manager = SessionManager(sandbox, SessionLimits(max_sessions=max_sessions), language="python")
         await manager.start()
-        app = build_aca_app(manager, settings)
+        app = guard(settings, Router(_devui_stand_in, _devui_stand_in, _devui_stand_in,
+                                     [("/sessions", build_aca_app(manager, settings))]), sessions=True)
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1/sessions",
                                          headers={"authorization": "Bearer t"}, timeout=60) as client:
                 try:
                     return await scenario(client)
@@ -37,6 +39,11 @@ def run(scenario, max_sessions: int = 4):
             await manager.close_all()
             await sandbox.close()
     return asyncio.run(main())
+
+
+async def _devui_stand_in(scope, receive, send):
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b"devui"})
 
 
 async def execute(client, ident, code):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import jwt
 from jwt import PyJWKClient
 
-from ..identity import Caller
+from ..identity import Caller, Refused
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ class EntraVerifier:
 
     def lenient(self):
         """For the shared ASGI guard's verifier list (`async (token) -> Caller | None`): None for a token this
-        verifier refuses (the guard answers 401), after logging why; tokens that are not JWTs are not tried."""
-
+        verifier does not accept (the guard answers 401), after logging why; `Refused` (403) for a valid token
+        whose identity is outside the allow-lists; tokens that are not JWTs are not tried."""
         async def verify(token: str) -> Caller | None:
             if token.count(".") != 2:
                 return None
@@ -105,6 +105,8 @@ class EntraVerifier:
                 return await self(token)
             except AuthError as error:
                 log.info("Entra ID token refused (%d): %s", error.status, error.message)
+                if error.status == 403:
+                    raise Refused(error.message) from None
                 return None
 
         return verify

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
-import hmac
 import json
 import logging
 import mimetypes
@@ -35,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..identity import LOCAL, SCOPE_KEY, TOKEN, Caller
+from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
 
@@ -53,7 +52,6 @@ MAX_KEPT_OPERATIONS = 1024  # finished ones kept for GET executions/{id}, oldest
 OPERATION_TTL_SECONDS = 600
 _IDENTIFIER = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,128}$")
 
-Verifier = Callable[[str], Awaitable[Caller]]
 
 
 class ApiError(Exception):
@@ -269,47 +267,24 @@ def listing(version: str, infos: list[FileInfo]) -> dict:
 # -- the app ----------------------------------------------------------------------------------------------
 
 class SessionsApi:
-    """The routes, bound to one SessionManager. `verifiers` turn a bearer token into a Caller (Entra ID)."""
+    """The routes, bound to one SessionManager; each request's caller comes from the shared guard."""
 
-    def __init__(self, manager, settings, verifiers: list[Verifier] | None = None):
+    def __init__(self, manager, settings):
         self.manager, self.settings = manager, settings
-        self.verifiers = list(verifiers or [])
         self.operations: dict[tuple[str, str], Operation] = {}  # (owner, execution id) → asynchronous execution
         limits = getattr(settings, "sessions", None)  # SessionLimits (LCI_MAX_UPLOAD_MB), shared with the engine
         self.max_upload_mb = getattr(limits, "max_upload_mb", 128)
         self.max_upload = self.max_upload_mb * 1024 * 1024
 
-    # Authentication, until the shared ASGI layer sets scope["lci.caller"] for every path.
-    async def caller(self, request: Request) -> Caller:
+    @staticmethod
+    async def caller(request: Request) -> Caller:
+        """The caller the shared guard (`http/guard.py`) authenticated; this app never checks credentials itself.
+        Mounted without the guard it serves nobody."""
         present = request.scope.get(SCOPE_KEY)
         if isinstance(present, Caller):
             return present
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            if self.settings.auth_token and hmac.compare_digest(token.encode(), self.settings.auth_token.encode()):
-                return TOKEN
-            problem = "the bearer token is not valid"
-            for verify in self.verifiers:
-                try:
-                    caller = await verify(token)
-                    if caller is not None:
-                        return caller
-                except Exception as error:  # noqa: BLE001 (AuthError carries status and reason)
-                    status = getattr(error, "status", 401)
-                    if status == 403:
-                        raise ApiError(403, "Forbidden", str(error)) from None
-                    problem = str(error)
-            raise ApiError(401, "Unauthorized", problem,
-                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if header:
-            raise ApiError(401, "Unauthorized", "use 'Authorization: Bearer <token>'",
-                           {"WWW-Authenticate": "Bearer"})
-        if self.settings.loopback and not self.settings.auth_token and not self.verifiers:
-            return LOCAL
-        raise ApiError(401, "Unauthorized", "this API needs 'Authorization: Bearer <token>' (the DevUI token, "
-                       "or a Microsoft Entra ID access token)", {"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "Unauthorized", "no authenticated caller: serve this API behind the guard",
+                       {"WWW-Authenticate": "Bearer"})
 
     async def _context(self, request: Request) -> tuple[str, tuple[str, str]]:
         caller = await self.caller(request)  # before anything else is looked at
@@ -551,16 +526,10 @@ async def _method_not_allowed(request: Request, exc) -> Response:
     return error_response(ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.url.path}"))
 
 
-def build_aca_app(manager, settings, verifiers: list[Verifier] | None = None) -> Starlette:
-    """The sessions API as a Starlette app (mount it at `/sessions`). Entra ID tokens are verified when
-    `settings.entra` is set (or `verifiers` are given); the DevUI token always works."""
-    if verifiers is None:
-        verifiers = []
-        if getattr(settings, "entra", None) is not None:
-            from ..auth.entra import EntraVerifier
-
-            verifiers.append(EntraVerifier(settings.entra))
-    api = SessionsApi(manager, settings, verifiers)
+def build_aca_app(manager, settings) -> Starlette:
+    """The sessions API as a Starlette app, to mount at `/sessions` behind the shared guard, which authenticates
+    (the DevUI token; Microsoft Entra ID tokens there only) and writes its errors with `send_aca_error`."""
+    api = SessionsApi(manager, settings)
     g = _guarded
     routes = [
         Route("/code/execute", g(api.execute), methods=["POST"]),
@@ -580,18 +549,14 @@ def build_aca_app(manager, settings, verifiers: list[Verifier] | None = None) ->
     return app
 
 
-class Mounted:
-    """Send `prefix`/… to `sessions` (with the prefix moved to root_path, as Starlette's Mount does) and
-    everything else to `app`. The sessions API sits outside the DevUI's 1 MB body limit: it streams uploads up
-    to its own cap."""
+_GUARD_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 413: "RequestEntityTooLarge",
+                500: "InternalServerError"}
 
-    def __init__(self, app, sessions, prefix: str = "/sessions"):
-        self.app, self.sessions, self.prefix = app, sessions, prefix.rstrip("/")
 
-    async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
-            scope = dict(scope, root_path=scope.get("root_path", "") + self.prefix,
-                         path=path[len(self.prefix):] or "/")
-            return await self.sessions(scope, receive, send)
-        return await self.app(scope, receive, send)
+async def send_aca_error(send, status: int, message: str, code: str, headers=None) -> None:
+    """The guard's errors under `/sessions` (401, 403, 413, ...) in this API's shape, as its own routes write them."""
+    body = json.dumps({"error": {"code": _GUARD_CODES.get(status, "Error"), "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})

@@ -2,9 +2,13 @@
 Host check, authentication before any body is read, body size limit, the caller in the scope, one access-log
 line per request, and never a bare 500 page.
 
-Verifiers are `async (token) -> Caller | None`; the first that recognises the bearer token names the caller.
-Built in: the DevUI token (`identity.TOKEN`). A loopback bind without a configured token accepts callers
-without a (recognised) token as `identity.LOCAL`. More verifiers (Microsoft Entra ID) are passed in.
+Verifiers are `async (token) -> Caller | None`; the first that recognises the bearer token names the caller. A
+verifier that recognises a valid token whose identity is not allowed raises `Refused` (403). Built in: the DevUI
+token (`identity.TOKEN`). A loopback bind without a configured token accepts callers without a (recognised)
+token as `identity.LOCAL`. More verifiers (Microsoft Entra ID) are passed in, for every path or for a prefix.
+
+Errors are written in the OpenAI API's shape, or, under a prefix given an `ErrorSender` (the sessions API), in
+that API's own.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from collections.abc import Mapping, Awaitable, Callable, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
+from ..identity import Refused
 from ..logs import ACCESS
 from .errors import send_error
 
 log = logging.getLogger(__name__)
 Verifier = Callable[[str], Awaitable["identity.Caller | None"]]
+# (send, status, message, code, headers): an error response in one API's shape.
+ErrorSender = Callable[[Send, int, str, str, "list[tuple[bytes, bytes]] | None"], Awaitable[None]]
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 # Served without authentication: probes, and the DevUI page's static shell (its API calls carry the token).
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/index.html", "/agentframework.svg", "/favicon.ico"})
@@ -48,8 +55,11 @@ class Guard:
                  allowed_hosts: frozenset[str] | None = None, max_body_bytes: int = 1024 * 1024,
                  access_log: bool = True, self_authenticating: Iterable[str] = (),
                  body_limits: Mapping[str, int] | None = None,
-                 scoped_verifiers: Mapping[str, Iterable[Verifier]] | None = None):
+                 scoped_verifiers: Mapping[str, Iterable[Verifier]] | None = None,
+                 error_senders: Mapping[str, ErrorSender] | None = None):
         self.app = app
+        # Path prefix -> how errors are written there (an API with its own error shape); else the OpenAI shape.
+        self.error_senders = tuple((error_senders or {}).items())
         # Path prefix -> verifiers accepted there only (Microsoft Entra ID tokens open the sessions API, not the
         # DevUI or /v1/responses).
         self.scoped_verifiers = tuple((prefix, list(found)) for prefix, found in (scoped_verifiers or {}).items())
@@ -88,7 +98,8 @@ class Guard:
         except Exception:  # noqa: BLE001 - the client gets an error in the API's shape, the log the traceback
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             if not started_response:
-                await send_error(tracked_send, 500, "internal error: see the server log", "server_error")
+                await self._sender(scope["path"])(tracked_send, 500, "internal error: see the server log",
+                                                  "server_error", None)
         finally:
             if self.access_log:
                 level = logging.DEBUG if scope["path"] in QUIET_PATHS and status == 200 else logging.INFO
@@ -99,17 +110,25 @@ class Guard:
                                extra={"method": scope["method"], "path": scope["path"], "status": status or 499,
                                       "duration_ms": round(ms, 2), "caller": who})
 
+    def _sender(self, path: str) -> ErrorSender:
+        return next((sender for prefix, sender in self.error_senders if path.startswith(prefix)), send_error)
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> identity.Caller | None:
         headers = scope["headers"]
+        send_error = self._sender(scope["path"])
         if self.allowed_hosts is not None:
             host = _header(headers, b"host").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
             if host and name.lower() not in self.allowed_hosts:  # no Host (HTTP/1.0): nothing to rebind
                 await send_error(send, 400, f"Invalid Host header {host!r}: this server only answers requests "
-                                 "addressed to it", "host_not_allowed")
+                                 "addressed to it", "host_not_allowed", None)
                 return None
         path = scope["path"]
-        caller = await self._caller(headers, path)
+        try:
+            caller = await self._caller(headers, path)
+        except Refused as refused:
+            await send_error(send, refused.status, refused.message, "forbidden", None)
+            return None
         public = scope["method"] == "OPTIONS" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or (
             scope["method"] in ("GET", "HEAD") and bool(self.self_authenticating)
             and path.startswith(self.self_authenticating))
@@ -118,16 +137,16 @@ class Guard:
             await send_error(send, 401, "Missing or invalid Authorization header. Expected: Authorization: Bearer "
                              "<token>" if missing else "Invalid authentication token",
                              "missing_token" if missing else "invalid_token",
-                             headers=[(b"www-authenticate", b"Bearer")])
+                             [(b"www-authenticate", b"Bearer")])
             return None
         limit = next((size for prefix, size in self.body_limits if path.startswith(prefix)), self.max_body_bytes)
         declared = _header(headers, b"content-length")
         if declared:
             if not declared.isdigit():
-                await send_error(send, 400, "Content-Length must be a number", "invalid_content_length")
+                await send_error(send, 400, "Content-Length must be a number", "invalid_content_length", None)
                 return caller
             if int(declared) > limit:
-                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large", None)
                 return caller
         scope[identity.SCOPE_KEY] = caller
         seen = 0
@@ -152,7 +171,7 @@ class Guard:
             await self.app(scope, limited_receive, watched_send)
         except _TooLarge:
             if not responded:
-                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large", None)
         return caller
 
     async def _caller(self, headers, path: str = "") -> identity.Caller | None:
