@@ -6,14 +6,19 @@ only: it lists clusters/aks-prod's Flux objects less what cannot exist here, and
 the loopback URL (without the deploy key secret) and the self-managing `flux-system` Kustomization to itself.
 """
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from controlplane import BIN
+from skips import tool_missing
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "clusters/aks-prod"
 LOOPBACK = "clusters/loopback"
+PROD = "overlays/prod"
 # gotk-components.yaml deploys the controllers as pods and their CRDs: here the harness runs the controllers and
 # installs the CRDs of the same modules. Image automation needs an image registry, which loopback has none of.
 NOT_HERE_FILES = {"gotk-components.yaml"}
@@ -107,3 +112,29 @@ class GitOpsRepo:
         output = subprocess.run(["kubectl", "kustomize", f"--load-restrictor={load_restrictor}",
                                  str(self.work / path)], check=True, capture_output=True, text=True).stdout
         return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def just(repo: "GitOpsRepo", plane, key, *args: str, env: dict | None = None) -> str:
+    """Run a recipe of the clone's justfile for real, against the control plane, with the tools on PATH."""
+    path = os.pathsep.join([str(BIN), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "just"), "--justfile", str(repo.work / "justfile"), *args],
+                            cwd=repo.work, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PATH": path, "KUBECONFIG": str(plane.kubeconfig),
+                                 "SOPS_AGE_KEY_FILE": str(key), "DRY_RUN": "", **(env or {})})
+    assert result.returncode == 0, f"just {' '.join(args)}: {result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def encrypt_secrets_for_this_cluster(repo: "GitOpsRepo", plane, workdir, devui_token: str) -> None:
+    """The README's step 5, with the real recipes, sops and age: the cluster's age key into flux-system/sops-age,
+    the Secrets re-encrypted for it in the clone (the committed ones are for a placeholder key)."""
+    for name in ("sops", "age-keygen"):
+        if not (BIN / name).exists():
+            tool_missing(f"{name} not found in {BIN}", "gitops.sh")
+    key = workdir / "cluster.agekey"
+    just(repo, plane, key, "sops-age-key")
+    token = workdir / "devui-token"
+    token.write_text(devui_token)
+    just(repo, plane, key, "ENV=prod", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
+    just(repo, plane, key, "flux-receiver-secret")
+    assert devui_token not in (repo.work / PROD / "devui-auth.sops.yaml").read_text()

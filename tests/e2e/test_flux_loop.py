@@ -16,13 +16,12 @@ import pytest
 import yaml
 
 from controlplane import BIN, FAKE_NODE_ANNOTATION, wait_until
-from gitops import CLUSTER, LOOPBACK, ROOT, GitOpsRepo
+from gitops import CLUSTER, LOOPBACK, PROD, ROOT, GitOpsRepo, encrypt_secrets_for_this_cluster, just
 from gitserver import GitHTTPServer
 from skips import tool_missing
 
 pytestmark = pytest.mark.slow
 
-PROD = "overlays/prod"
 OVERLAYS = ("overlays/dev", "overlays/prod")
 # A commit is picked up within the GitRepository's interval; this is the allowance for the rest of the loop
 # (fetch, build, apply, rollout on the fake nodes, health checks).
@@ -139,32 +138,6 @@ def _add_fake_nodes(plane, prod: list[dict]) -> None:
 DEVUI_TOKEN = "e2e-devui-token-" + os.urandom(8).hex()
 
 
-def _just(repo: GitOpsRepo, plane, key, *args: str, env: dict | None = None) -> str:
-    """Run a recipe of the clone's justfile for real, against the control plane, with the tools on PATH."""
-    path = os.pathsep.join([str(BIN), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])
-    result = subprocess.run([str(ROOT / ".venv" / "bin" / "just"), "--justfile", str(repo.work / "justfile"), *args],
-                            cwd=repo.work, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PATH": path, "KUBECONFIG": str(plane.kubeconfig),
-                                 "SOPS_AGE_KEY_FILE": str(key), "DRY_RUN": "", **(env or {})})
-    assert result.returncode == 0, f"just {' '.join(args)}: {result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def _encrypt_secrets_for_this_cluster(repo: GitOpsRepo, plane, workdir) -> None:
-    """The README's step 5, with the real recipes, sops and age: the cluster's age key into flux-system/sops-age,
-    the Secrets re-encrypted for it in the clone (the committed ones are for a placeholder key)."""
-    for name in ("sops", "age-keygen"):
-        if not (BIN / name).exists():
-            tool_missing(f"{name} not found in {BIN}", "gitops.sh")
-    key = workdir / "cluster.agekey"
-    _just(repo, plane, key, "sops-age-key")
-    token = workdir / "devui-token"
-    token.write_text(DEVUI_TOKEN)
-    _just(repo, plane, key, "ENV=prod", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
-    _just(repo, plane, key, "flux-receiver-secret")
-    assert DEVUI_TOKEN not in (repo.work / PROD / "devui-auth.sops.yaml").read_text()
-
-
 @pytest.fixture(scope="module")
 def flux(control_plane, tmp_path_factory):
     if not (ROOT / CLUSTER).is_dir():
@@ -174,7 +147,7 @@ def flux(control_plane, tmp_path_factory):
     repo = GitOpsRepo(workdir, workdir / "served")
     with GitHTTPServer(workdir / "served") as server:
         repo.write_loopback_cluster(server.url(repo.served.name))
-        _encrypt_secrets_for_this_cluster(repo, control_plane, workdir)
+        encrypt_secrets_for_this_cluster(repo, control_plane, workdir, DEVUI_TOKEN)
         repo.commit("e2e: clusters/loopback applies clusters/aks-prod from the loopback source; secrets for its key")
         _add_fake_nodes(control_plane, repo.render(PROD))
         # The bootstrap, as `flux bootstrap` does it: apply the sync objects once, then Flux manages itself.
@@ -315,11 +288,11 @@ def test_the_dev_token_recipe_works_on_a_fresh_namespace_and_is_idempotent(flux,
     token.write_text("dev-token-" + os.urandom(6).hex())
     read = lambda: base64.b64decode(  # noqa: E731
         flux.plane.get("secret", "local-code-interpreter-auth", "lci-dev")["data"]["token"]).decode()
-    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
+    just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"SECRET_VALUE_FILE": str(token)})
     assert read() == token.read_text()
-    out = _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret")
+    out = just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret")
     assert "kept the Secret lci-dev/local-code-interpreter-auth" in out and read() == token.read_text()
-    _just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"ROTATE": "1"})
+    just(flux.repo, flux.plane, key, "ENV=dev", "k8s-auth-secret", env={"ROTATE": "1"})
     rotated = read()
     assert rotated != token.read_text() and len(rotated) == 64
 

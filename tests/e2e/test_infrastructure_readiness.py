@@ -20,9 +20,8 @@ import pytest
 import yaml
 
 from controlplane import FAKE_NODE_ANNOTATION, ControlPlane, missing_tools, wait_until
-from gitops import CLUSTER, LOOPBACK, ROOT, GitOpsRepo
+from gitops import CLUSTER, LOOPBACK, ROOT, GitOpsRepo, encrypt_secrets_for_this_cluster
 from gitserver import GitHTTPServer
-from test_flux_loop import _encrypt_secrets_for_this_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +107,7 @@ def cluster(tmp_path_factory):
             repo.write_yaml(f"{CLUSTER}/infrastructure.yaml", infra)
             repo.write_loopback_cluster(server.url(repo.served.name))
             # The app's Kustomization decrypts its SOPS Secrets: the cluster's age key, as the README's recipes do.
-            _encrypt_secrets_for_this_cluster(repo, plane, workdir)
+            encrypt_secrets_for_this_cluster(repo, plane, workdir, "e2e-devui-token-" + os.urandom(8).hex())
             repo.commit("e2e: clusters/loopback; infrastructure health checks time out in 20s; secrets for its key")
             # A cluster with nodes, none of them a Hyperlight node.
             plane.kubectl("create", "-f", "-", input=json.dumps(_node("plain-0", {})))
