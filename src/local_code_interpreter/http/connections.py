@@ -39,9 +39,11 @@ def default_max_connections(sandbox_descriptors: int = 0) -> int:
 
 
 def accept_backlog() -> int:
-    """The listen backlog, which also bounds one accept burst: half the reserve, so a burst at the cap cannot
-    exhaust the file limit (uvicorn's default of 2048 could)."""
-    return max(16, min(2048, _reserve()[1] // 2))
+    """The listen backlog, which also bounds one accept burst (asyncio accepts up to `backlog` sockets per loop
+    iteration). A socket is accepted two iterations before its `connection_made` can displace another, so three
+    bursts can be open at once beyond the cap: a quarter of the reserve each, the last quarter for the process's
+    own descriptors (uvicorn's default of 2048 could exhaust the limit alone)."""
+    return max(16, min(2048, _reserve()[1] // 4))
 
 
 def protocol(read_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
@@ -76,7 +78,11 @@ class _Guarded(HttpToolsProtocol):
         if oldest is None:
             return False
         oldest._disarm()
-        oldest.transport.close()
+        transport = oldest.transport
+        transport.abort()  # an idle connection: nothing to flush
+        sock = getattr(transport, "_sock", None)
+        if sock is not None:  # free its descriptor now, not on the next loop iteration (abort stopped watching it)
+            sock.close()
         self.connections.discard(oldest)  # its connection_lost comes later from the loop
         return True
 
