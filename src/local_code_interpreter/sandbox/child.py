@@ -154,7 +154,9 @@ def _warm_up() -> bool:
     a spare, with no round trip through the supervisor. The session's namespace is untouched. A child that
     cannot run it (or writes anything while doing so) ends: the supervisor sees the exit and forks another."""
     namespace = {"__builtins__": builtins, "__name__": "__warm__"}
-    result = run_cell("pass", namespace, "<warm-up>")
+    request = _decode_request(_encode_frame({"code": "pass"})[_HEADER.size:])  # the frame codec, without I/O
+    result = run_cell(request["code"], namespace, "<warm-up>")
+    _encode_frame(result)
     linecache.cache.pop("<warm-up>", None)
     return result["exit_code"] == 0 and not result["error"] and not result["files"]
 
@@ -455,6 +457,10 @@ def _read_frame(fd: int) -> dict | None:
     body = _read_exactly(fd, size) if size else b""
     if body is None:
         raise ValueError("the frame was cut short")
+    return _decode_request(body)
+
+
+def _decode_request(body: bytes) -> dict:
     try:
         request = json.loads(body)
     except ValueError as error:
@@ -464,9 +470,13 @@ def _read_frame(fd: int) -> dict | None:
     return request
 
 
-def _write_frame(fd: int, message: dict) -> None:
+def _encode_frame(message: dict) -> bytes:
     body = json.dumps(message, ensure_ascii=False).encode("utf-8", "backslashreplace")
-    view = memoryview(_HEADER.pack(len(body)) + body)
+    return _HEADER.pack(len(body)) + body
+
+
+def _write_frame(fd: int, message: dict) -> None:
+    view = memoryview(_encode_frame(message))
     while view:
         view = view[os.write(fd, view):]
 
