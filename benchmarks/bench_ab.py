@@ -1,0 +1,94 @@
+"""Server CPU per request of this tree beside another commit's, interleaved in the same run: on a noisy machine
+(the same command varies by ±15 % from run to run) only alternating rounds compare two versions fairly.
+
+    .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|both]
+
+REF is any git commit of this repository (for example the last release tag, or `HEAD~5`); it is checked out in a
+temporary worktree and its server runs with that tree first on PYTHONPATH (the venv's packages are shared; the
+sandbox template starts with a clean environment, so it runs this tree's template and child in both: the figures
+compare the server processes, which is what they measure).
+Each round starts the old and then the new server (`bench_server.Server`), sends `--requests` sequential
+`/v1/responses` `print(i*3)` requests on one keep-alive connection after 100 to warm up, and prints the server
+process's user+system CPU per request and the wall time per request: `new` mode starts a conversation with each
+request (a new sandbox session each), `turns` continues one conversation (its live session; the history kept up
+to the bound). Then the means, and the load average. Figures only, no assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench_server  # noqa: E402  (one server harness for every benchmark)
+
+
+def measure(mode: str, requests: int, pythonpath: str | None) -> tuple[float, float]:
+    """(server CPU ms per request, wall ms per request) for one server run."""
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath:
+        os.environ["PYTHONPATH"] = pythonpath
+    try:
+        server = bench_server.Server({})
+    finally:
+        if pythonpath:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
+    try:
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            for i in range(100):
+                bench_server.request(client, "/v1/responses", i)
+        cpu0, started = server.cpu(), time.perf_counter()
+        if mode == "new":
+            with httpx.Client(base_url=server.base, timeout=60) as client:
+                for i in range(requests):
+                    bench_server.request(client, "/v1/responses", i)
+        else:
+            bench_server.conversation(server.base, "/v1/responses", requests, 1000)
+        return (server.cpu() - cpu0) * 1000 / requests, (time.perf_counter() - started) * 1000 / requests
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ref")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--mode", choices=("new", "turns", "both"), default="both")
+    args = parser.parse_args()
+    modes = ("new", "turns") if args.mode == "both" else (args.mode,)
+    worktree = tempfile.mkdtemp(prefix="lci-bench-ab-")
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "--force", worktree, args.ref], check=True,
+                   capture_output=True)
+    try:
+        for mode in modes:
+            figures: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+            for n in range(args.rounds):
+                for name, path in (("old", os.path.join(worktree, "src")), ("new", None)):
+                    cpu, wall = measure(mode, args.requests, path)
+                    figures[name].append((cpu, wall))
+                    print(f"{mode} round {n + 1} {name:>3} ({args.ref if name == 'old' else 'this tree'}): "
+                          f"server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req", flush=True)
+            for name in ("old", "new"):
+                print(f"{mode} {name:>3} mean: server CPU {statistics.mean(c for c, _ in figures[name]):.2f} ms/req, "
+                      f"wall {statistics.mean(w for _, w in figures[name]):.2f} ms/req")
+    finally:
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", worktree], capture_output=True)
+    print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
