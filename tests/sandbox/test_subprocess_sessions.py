@@ -240,3 +240,27 @@ def test_a_sessions_first_cell_finds_nothing_of_the_warm_up(session, run):
     assert names.value == "['display']", names
     failed = run(session.run("1 / 0"))
     assert 'File "<cell 2>", line 1' in failed.stderr and "warm" not in failed.stderr, failed.stderr
+
+
+def test_a_spare_that_died_by_itself_is_reported_and_replaced(backend, run, caplog):
+    """A spare that dies before its first cell (its setup or warm-up failed, or something killed it) is not
+    handed out: the caller gets a live child, and the log says which spare died and what it printed."""
+    import signal
+
+    run(asyncio.sleep(0.5))  # the spares forked at start (or after earlier tests) are in place
+    spares = [child for (_limits, session), children in backend.supervisor._spares.items() if session
+              for child in children]
+    assert spares
+    for child in spares:
+        os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(not child.exited.done() for child in spares) and time.monotonic() < deadline:
+        run(asyncio.sleep(0.05))
+    with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
+        session = run(backend.open_session())
+        try:
+            result = run(session.run("print(6 * 7)"))
+        finally:
+            run(session.close())
+    assert result.stdout == "42\n" and result.exit_code == 0, result
+    assert "died before its first cell (status -9)" in caplog.text

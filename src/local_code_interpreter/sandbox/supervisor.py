@@ -469,6 +469,10 @@ class Supervisor:
             if candidate.alive:
                 child = candidate
             else:
+                if not candidate.killed:  # not ours: it died by itself, in its setup or its warm-up (child.py)
+                    log.warning("a spare sandbox child died before its first cell (status %s): %s",
+                                candidate.exited.result() if candidate.exited.done() else "?",
+                                candidate.between.stderr.text()[-500:] or "no output")
                 self._cleanup(candidate)
         if child is None:
             child = await self._fork(limits, session)
