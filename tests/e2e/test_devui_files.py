@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import secrets
 import struct
 import zlib
@@ -80,7 +81,8 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
     picture = tmp_path / "picture.png"
     picture.write_bytes(tiny_png())
     env = clean_env(DEVUI_AUTH_TOKEN=token)
-    with running_service(env, ready_timeout=60) as (base, _, _), browser_kit() as playwright:
+    log = tempfile.TemporaryFile(mode="w+")  # the service's output, shown if the page never gets its reply
+    with log, running_service(env, ready_timeout=60, log=log) as (base, _, _), browser_kit() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
@@ -96,7 +98,13 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
             page.screenshot(path=os.path.join(artifacts, "devui-files-attached.png"))
             box.press("Enter")
 
-            page.get_by_text("total sales 12").first.wait_for(timeout=90_000)
+            try:
+                page.get_by_text("total sales 12").first.wait_for(timeout=90_000)
+            except Exception:
+                page.screenshot(path=os.path.join(artifacts, "devui-files-no-reply.png"), full_page=True)
+                log.seek(0)
+                print(f"the page shows no reply; the service's log:\n{log.read()[-6000:]}")
+                raise
             saved = page.locator("p", has_text="Saved in this conversation's working directory").first
             assert "sales.csv" in saved.inner_text()
             chart = page.locator("img[src^='data:image/png']").last
