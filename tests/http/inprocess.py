@@ -35,3 +35,9 @@ async def devui_entity(client: httpx.AsyncClient) -> str:
 
 def sse_events(text: str) -> list[dict]:
     return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ") and line[6:] != "[DONE]"]
+
+
+async def devui_stand_in(scope, receive, send):
+    """Where the router sends what no other route takes (DevUI in the server): a 418 that says so."""
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b"devui"})

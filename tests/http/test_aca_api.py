@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from e2e.fake_entra import Entra, EntraHandler, Signer
 from e2e.tls import https_server, make_ca
+from inprocess import devui_stand_in
 from local_code_interpreter.auth.entra import EntraSettings, EntraVerifier
 from local_code_interpreter.http.aca import build_aca_app
 from local_code_interpreter.http.guard import Guard
@@ -89,7 +90,7 @@ def served(app, entra=None) -> Guard:
     error shape under /sessions, Entra ID tokens there only), mounted at /sessions beside a DevUI stand-in."""
     if isinstance(app, Guard):
         return app
-    router = Router(_devui_stand_in, _devui_stand_in, _devui_stand_in, [("/sessions", app)])
+    router = Router(devui_stand_in, devui_stand_in, devui_stand_in, [("/sessions", app)])
     return guard(app.state.api.settings, router, sessions=True, entra=entra)
 
 
@@ -109,10 +110,6 @@ def call(app, method, path, token=TOKEN, **kwargs) -> httpx.Response:
             return await client.request(method, path, **kwargs)
     return asyncio.run(go())
 
-
-async def _devui_stand_in(scope, receive, send):
-    await send({"type": "http.response.start", "status": 418, "headers": []})
-    await send({"type": "http.response.body", "body": b"devui"})
 
 
 def q(version=V1, ident="s-1", **extra) -> dict:

@@ -9,6 +9,7 @@ import base64
 import httpx
 import pytest
 
+from inprocess import devui_stand_in
 from local_code_interpreter.http.aca import build_aca_app
 from local_code_interpreter.sandbox import SandboxUnavailable, create_sandbox
 from local_code_interpreter.server import Router, guard
@@ -26,7 +27,7 @@ def run(scenario, max_sessions: int = 4):
         await sandbox.start()
         manager = SessionManager(sandbox, SessionLimits(max_sessions=max_sessions), language="python")
         await manager.start()
-        app = guard(settings, Router(_devui_stand_in, _devui_stand_in, _devui_stand_in,
+        app = guard(settings, Router(devui_stand_in, devui_stand_in, devui_stand_in,
                                      [("/sessions", build_aca_app(manager, settings))]), sessions=True)
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1/sessions",
@@ -40,10 +41,6 @@ def run(scenario, max_sessions: int = 4):
             await sandbox.close()
     return asyncio.run(main())
 
-
-async def _devui_stand_in(scope, receive, send):
-    await send({"type": "http.response.start", "status": 418, "headers": []})
-    await send({"type": "http.response.body", "body": b"devui"})
 
 
 async def execute(client, ident, code):

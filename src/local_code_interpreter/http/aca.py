@@ -37,6 +37,7 @@ from starlette.routing import Route
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
+from .errors import send_json
 
 log = logging.getLogger(__name__)
 
@@ -556,7 +557,4 @@ _GUARD_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 413: "
 async def send_aca_error(send, status: int, message: str, code: str, headers=None) -> None:
     """The guard's errors under `/sessions` (401, 403, 413, ...) in this API's shape, as its own routes write them."""
     body = json.dumps({"error": {"code": _GUARD_CODES.get(status, "Error"), "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, body, headers)

@@ -19,7 +19,11 @@ def error_body(status: int, message: str, code: str) -> bytes:
 
 async def send_error(send: Send, status: int, message: str, code: str,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = error_body(status, message, code)
+    await send_json(send, status, error_body(status, message, code), headers)
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A whole JSON response, written straight to ASGI (the guard answers before any app runs)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})

@@ -245,7 +245,6 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
         os.setsid()
         high = {name: _above(fd, 16) for name, fd in fds.items()}  # out of the way of 0-4 first
         null = os.open("/dev/null", os.O_RDONLY)
