@@ -93,7 +93,11 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
             box.wait_for(timeout=30_000)
             page.locator("input[type=file]").first.set_input_files(str(picture))  # the paperclip
             drop_file(page, box, "sales.csv", CSV, "text/csv")
-            page.get_by_text("sales.csv").first.wait_for(timeout=10_000)  # the attachment chip
+            # Both attachments must be in the message before it is sent: the paperclip reads its file
+            # asynchronously, so the CSV's chip can show before the picture's thumbnail does (a clean CI run
+            # once sent the message with the picture still being read; the code then found no image-*.png).
+            page.get_by_text("sales.csv").first.wait_for(timeout=10_000)  # the CSV's chip
+            page.locator("img[src^='data:image/png'], img[src^='blob:']").first.wait_for(timeout=10_000)
             box.fill(CODE)
             page.screenshot(path=os.path.join(artifacts, "devui-files-attached.png"))
             box.press("Enter")
@@ -103,7 +107,8 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
             except Exception:
                 page.screenshot(path=os.path.join(artifacts, "devui-files-no-reply.png"), full_page=True)
                 log.seek(0)
-                print(f"the page shows no reply; the service's log:\n{log.read()[-6000:]}")
+                print(f"the page shows no reply; the page's text:\n{page.inner_text('body')[-4000:]}\n"
+                      f"the service's log:\n{log.read()[-6000:]}")
                 raise
             saved = page.locator("p", has_text="Saved in this conversation's working directory").first
             assert "sales.csv" in saved.inner_text()
