@@ -419,13 +419,16 @@ def test_prepare_warms_and_stays_single_threaded(tmp_path, given_by):
             f"missing = child.prepare({argument})\n"
             "print(missing, threading.active_count(), len(os.listdir('/proc/self/task')), "
             "'numpy' in sys.modules, 'pandas' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])\n"
-            "import matplotlib\nprint(matplotlib.get_backend(), matplotlib.get_cachedir())")
+            "import matplotlib\nfrom matplotlib import font_manager\n"
+            "print(matplotlib.get_backend(), matplotlib.get_cachedir(), font_manager._get_font.cache_info().currsize)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE,
                             env={**TEMPLATE_ENV, **environment})
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     assert first == "[] 1 1 True True 1"
-    assert second == f"module://local_code_interpreter.sandbox.figures {tmp_path}"
+    # No font left cached: matplotlib drops its font cache in every forked child, which would free the
+    # template's font there again and again (about 200 copy-on-write faults per child).
+    assert second == f"module://local_code_interpreter.sandbox.figures {tmp_path} 0"
     assert any(name.startswith("fontlist") for name in os.listdir(tmp_path))  # built once, here
 
 

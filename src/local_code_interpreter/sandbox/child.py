@@ -106,6 +106,14 @@ def _warm_matplotlib() -> None:
     matplotlib.use(figures.BACKEND)
     plt.figure(figsize=(1, 1)).gca().plot([0, 1])
     figures.collect()
+    # matplotlib empties its FreeType font cache in every forked child (an at-fork hook: fonts are not shared
+    # across a fork), so a font cached here is only freed again in each child: about 200 copy-on-write page
+    # faults per child, for a font it must load again anyway. Empty it once, here.
+    from matplotlib import font_manager
+
+    clear = getattr(getattr(font_manager, "_get_font", None), "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 def _check_single_threaded() -> None:
