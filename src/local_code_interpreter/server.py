@@ -156,7 +156,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     serving = settings.serving
     # Every live session (and spare child) holds descriptors in this process too: the connection cap leaves
     # room for all of them, or a replica full of sessions would run out of descriptors under idle connections.
-    held = sandbox_descriptors(settings.sandbox, settings.sessions.max_sessions)
+    held = sandbox_descriptors(settings.sandbox, settings.sessions.max_sessions, settings.max_concurrency)
     room = default_max_connections(held)
     if room < 64:
         log.warning("the open-file limit leaves room for only %d connections beside %d sessions (%d descriptors): "

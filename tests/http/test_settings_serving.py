@@ -40,7 +40,9 @@ def test_connection_cap_is_below_the_file_limit():
 def test_connection_cap_leaves_room_for_every_sessions_descriptors():
     from local_code_interpreter.sandbox import sandbox_descriptors
 
-    held = sandbox_descriptors("subprocess", 100)
-    assert held >= 5 * 100  # four pipe ends and a directory per session child
-    assert sandbox_descriptors("monty", 100) == 0  # its sessions are in-process state
+    held = sandbox_descriptors("subprocess", 100, 4)
+    assert held >= 5 * (100 + 4)  # four pipe ends and a directory per session child and per run in flight
+    # More runs at once hold more children: LCI_MAX_CONCURRENCY=64 must not eat into the connections' room.
+    assert sandbox_descriptors("subprocess", 100, 64) - held >= 5 * 60
+    assert sandbox_descriptors("monty", 100, 4) == 0  # its sessions are in-process state
     assert default_max_connections(held) == max(16, default_max_connections() - held)

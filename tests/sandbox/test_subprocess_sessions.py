@@ -264,3 +264,44 @@ def test_a_spare_that_died_by_itself_is_reported_and_replaced(backend, run, capl
             run(session.close())
     assert result.stdout == "42\n" and result.exit_code == 0, result
     assert "died before its first cell (status -9)" in caplog.text
+
+
+def test_descriptors_held_stay_within_what_the_connection_cap_leaves_room_for(run):
+    """`descriptors(max_sessions, max_concurrency)` is what the server reserves below its file limit: with that many
+    sessions open and that many one-shot runs in flight (and the spares refilled), this process holds no more."""
+    from local_code_interpreter.sandbox.bounded import Bounded
+    from local_code_interpreter.sandbox.process import descriptors
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    sessions, concurrency = 3, 8
+    before = open_fds()
+    sandbox = Bounded(Backend(LIMITS, grace_seconds=0.5), concurrency)
+    run(sandbox.start())
+    try:
+        opened = [run(sandbox.open_session()) for _ in range(sessions)]
+        peak = 0
+
+        async def watch(stop: asyncio.Event) -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, open_fds() - before)
+                await asyncio.sleep(0.005)
+
+        async def burst() -> list:
+            stop = asyncio.Event()
+            watcher = asyncio.ensure_future(watch(stop))
+            results = await asyncio.gather(*(sandbox.run("import time; time.sleep(0.3); print(1)")
+                                             for _ in range(concurrency)))
+            await asyncio.sleep(0.3)  # the spares refill
+            stop.set()
+            await watcher
+            return results
+
+        assert all(result.stdout == "1\n" for result in run(burst()))
+        assert concurrency * 5 <= peak <= descriptors(sessions, concurrency), peak
+        for session in opened:
+            run(session.close())
+    finally:
+        run(sandbox.close())

@@ -48,11 +48,11 @@ def create_sandbox(name: str, limits: Limits, language: str = "python", max_conc
                    queue_timeout=queue_timeout_seconds, queue_length=queue_length)
 
 
-def sandbox_descriptors(name: str, max_sessions: int) -> int:
-    """File descriptors the named back end may hold open in the server with `max_sessions` live sessions (0 when
-    its sessions hold none); the server's connection cap leaves room for them."""
+def sandbox_descriptors(name: str, max_sessions: int, max_concurrency: int) -> int:
+    """File descriptors the named back end may hold open in the server with `max_sessions` live sessions and
+    `max_concurrency` runs at once (0 when it holds none); the server's connection cap leaves room for them."""
     descriptors = getattr(_module(name), "descriptors", None)
-    return descriptors(max_sessions) if descriptors is not None else 0
+    return descriptors(max_sessions, max_concurrency) if descriptors is not None else 0
 
 
 def report_all(limits: Limits) -> list[BackendReport]:

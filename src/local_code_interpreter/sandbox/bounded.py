@@ -1,6 +1,7 @@
 """A concurrency gate in front of any back end: the bound holds, waiting is bounded, a gone caller stops.
 
-- At most `slots` executions run at once, one-shot runs and session executions alike. A slot is given back
+- At most `slots` executions run at once, one-shot runs, session executions and session starts (a fork each)
+  alike, so a burst of new conversations forks no more children at once than a burst of runs. A slot is given back
   only when the back end's `run` returned, and the back ends stop (and wait for) an execution whose caller
   was cancelled before they return: a dropped streamed request cannot leave its execution running while
   its slot serves someone else.
@@ -64,7 +65,8 @@ class Bounded:
             from .types import SandboxUnavailable
 
             raise SandboxUnavailable(f"the {self.name} sandbox cannot keep sessions")
-        session = await (open_session(language, limits) if limits is not None else open_session(language))
+        async with self.slot():
+            session = await (open_session(language, limits) if limits is not None else open_session(language))
         return BoundedSession(session, self)
 
     async def close(self) -> None:

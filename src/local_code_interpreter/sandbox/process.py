@@ -13,17 +13,22 @@ import sys
 import time
 
 from . import files, isolation, landlock
-from .supervisor import CHILD_DESCRIPTORS, Child, Supervisor, result_fields
+from .supervisor import CHILD_DESCRIPTORS, FORK_DESCRIPTORS, Child, Supervisor, result_fields
 from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
 NAME = "subprocess"
 GRACE_SECONDS = 1.0
+SPARES = SESSION_SPARES = 2  # confined children kept ready: for one-shot runs, for new sessions
 
 
-def descriptors(max_sessions: int, one_shot_children: int = 16) -> int:
-    """Descriptors held in the server: per child its four pipe ends and its directory (`supervisor.Child`), for
-    every session, the spares and the one-shot runs in flight; plus the template's socket."""
-    return CHILD_DESCRIPTORS * (max_sessions + one_shot_children) + 1
+def descriptors(max_sessions: int, max_concurrency: int) -> int:
+    """Descriptors the server may hold with `max_sessions` sessions and `max_concurrency` runs or session starts at
+    once (`Bounded`): per child its four pipe ends and its directory (`supervisor.Child`), for every session, every
+    run in flight and the spares of both kinds; per fork in flight (those runs and starts, and one refill of each
+    kind of spare) the child's four ends until the template has them; the sandbox's root directory and the
+    template's socket. Evicted sessions are closed in the background: `max_concurrency` more children cover them."""
+    children = max_sessions + 2 * max_concurrency + SPARES + SESSION_SPARES
+    return CHILD_DESCRIPTORS * children + FORK_DESCRIPTORS * (max_concurrency + 2) + 2
 
 
 class Backend:
@@ -31,7 +36,7 @@ class Backend:
 
     name = NAME
 
-    def __init__(self, limits: Limits, language: str = "python", spares: int = 2, session_spares: int = 2,
+    def __init__(self, limits: Limits, language: str = "python", spares: int = SPARES, session_spares: int = SESSION_SPARES,
                  grace_seconds: float = GRACE_SECONDS):
         self.limits = limits
         self.language = language

@@ -48,6 +48,7 @@ IDLE_CHECK_SECONDS = 1.0
 SPARE_REFRESH_SECONDS = 10.0
 SMALL_WALK = 200
 CHILD_DESCRIPTORS = 5  # what the server holds per child: cells and results pipes, stdout, stderr, its directory
+FORK_DESCRIPTORS = 4  # and while it is being forked: the child's ends of those pipes, until the template has them
 ROOT_PREFIX = "lci-sandbox-"
 LOCK_NAME = ".server-lives"  # marks a root locked (flock) by its live server  # directory entries walked on the event loop after a session's cell; more go to a thread  # an idle session that still runs threads or processes is measured this often
 # The template's whole environment. Its heap on transparent huge pages (glibc's malloc with `hugetlb=1`, and
