@@ -1,15 +1,17 @@
 """The serving path under a long run, run as a pod runs it: one server process answering request after request.
 
     .venv/bin/python benchmarks/bench_server.py [--requests 10000] [--concurrent 800] [--kernel-runs 300]
-                                                 [--path /v1/responses] [--no-kernel] [--env K=V ...]
+                                                 [--spaced 500] [--pause 20] [--path /v1/responses]
+                                                 [--no-kernel] [--env K=V ...]
 
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
 `execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses`
-requests with one keep-alive HTTP connection, then `--concurrent` requests from 4 concurrent callers. Prints, for
-the first and the last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the
-server process, from /proc) and its log bytes per request; then the 4-caller throughput and the server's CPU per
-request under it; beside a Jupyter kernel's execute round trip for the same program (benchmarks/jupyter_kernel.py)
-measured in the same run; then the load average. Figures only, no assertion.
+requests with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation),
+then `--concurrent` requests from 4 concurrent callers. Prints, for the first and the last thousand requests:
+p50/p95 latency, the server's CPU per request (user+system of the server process, from /proc) and its log bytes
+per request; the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
+the same within conversations; beside a Jupyter kernel's execute round trip for the same program
+(benchmarks/jupyter_kernel.py) measured in the same run; then the load average. Figures only, no assertion.
 """
 
 from __future__ import annotations
@@ -140,6 +142,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--concurrent", type=int, default=800)
     parser.add_argument("--kernel-runs", type=int, default=300)
+    parser.add_argument("--spaced", type=int, default=500, help="requests sent spaced, after the sequential ones")
+    parser.add_argument("--pause", type=float, default=20.0, help="milliseconds between the spaced requests")
     parser.add_argument("--path", default="/v1/responses")
     parser.add_argument("--no-kernel", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="extra server environment, K=V")
@@ -174,6 +178,17 @@ def main() -> int:
             f"{(c2 - c1) * 1000 / (i2 - i1):.2f}" for (i1, c1), (i2, c2) in zip(steps, steps[1:])))
         print(f"p50 ms per {window}: " + " ".join(
             f"{statistics.median(times[k:k + window]):.2f}" for k in range(0, len(times) - window + 1, window)))
+
+        # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
+        # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
+        spaced = []
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            for i in range(args.spaced):
+                time.sleep(args.pause / 1000)
+                spaced.append(request(client, args.path, 50000 + i))
+        if spaced:
+            print(f"new conversation every {args.pause:g} ms, {len(spaced)} requests: p50 {statistics.median(spaced):.2f} "
+                  f"ms, p95 {pct(spaced, 95):.2f} ms")
 
         done = 0
         lock = threading.Lock()
