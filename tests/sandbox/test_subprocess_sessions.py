@@ -103,19 +103,25 @@ time.sleep(30)
         run(session.close())
 
 
-def test_idle_session_is_held_to_its_quotas(backend, run):
-    """A background thread that keeps writing after its cell returned is stopped all the same."""
+FILL = """
+import time
+for n in range(100):
+    with open(f"part{n}", "wb") as f:
+        f.write(b"x" * 2**20)
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.parametrize("how", ["thread", "process"])
+def test_idle_session_is_held_to_its_quotas(backend, run, how):
+    """A background thread, or a process, that keeps writing after its cell returned is stopped all the same
+    (an idle session is measured unless it is quiet: one thread and no process of its own)."""
     session = run(backend.open_session())
     try:
-        code = """
-import threading, time
-def fill():
-    for n in range(100):
-        with open(f"part{n}", "wb") as f:
-            f.write(b"x" * 2**20)
-        time.sleep(0.02)
-threading.Thread(target=fill, daemon=True).start()
-"""
+        if how == "thread":
+            code = f"import threading\nthreading.Thread(target=exec, args=({FILL!r}, {{}}), daemon=True).start()"
+        else:
+            code = f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {FILL!r}])"
         assert run(session.run(code)).exit_code == 0
         deadline = time.monotonic() + 15
         while session.alive and time.monotonic() < deadline:

@@ -126,6 +126,9 @@ def quiet(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             threads = int(f.read().rsplit(")", 1)[1].split()[17])
+        if threads != 1:
+            return False
+        with open(f"/proc/{pid}/task/{pid}/children") as f:  # its only thread's children: no listing needed
+            return not f.read().split()
     except (OSError, IndexError, ValueError):
         return True  # gone
-    return threads == 1 and not children(pid)

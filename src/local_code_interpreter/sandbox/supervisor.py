@@ -577,12 +577,23 @@ class Supervisor:
                     self._refill(key)
             idle = [child for child in self._children.values()
                     if child.session and child.cell is None and child.alive and child.pid is not None]
-            for child in idle:
-                if await asyncio.to_thread(quota.quiet, child.pid):
-                    continue
-                over = await asyncio.to_thread(child.over_quota)
-                if over:
-                    child.kill(over)
+            if idle:  # one thread hop for all of them: a hop each cost ~135 us per idle session every second
+                for child, over in await asyncio.to_thread(_over_quota_while_idle, idle):
+                    if child.alive:
+                        child.kill(over)
+
+
+def _over_quota_while_idle(children: list[Child]) -> list[tuple[Child, str]]:
+    """(child, quota it is over) for the idle sessions that are over one; a quiet child (one thread, no process
+    of its own) cannot have grown since its last cell and is not measured. Runs in a worker thread."""
+    found = []
+    for child in children:
+        if child.pid is None or quota.quiet(child.pid):
+            continue
+        over = child.over_quota()
+        if over:
+            found.append((child, over))
+    return found
 
 
 def remove_stale_roots(parent: str) -> list[str]:
