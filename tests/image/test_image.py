@@ -174,13 +174,19 @@ def test_api_requires_the_token(container: Container):
     assert status == 401
 
 
-def test_responses_runs_code_on_the_embedded_default(container: Container):
+@pytest.mark.parametrize("code", [
+    "print(6*7)",
+    # the image's interpreter lives in a virtual environment: the sandbox must let it start itself again
+    "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'print(6*7)'], capture_output=True, "
+    "text=True).stdout or 'no output')",
+], ids=["print", "interpreter-in-a-subprocess"])
+def test_responses_runs_code_on_the_embedded_default(container: Container, code: str):
     status, body = http(f"{container.url}/v1/entities", token=TOKEN)
     assert status == 200, body
     entities = json.loads(body)["entities"]
     assert entities, "no entity registered"
     entity = entities[0]["id"]
-    request = {"model": entity, "input": "print(6*7)", "metadata": {"entity_id": entity}}
+    request = {"model": entity, "input": code, "metadata": {"entity_id": entity}}
     status, body = http(f"{container.url}/v1/responses", request, token=TOKEN, timeout=60)
     assert status == 200, body
     response = json.loads(body)

@@ -34,6 +34,7 @@ def read_only_paths() -> list[str]:
         for prefix in {sys.prefix, sys.base_prefix}:
             paths.add(os.path.realpath(sysconfig.get_path(scheme_path, vars={"base": prefix, "platbase": prefix})))
     paths.add(os.path.join(os.path.realpath(sys.base_prefix), "lib"))  # libpython for shared builds
+    paths.add(os.path.join(sys.prefix, "pyvenv.cfg"))  # a virtual environment's interpreter reads it at start
     return _SYSTEM_READ_ONLY + sorted(p for p in paths if os.path.exists(p))
 
 
