@@ -549,8 +549,6 @@ time.sleep(60)
     result = lab.attack(backend, code, SHORT)
     assert result.exit_code != 0 and escaped(result) == []
     pids = [int(p) for p in re.findall(r"escapee (\d+)", result.stdout)]
-    if backend == "subprocess":  # both started (the interpreter can start itself: a venv's pyvenv.cfg is readable)
-        assert len(pids) == 2, result
     assert eventually(lambda: not any(alive(pid) for pid in pids)), f"escapees {pids} still run"
     if pids:
         time.sleep(1.5)  # past the moment the escapee would have written
