@@ -311,3 +311,38 @@ def test_descriptors_held_stay_within_what_the_connection_cap_leaves_room_for(ru
             run(session.close())
     finally:
         run(sandbox.close())
+
+
+def test_a_taken_session_spare_is_replaced_after_its_first_cell_not_during_it(backend, run):
+    """The replacement spare is forked a moment after a new session took one (so the fork and its warm-up do not
+    compete with that session's first cell on a small node), and it is forked: the spares are back in place."""
+    from local_code_interpreter.sandbox.supervisor import SESSION_REFILL_DELAY_SECONDS
+
+    supervisor = backend.supervisor
+    run(asyncio.sleep(0.5))  # the spares forked at start (or after earlier tests) are in place
+
+    def session_spares() -> int:  # of this back end's own limits (earlier tests left spares of other limits)
+        return len(supervisor._spares.get((LIMITS, True), []))
+
+    before = session_spares()
+    assert before == supervisor.spare_counts[True]
+
+    async def open_and_run():
+        session = await backend.open_session()
+        forking_at_once = len(supervisor._forking)  # right after it took a spare
+        result = await session.run("print(6 * 7)")
+        return session, forking_at_once, result
+
+    started = time.monotonic()
+    session, forking_at_once, result = run(open_and_run())
+    try:
+        assert result.stdout == "42\n"
+        if time.monotonic() - started < SESSION_REFILL_DELAY_SECONDS:  # a slow machine may be past the moment
+            assert not supervisor._forking and session_spares() == before - 1
+        assert forking_at_once == 0
+        deadline = time.monotonic() + 10
+        while session_spares() < before and time.monotonic() < deadline:
+            run(asyncio.sleep(0.02))
+        assert session_spares() == before
+    finally:
+        run(session.close())
