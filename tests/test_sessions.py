@@ -162,6 +162,29 @@ def test_full_replica_evicts_the_least_recently_used_idle_session_with_a_note(ba
 
 
 @backend_param("monty", "subprocess")
+def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(backend):
+    """The victim is closed after a short delay (so its teardown does not compete with the evicting request's
+    first cell); a shutdown in the meantime still closes it before it returns."""
+    from local_code_interpreter.sessions import EVICTED_CLOSE_DELAY_SECONDS
+
+    async def body():
+        async with manager(backend, max_sessions=1) as (sessions, sandbox):
+            await sessions.run(("o", "a"), "v = 'a'")
+            await sessions.run(("o", "b"), "v = 'b'")  # evicts a
+            victim = sandbox.opened[0]
+            assert sessions.stats()["evicted"] == 1
+            await asyncio.sleep(EVICTED_CLOSE_DELAY_SECONDS + 1.0)
+            assert not victim.alive
+
+            await sessions.run(("o", "c"), "v = 'c'")  # evicts b, and the replica shuts down at once
+            victim = sandbox.opened[1]
+            await sessions.close_all()
+            assert not victim.alive and not sandbox.opened[2].alive
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
 def test_all_sessions_busy_is_a_clear_busy_error(backend):
     async def body():
         async with manager(backend, max_sessions=1) as (sessions, _):

@@ -35,6 +35,10 @@ Key = tuple[str, str]  # (owner, identifier)
 MAX_KEY_PART = 256
 # At most this many notices for callers whose session ended while they were away (the oldest are dropped).
 _MAX_PENDING_NOTICES = 10000
+# An evicted session is closed this long after the request that evicted it started its own: killing a process and
+# tearing down its memory (about 1 ms of CPU here) then does not compete with that request's first cell (2 vCPUs,
+# a full replica, new conversations 30 ms apart: p50 4.4 -> 3.8 ms on average over four interleaved runs).
+EVICTED_CLOSE_DELAY_SECONDS = 0.015
 MB = 1024 * 1024
 
 
@@ -289,7 +293,7 @@ class SessionManager:
             self._note(victim.key, "The previous session of this conversation was closed to make room for others "
                                    "(least recently used), so its variables and files are gone; a fresh session "
                                    "was started.")
-            self._close_later(victim)
+            self._close_later(victim, EVICTED_CLOSE_DELAY_SECONDS)
             log.debug("evicted the least recently used idle session (replica full: %d)", self.limits.max_sessions)
         entry = _Entry(key, last_used=self._clock())
         self._entries[key] = entry
@@ -329,8 +333,8 @@ class SessionManager:
         while len(self._notices) > _MAX_PENDING_NOTICES:
             self._notices.popitem(last=False)
 
-    def _close_later(self, entry: _Entry) -> None:
-        task = asyncio.get_running_loop().create_task(self._close_session(entry))
+    def _close_later(self, entry: _Entry, delay: float = 0.0) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_session(entry, delay))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -341,10 +345,12 @@ class SessionManager:
         self._note(entry.key, "The previous session of this conversation had ended (its state was lost); "
                               "a fresh session was started.")
 
-    async def _close_session(self, entry: _Entry) -> None:
+    async def _close_session(self, entry: _Entry, delay: float = 0.0) -> None:
         session, entry.session = entry.session, None
         if session is None:
             return
+        if delay:
+            await asyncio.sleep(delay)
         try:
             await session.close()
         except Exception:  # noqa: BLE001 - closing must go on for the others; the back end logs its own detail
