@@ -1,7 +1,8 @@
 """Server CPU per request of this tree beside another commit's, interleaved in the same run: on a noisy machine
 (the same command varies by ±15 % from run to run) only alternating rounds compare two versions fairly.
 
-    .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|both]
+    .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|spaced|both]
+                                                [--pause 30]
 
 REF is any git commit of this repository (for example the last release tag, or `HEAD~5`); it is checked out in a
 temporary worktree and its server runs with that tree first on PYTHONPATH (the venv's packages are shared; the
@@ -9,9 +10,11 @@ sandbox template starts with a clean environment, so it runs this tree's templat
 compare the server processes, which is what they measure).
 Each round starts the old and then the new server (`bench_server.Server`), sends `--requests` sequential
 `/v1/responses` `print(i*3)` requests on one keep-alive connection after 100 to warm up, and prints the server
-process's user+system CPU per request and the wall time per request: `new` mode starts a conversation with each
-request (a new sandbox session each), `turns` continues one conversation (its live session; the history kept up
-to the bound). Then the means, and the load average. Figures only, no assertion.
+process's user+system CPU per request, the wall time per request and the p50 latency: `new` mode starts a
+conversation with each request (a new sandbox session each), `turns` continues one conversation (its live session;
+the history kept up to the bound), `spaced` starts a conversation with each request but sends one every `--pause`
+ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth of `--requests`).
+Then the means, and the load average. Figures only, no assertion.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ sys.path.insert(0, HERE)
 import bench_server  # noqa: E402  (one server harness for every benchmark)
 
 
-def measure(mode: str, requests: int, pythonpath: str | None) -> tuple[float, float]:
-    """(server CPU ms per request, wall ms per request) for one server run."""
+def measure(mode: str, requests: int, pythonpath: str | None, pause: float = 0.03) -> tuple[float, float, float]:
+    """(server CPU ms per request, wall ms per request, p50 ms) for one server run."""
     saved = os.environ.get("PYTHONPATH")
     if pythonpath:
         os.environ["PYTHONPATH"] = pythonpath
@@ -49,14 +52,20 @@ def measure(mode: str, requests: int, pythonpath: str | None) -> tuple[float, fl
         with httpx.Client(base_url=server.base, timeout=60) as client:
             for i in range(100):
                 bench_server.request(client, "/v1/responses", i)
+        if mode == "spaced":
+            requests = max(1, requests // 5)
         cpu0, started = server.cpu(), time.perf_counter()
-        if mode == "new":
+        if mode in ("new", "spaced"):
+            times = []
             with httpx.Client(base_url=server.base, timeout=60) as client:
                 for i in range(requests):
-                    bench_server.request(client, "/v1/responses", i)
+                    if mode == "spaced":
+                        time.sleep(pause)
+                    times.append(bench_server.request(client, "/v1/responses", i))
         else:
-            bench_server.conversation(server.base, "/v1/responses", requests, 1000)
-        return (server.cpu() - cpu0) * 1000 / requests, (time.perf_counter() - started) * 1000 / requests
+            times = bench_server.conversation(server.base, "/v1/responses", requests, 1000)
+        return ((server.cpu() - cpu0) * 1000 / requests, (time.perf_counter() - started) * 1000 / requests,
+                statistics.median(times))
     finally:
         server.stop()
 
@@ -66,24 +75,25 @@ def main() -> int:
     parser.add_argument("ref")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--mode", choices=("new", "turns", "both"), default="both")
+    parser.add_argument("--mode", choices=("new", "turns", "spaced", "both"), default="both")
+    parser.add_argument("--pause", type=float, default=30.0, help="milliseconds between spaced requests")
     args = parser.parse_args()
-    modes = ("new", "turns") if args.mode == "both" else (args.mode,)
+    modes = ("new", "turns", "spaced") if args.mode == "both" else (args.mode,)
     worktree = tempfile.mkdtemp(prefix="lci-bench-ab-")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "--force", worktree, args.ref], check=True,
                    capture_output=True)
     try:
         for mode in modes:
-            figures: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+            figures: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
             for n in range(args.rounds):
                 for name, path in (("old", os.path.join(worktree, "src")), ("new", None)):
-                    cpu, wall = measure(mode, args.requests, path)
-                    figures[name].append((cpu, wall))
+                    cpu, wall, p50 = measure(mode, args.requests, path, args.pause / 1000)
+                    figures[name].append((cpu, wall, p50))
                     print(f"{mode} round {n + 1} {name:>3} ({args.ref if name == 'old' else 'this tree'}): "
-                          f"server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req", flush=True)
+                          f"server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req, p50 {p50:.2f} ms", flush=True)
             for name in ("old", "new"):
-                print(f"{mode} {name:>3} mean: server CPU {statistics.mean(c for c, _ in figures[name]):.2f} ms/req, "
-                      f"wall {statistics.mean(w for _, w in figures[name]):.2f} ms/req")
+                cpu, wall, p50 = (statistics.mean(row[k] for row in figures[name]) for k in range(3))
+                print(f"{mode} {name:>3} mean: server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req, p50 {p50:.2f} ms")
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", worktree], capture_output=True)
     print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
