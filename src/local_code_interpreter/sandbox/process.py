@@ -36,8 +36,8 @@ class Backend:
 
     name = NAME
 
-    def __init__(self, limits: Limits, language: str = "python", spares: int = SPARES, session_spares: int = SESSION_SPARES,
-                 grace_seconds: float = GRACE_SECONDS):
+    def __init__(self, limits: Limits, language: str = "python", spares: int = SPARES,
+                 session_spares: int = SESSION_SPARES, grace_seconds: float = GRACE_SECONDS):
         self.limits = limits
         self.language = language
         self.grace_seconds = grace_seconds

@@ -347,12 +347,12 @@ class Supervisor:
 
     # The template -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._closing = False
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
             if self._process is not None and self._process.returncode is None and self._sock is not None:
                 return
+            self._closing = False  # started again after a close: spares are kept again
             if not self.root:
                 self.root = tempfile.mkdtemp(prefix=ROOT_PREFIX)
                 if isolation.drops_root():
