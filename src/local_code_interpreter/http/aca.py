@@ -54,7 +54,6 @@ OPERATION_TTL_SECONDS = 600
 _IDENTIFIER = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,128}$")
 
 
-
 class ApiError(Exception):
     """A 4xx/5xx in the API's error shape: {"error": {"code", "message"}}."""
 

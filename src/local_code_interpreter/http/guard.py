@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Awaitable, Callable, Iterable
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,8 +28,15 @@ from .errors import send_error
 
 log = logging.getLogger(__name__)
 Verifier = Callable[[str], Awaitable["identity.Caller | None"]]
-# (send, status, message, code, headers): an error response in one API's shape.
-ErrorSender = Callable[[Send, int, str, str, "list[tuple[bytes, bytes]] | None"], Awaitable[None]]
+
+
+class ErrorSender(Protocol):
+    """Writes an error response in one API's shape (`errors.send_error`, `aca.send_aca_error`)."""
+
+    def __call__(self, send: Send, status: int, message: str, code: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> Awaitable[None]: ...
+
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 # Served without authentication: probes, and the DevUI page's static shell (its API calls carry the token).
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/index.html", "/agentframework.svg", "/favicon.ico"})
@@ -99,7 +107,7 @@ class Guard:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             if not started_response:
                 await self._sender(scope["path"])(tracked_send, 500, "internal error: see the server log",
-                                                  "server_error", None)
+                                                  "server_error")
         finally:
             if self.access_log:
                 level = logging.DEBUG if scope["path"] in QUIET_PATHS and status == 200 else logging.INFO
@@ -121,13 +129,13 @@ class Guard:
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
             if host and name.lower() not in self.allowed_hosts:  # no Host (HTTP/1.0): nothing to rebind
                 await send_error(send, 400, f"Invalid Host header {host!r}: this server only answers requests "
-                                 "addressed to it", "host_not_allowed", None)
+                                 "addressed to it", "host_not_allowed")
                 return None
         path = scope["path"]
         try:
             caller = await self._caller(headers, path)
         except Refused as refused:
-            await send_error(send, refused.status, refused.message, "forbidden", None)
+            await send_error(send, refused.status, refused.message, "forbidden")
             return None
         public = scope["method"] == "OPTIONS" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or (
             scope["method"] in ("GET", "HEAD") and bool(self.self_authenticating)
@@ -137,16 +145,16 @@ class Guard:
             await send_error(send, 401, "Missing or invalid Authorization header. Expected: Authorization: Bearer "
                              "<token>" if missing else "Invalid authentication token",
                              "missing_token" if missing else "invalid_token",
-                             [(b"www-authenticate", b"Bearer")])
+                             headers=[(b"www-authenticate", b"Bearer")])
             return None
         limit = next((size for prefix, size in self.body_limits if path.startswith(prefix)), self.max_body_bytes)
         declared = _header(headers, b"content-length")
         if declared:
             if not declared.isdigit():
-                await send_error(send, 400, "Content-Length must be a number", "invalid_content_length", None)
+                await send_error(send, 400, "Content-Length must be a number", "invalid_content_length")
                 return caller
             if int(declared) > limit:
-                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large", None)
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
                 return caller
         scope[identity.SCOPE_KEY] = caller
         seen = 0
@@ -171,7 +179,7 @@ class Guard:
             await self.app(scope, limited_receive, watched_send)
         except _TooLarge:
             if not responded:
-                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large", None)
+                await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
         return caller
 
     async def _caller(self, headers, path: str = "") -> identity.Caller | None:

@@ -487,17 +487,17 @@ class Supervisor:
             child = await self._fork(limits, session)
         if not session:
             return child  # a one-shot run's spare is replaced when it is released: after its reply
-        # A session's a moment later (SESSION_REFILL_DELAY_SECONDS): the fork does not compete with its first cell.
-        asyncio.get_running_loop().call_later(SESSION_REFILL_DELAY_SECONDS, self._refill, key)
+        self._refill_soon(key, SESSION_REFILL_DELAY_SECONDS)  # a session's: the fork does not meet its first cell
         return child
 
     def prefill(self, limits: Limits, session: bool) -> None:
         """Fork this kind's spare children now, before any request asks for one."""
         self._refill((limits, session))
 
-    def _refill_soon(self, key: tuple) -> None:
-        """Refill after the current request had its turn: the fork does not compete with its execution."""
-        asyncio.get_running_loop().call_soon(self._refill, key)
+    def _refill_soon(self, key: tuple, delay: float = 0.0) -> None:
+        """Refill after the current request had its turn (`delay` seconds from now, else the next loop
+        iteration): the fork does not compete with its execution."""
+        asyncio.get_running_loop().call_later(delay, self._refill, key)
 
     def _refill(self, key: tuple) -> None:
         target = self.spare_counts[key[1]]
@@ -537,7 +537,7 @@ class Supervisor:
         future = asyncio.get_running_loop().create_future()
         self._forking[request_id] = future
         try:
-            socket.send_fds(self._sock, [b'{"op":"fork","id":%d,%s}' % (request_id, self._fork_fields(limits, session))],
+            socket.send_fds(self._sock, [b'{"op":"fork","id":%d,%s}' % (request_id, _fork_fields(limits, session))],
                             theirs)
             reply = await future
         except BaseException:
@@ -555,11 +555,6 @@ class Supervisor:
         child.pid = reply["pid"]
         self._children[child.pid] = child
         return child
-
-    @functools.lru_cache(maxsize=32)  # noqa: B019 - a few kinds of child per supervisor, for its lifetime
-    def _fork_fields(self, limits: Limits, session: bool) -> bytes:
-        """The fork request's fields for this kind of child, encoded once (asdict was a tenth of a fork's cost)."""
-        return json.dumps({"limits": asdict(limits), "session": session}, separators=(",", ":"))[1:-1].encode()
 
     def _cleanup(self, child: Child) -> None:
         """Dispose of a child in the background (its reply, if any, is already on its way)."""
@@ -590,6 +585,12 @@ class Supervisor:
                 for child, over in await asyncio.to_thread(_over_quota_while_idle, idle):
                     if child.alive:
                         child.kill(over)
+
+
+@functools.lru_cache(maxsize=64)  # a few kinds of child (limits, session or not) per process
+def _fork_fields(limits: Limits, session: bool) -> bytes:
+    """A fork request's fields for this kind of child, encoded once (asdict was a tenth of a fork's cost)."""
+    return json.dumps({"limits": asdict(limits), "session": session}, separators=(",", ":"))[1:-1].encode()
 
 
 def _over_quota_while_idle(children: list[Child]) -> list[tuple[Child, str]]:
