@@ -180,6 +180,22 @@ def test_old_cell_sources_are_forgotten_past_a_total(monkeypatch):
         linecache.cache.pop(name)
 
 
+def test_a_file_landing_during_the_warm_up_does_not_end_the_child(tmp_path, monkeypatch):
+    """A session may be handed out before its child has warmed up, and its first upload may land while the warm-up
+    cell runs (CI saw it: the child exited with status 1 and the session had ended before its first cell)."""
+    from local_code_interpreter.sandbox import child as module
+
+    execute = module._execute
+
+    def upload_meanwhile(code, namespace, filename):
+        (tmp_path / "upload0.bin").write_bytes(b"from the user")  # as files.write does, from the server
+        return execute(code, namespace, filename)
+
+    monkeypatch.setattr(module, "_execute", upload_meanwhile)
+    monkeypatch.setattr(module, "_workdir", str(tmp_path))
+    assert module._warm_up()
+
+
 def test_main_namespace_is_a_real_module(child):
     """Pickle and dataclasses look classes up in sys.modules['__main__']: cells' definitions must be there."""
     code = ("import dataclasses, pickle, sys\n@dataclasses.dataclass\nclass Point:\n    x: 'int'\n"
