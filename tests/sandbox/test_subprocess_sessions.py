@@ -131,6 +131,27 @@ def test_idle_session_is_held_to_its_quotas(backend, run, how):
         run(session.close())
 
 
+def test_replacing_a_file_by_upload_is_not_over_quota_while_both_exist(session, run, monkeypatch):
+    """An upload writes beside the file it replaces, then renames: for that moment both are on disk. The idle
+    watch (this session is measured: it has a thread) must not end the session for a moment of our own making."""
+    from local_code_interpreter.sandbox import files as session_files
+
+    big = b"x" * (LIMITS.scratch_mb * 2**20 * 6 // 10)
+    run(session.upload("data.bin", big))
+    assert run(session.run("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True)"
+                           ".start()")).exit_code == 0
+    existing = session_files._existing_bytes
+
+    def slowly(*args):  # both files exist now: hold that for more than one idle check
+        time.sleep(2.5)
+        return existing(*args)
+
+    monkeypatch.setattr(session_files, "_existing_bytes", slowly)
+    info = run(session.upload("data.bin", big[:-1] + b"y"))
+    assert info.size == len(big) and session.alive, session.child.killed
+    assert run(session.read("data.bin")).endswith(b"y")
+
+
 def test_files_round_trip_and_quota(session, run):
     info = run(session.upload("data/input.csv", b"a,b\n1,2\n"))
     assert (info.name, info.size) == ("data/input.csv", 8)

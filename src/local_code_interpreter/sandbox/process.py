@@ -130,8 +130,10 @@ class SubprocessSession:
         name = files.check_name(name)
         uid = isolation.NOBODY if isolation.drops_root() else None
         async with self._lock:  # not while a cell runs: what it writes counts too
-            return await asyncio.to_thread(files.write, self._directory(), name, data, uid=uid,
-                                           quota_bytes=self.limits.scratch_mb * 1024 * 1024)
+            directory = self._directory()
+            with self.child.uploading():
+                return await asyncio.to_thread(files.write, directory, name, data, uid=uid,
+                                               quota_bytes=self.limits.scratch_mb * 1024 * 1024)
 
     async def files(self) -> list[FileInfo]:
         return await asyncio.to_thread(files.listing, self._directory())

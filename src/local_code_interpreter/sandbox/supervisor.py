@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import fcntl
 import functools
 import json
@@ -101,6 +102,8 @@ class Child:
         self.inbox = bytearray()
         self.killed = ""
         self.disposed = False
+        self.uploads = 0  # the server's own writes into the directory in flight (see `uploading`)...
+        self.uploaded = 0  # ...and how many have started: a measurement that overlapped one does not count
         self.born = time.monotonic()
         loop = asyncio.get_running_loop()
         for name, fd in self.streams.items():
@@ -272,6 +275,17 @@ class Child:
             if over:
                 self.kill(over)
                 return
+
+    @contextlib.contextmanager
+    def uploading(self):
+        """Around a write of the server's into the directory: it writes beside the file it replaces and then
+        renames, so both are on disk for a moment, and a quota check in that moment would blame the session."""
+        self.uploads += 1
+        self.uploaded += 1
+        try:
+            yield
+        finally:
+            self.uploads -= 1
 
     def over_quota(self) -> str:
         if quota.scratch_overflows(self.scratch, self.limits.scratch_mb * 1024 * 1024):
@@ -579,11 +593,11 @@ class Supervisor:
                 if not key[1] and spares and spares[0].born < stale:
                     self._cleanup(spares.pop(0))
                     self._refill(key)
-            idle = [child for child in self._children.values()
-                    if child.session and child.cell is None and child.alive and child.pid is not None]
+            idle = {child: child.uploaded for child in self._children.values() if child.session and
+                    child.cell is None and child.alive and child.pid is not None and not child.uploads}
             if idle:  # one thread hop for all of them: a hop each cost ~135 us per idle session every second
-                for child, over in await asyncio.to_thread(_over_quota_while_idle, idle):
-                    if child.alive:
+                for child, over in await asyncio.to_thread(_over_quota_while_idle, list(idle)):
+                    if child.alive and child.uploaded == idle[child]:  # no upload began while it was measured
                         child.kill(over)
 
 
