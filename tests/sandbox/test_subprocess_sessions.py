@@ -293,6 +293,20 @@ def test_a_spare_that_died_by_itself_is_reported_and_replaced(backend, run, capl
     assert "died before its first cell (status -9)" in caplog.text
 
 
+def test_a_session_child_that_exits_by_itself_between_executions_is_logged(session, run, caplog):
+    """Nothing asked it to end and no cell was running: the next execution finds the session gone, and the log
+    says what status it ended with and what it printed."""
+    with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
+        run(session.run("import os, sys, threading, time\n"
+                        "def leave():\n    time.sleep(0.2)\n    print('leaving', file=sys.stderr, flush=True)\n"
+                        "    os._exit(7)\nthreading.Thread(target=leave).start()"))
+        deadline = time.monotonic() + 10
+        while session.alive and time.monotonic() < deadline:
+            run(asyncio.sleep(0.05))
+    assert not session.alive
+    assert "exited by itself between executions (status 7): leaving" in caplog.text, caplog.text
+
+
 def test_descriptors_held_stay_within_what_the_connection_cap_leaves_room_for(run):
     """`descriptors(max_sessions, max_concurrency)` is what the server reserves below its file limit: with that many
     sessions open and that many one-shot runs in flight (and the spares refilled), this process holds no more."""

@@ -102,6 +102,7 @@ class Child:
         self.inbox = bytearray()
         self.killed = ""
         self.disposed = False
+        self.handed_out = False  # given to a run or a session (a spare until then)
         self.uploads = 0  # the server's own writes into the directory in flight (see `uploading`)...
         self.uploaded = 0  # ...and how many have started: a measurement that overlapped one does not count
         self.born = time.monotonic()
@@ -141,9 +142,10 @@ class Child:
                 fd = self.streams.get(name)
                 if fd is None:
                     break
-                before = getattr(self.cell, name).seen
+                output = getattr(self.cell or self.between, name)
+                before = output.seen
                 self._read_stream(name)
-                if getattr(self.cell, name).seen == before:
+                if output.seen == before:
                     break
 
     def _close_stream(self, name: str) -> None:
@@ -188,6 +190,10 @@ class Child:
     def on_exit(self, status: int) -> None:
         if not self.exited.done():
             self.exited.set_result(status)
+            if self.handed_out and self.cell is None and not self.killed:  # nobody asked it to end, nor was it running
+                self._drain_streams()  # what it printed last
+                log.warning("a sandbox child in use exited by itself between executions (status %s): %s", status,
+                            self.between.stderr.text()[-500:] or "no output")
         if self.cell is not None:
             self.cell.status = status
         self._finish(None)
@@ -499,6 +505,7 @@ class Supervisor:
                 self._cleanup(candidate)
         if child is None:
             child = await self._fork(limits, session)
+        child.handed_out = True
         if not session:
             return child  # a one-shot run's spare is replaced when it is released: after its reply
         self._refill_soon(key, SESSION_REFILL_DELAY_SECONDS)  # a session's: the fork does not meet its first cell
