@@ -6,7 +6,6 @@ import pathlib
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from skips import tool_missing

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from conftest import OVERLAYS, ROOT, app_container, find, pod_spec, render
+from conftest import OVERLAYS, ROOT, app_container, find, render
 
 CLIENT_ID = "azure.workload.identity/client-id"
 NAMESPACES = {"dev": "lci-dev", "prod": "lci-prod"}

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from fake_entra import Entra, EntraHandler, Signer
-from service import ROOT, clean_env, running_service
+from service import clean_env, running_service
 from tls import https_server, make_ca, tls_front
 
 pytestmark = pytest.mark.slow

@@ -15,10 +15,9 @@ import time
 import pytest
 import yaml
 
-from controlplane import BIN, FAKE_NODE_ANNOTATION, wait_until
+from controlplane import FAKE_NODE_ANNOTATION, wait_until
 from gitops import CLUSTER, LOOPBACK, PROD, ROOT, GitOpsRepo, encrypt_secrets_for_this_cluster, just
 from gitserver import GitHTTPServer
-from skips import tool_missing
 
 pytestmark = pytest.mark.slow
 
