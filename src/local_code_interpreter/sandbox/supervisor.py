@@ -190,10 +190,6 @@ class Child:
     def on_exit(self, status: int) -> None:
         if not self.exited.done():
             self.exited.set_result(status)
-            if self.handed_out and self.cell is None and not self.killed:  # nobody asked it to end, nor was it running
-                self._drain_streams()  # what it printed last
-                log.warning("a sandbox child in use exited by itself between executions (status %s): %s", status,
-                            self.between.stderr.text()[-500:] or "no output")
         if self.cell is not None:
             self.cell.status = status
         self._finish(None)
@@ -428,6 +424,8 @@ class Supervisor:
         elif op == "exited":
             child = self._children.pop(message["pid"], None)
             if child is not None:
+                if child.cell is None and not child.killed and not child.exited.done():
+                    _log_exit_by_itself(child, message["status"])
                 child.on_exit(message["status"])
 
     def _template_gone(self) -> None:
@@ -498,10 +496,6 @@ class Supervisor:
             if candidate.alive:
                 child = candidate
             else:
-                if not candidate.killed:  # not ours: it died by itself, in its setup or its warm-up (child.py)
-                    log.warning("a spare sandbox child died before its first cell (status %s): %s",
-                                candidate.exited.result() if candidate.exited.done() else "?",
-                                candidate.between.stderr.text()[-500:] or "no output")
                 self._cleanup(candidate)
         if child is None:
             child = await self._fork(limits, session)
@@ -606,6 +600,17 @@ class Supervisor:
                 for child, over in await asyncio.to_thread(_over_quota_while_idle, list(idle)):
                     if child.alive and child.uploaded == idle[child]:  # no upload began while it was measured
                         child.kill(over)
+
+
+def _log_exit_by_itself(child: Child, status: int) -> None:
+    """Nobody asked it to end and no cell was running: its setup or warm-up failed (a spare), or something of the
+    code's ended it between executions. Whoever uses it next finds it gone; the log says why."""
+    child._drain_streams()  # what it printed last
+    printed = child.between.stderr.text()[-500:] or "no output"
+    if child.handed_out:
+        log.warning("a sandbox child in use exited by itself between executions (status %s): %s", status, printed)
+    else:
+        log.warning("a spare sandbox child died before its first cell (status %s): %s", status, printed)
 
 
 @functools.lru_cache(maxsize=64)  # a few kinds of child (limits, session or not) per process
