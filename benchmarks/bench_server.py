@@ -9,7 +9,8 @@ Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-
 requests with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation),
 then `--concurrent` requests from 4 concurrent callers. Prints, for the first and the last thousand requests:
 p50/p95 latency, the server's CPU per request (user+system of the server process, from /proc) and its log bytes
-per request; the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
+per request; every thousand requests, the server's RSS, open descriptors and threads and the sandbox's PSS
+(the template and every live session child); the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
 the same within conversations; beside a Jupyter kernel's execute round trip for the same program
 (benchmarks/jupyter_kernel.py) measured in the same run; then the load average. Figures only, no assertion.
 """
@@ -43,6 +44,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def footprint(pid: int) -> tuple[float, int, int, float]:
+    """The server's RSS (MiB), open descriptors and threads, and the PSS (MiB) of its sandbox processes: the
+    template and every live child of it (spare or session); a back end without processes has none."""
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    rss = int(status["VmRSS"].split()[0]) / 1024
+    descriptors = len(os.listdir(f"/proc/{pid}/fd"))
+    pss = 0
+    for child in _children(pid):
+        for sandbox_pid in [child, *_children(child)]:
+            try:
+                with open(f"/proc/{sandbox_pid}/smaps_rollup") as f:
+                    pss += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            except (OSError, StopIteration):
+                pass  # exited meanwhile
+    return rss, descriptors, int(status["Threads"]), pss / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def cpu_seconds(pid: int) -> float:
@@ -80,6 +107,9 @@ class Server:
 
     def cpu(self) -> float:
         return cpu_seconds(self.process.pid)
+
+    def footprint(self) -> tuple[float, int, int, float]:
+        return footprint(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -158,14 +188,17 @@ def main() -> int:
             for i in range(5):  # warm: first imports, first sandbox child
                 request(client, args.path, i)
             steps = []  # (request index, cpu seconds) every `window` requests: the trend, not just the ends
+            sizes = []  # server.footprint() at the same edges
             for i in range(args.requests):
                 if i in (0, window, args.requests - window):
                     marks.append((i, server.cpu(), server.log_bytes()))
                 if i % window == 0:
                     steps.append((i, server.cpu()))
+                    sizes.append(server.footprint())
                 times.append(request(client, args.path, i))
             marks.append((args.requests, server.cpu(), server.log_bytes()))
             steps.append((args.requests, server.cpu()))
+            sizes.append(server.footprint())
         first, last = times[:window], times[-window:]
         (a, ca, la), (b, cb, lb), (c, cc, lc), (d, cd, ld) = marks
         print(f"server: {args.path} print(i*3), {args.requests} sequential requests, one keep-alive connection")
@@ -178,6 +211,10 @@ def main() -> int:
             f"{(c2 - c1) * 1000 / (i2 - i1):.2f}" for (i1, c1), (i2, c2) in zip(steps, steps[1:])))
         print(f"p50 ms per {window}: " + " ".join(
             f"{statistics.median(times[k:k + window]):.2f}" for k in range(0, len(times) - window + 1, window)))
+        print(f"server RSS MiB every {window}: " + " ".join(f"{size[0]:.0f}" for size in sizes))
+        print(f"sandbox PSS MiB every {window} (template and live children): " + " ".join(
+            f"{size[3]:.0f}" for size in sizes))
+        print(f"server descriptors / threads every {window}: " + " ".join(f"{size[1]}/{size[2]}" for size in sizes))
 
         # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
         # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
