@@ -3,7 +3,8 @@
 Run as `python -s -P -m local_code_interpreter.sandbox.template FD` with an environment of only its allocator
 settings (`supervisor.TEMPLATE_ENV`). It pins the numeric
 libraries to one thread (a multi-threaded process cannot fork safely), calls `child.prepare()` once (warm
-imports: NumPy, pandas, matplotlib with Agg, ...), builds the seccomp program and opens the Landlock base rules once, and
+imports: NumPy, pandas, matplotlib with Agg, ...), takes malloc's holes in its warm heap (`heap.py`: it stays on
+huge pages while it forks), builds the seccomp program and opens the Landlock base rules once, and
 then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object per message):
 
   {"op": "fork", "id", "limits", "session"} + five descriptors by SCM_RIGHTS (the child's scratch directory,
@@ -34,7 +35,7 @@ import socket
 import sys
 import time
 
-from . import child, isolation, landlock, quota
+from . import child, heap, isolation, landlock, quota
 from .libc import LIBC
 from .types import Limits
 
@@ -86,8 +87,9 @@ def namespace_flags() -> tuple[int, str]:
 
 
 class Template:
-    def __init__(self, control: socket.socket):
+    def __init__(self, control: socket.socket, heap_detail: str = ""):
         self.control = control
+        self.heap_detail = heap_detail
         self.pid = os.getpid()
         self.flags, self.namespace_detail = namespace_flags()
         self.landlock_abi = landlock.abi_version()
@@ -106,7 +108,7 @@ class Template:
         selector.register(wake_r, selectors.EVENT_READ, "wake")
         selector.register(self.control, selectors.EVENT_READ, "control")
         self._send({"op": "hello", "pid_namespace": bool(self.flags), "namespace_detail": self.namespace_detail,
-                    "vm_size": self.vm_size, "landlock_abi": self.landlock_abi})
+                    "vm_size": self.vm_size, "landlock_abi": self.landlock_abi, "heap": self.heap_detail})
         try:
             while True:
                 timeout = None if self.sweep_at is None else max(0.0, self.sweep_at - time.monotonic())
@@ -335,7 +337,8 @@ def main() -> None:
     missing = child.prepare()  # warm imports, matplotlib's font cache, then gc.freeze()
     if missing:
         print(f"sandbox template: warm modules not installed: {', '.join(missing)}", file=sys.stderr)
-    Template(control).serve()
+    _, heap_detail = heap.fill_holes()  # last: so that what the template allocates from now on comes from the top
+    Template(control, heap_detail).serve()
 
 
 if __name__ == "__main__":
