@@ -10,7 +10,8 @@ requests with one keep-alive HTTP connection, then `--spaced` more one every `--
 then `--concurrent` requests from 4 concurrent callers. Prints, for the first and the last thousand requests:
 p50/p95 latency, the server's CPU per request (user+system of the server process, from /proc) and its log bytes
 per request; every thousand requests, the server's RSS, open descriptors and threads and the sandbox's PSS
-(the template and every live session child); the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
+(the template and every live session child); the CPU per request of the server, the sandbox, this client and the
+whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
 the same within conversations; beside a Jupyter kernel's execute round trip for the same program
 (benchmarks/jupyter_kernel.py) measured in the same run; then the load average. Figures only, no assertion.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,6 +74,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine (every process and the kernel), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of one process (not its children: the sandbox's children are the sandbox's cost)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -110,6 +119,18 @@ class Server:
 
     def footprint(self) -> tuple[float, int, int, float]:
         return footprint(self.process.pid)
+
+    def sandbox_cpu(self) -> float:
+        """CPU of the server's child processes (the sandbox template), with every child they have reaped."""
+        total = 0.0
+        for pid in _children(self.process.pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> None:
         self.process.terminate()
@@ -162,6 +183,11 @@ def concurrently(server: "Server", targets: list) -> tuple[float, float]:
     return time.perf_counter() - started, server.cpu() - cpu0
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -189,6 +215,7 @@ def main() -> int:
                 request(client, args.path, i)
             steps = []  # (request index, cpu seconds) every `window` requests: the trend, not just the ends
             sizes = []  # server.footprint() at the same edges
+            costs = (server.cpu(), server.sandbox_cpu(), _own_cpu(), machine_cpu_seconds())
             for i in range(args.requests):
                 if i in (0, window, args.requests - window):
                     marks.append((i, server.cpu(), server.log_bytes()))
@@ -199,6 +226,8 @@ def main() -> int:
             marks.append((args.requests, server.cpu(), server.log_bytes()))
             steps.append((args.requests, server.cpu()))
             sizes.append(server.footprint())
+            costs = [(after - before) * 1000 / args.requests for before, after in zip(
+                costs, (server.cpu(), server.sandbox_cpu(), _own_cpu(), machine_cpu_seconds()))]
         first, last = times[:window], times[-window:]
         (a, ca, la), (b, cb, lb), (c, cc, lc), (d, cd, ld) = marks
         print(f"server: {args.path} print(i*3), {args.requests} sequential requests, one keep-alive connection")
@@ -215,6 +244,10 @@ def main() -> int:
         print(f"sandbox PSS MiB every {window} (template and live children): " + " ".join(
             f"{size[3]:.0f}" for size in sizes))
         print(f"server descriptors / threads every {window}: " + " ".join(f"{size[1]}/{size[2]}" for size in sizes))
+        cpus = os.cpu_count() or 1
+        print(f"CPU per request, all {args.requests}: server {costs[0]:.2f} ms, sandbox {costs[1]:.2f} ms (template "
+              f"and the children it reaped), this client {costs[2]:.2f} ms, whole machine {costs[3]:.2f} ms: "
+              f"{cpus} CPUs serve at most {cpus * 1000 / costs[3]:.0f} such requests per second")
 
         # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
         # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
