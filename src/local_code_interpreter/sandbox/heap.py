@@ -8,9 +8,10 @@ for good, and the template writes wherever malloc hands it memory: into the hole
 imports left all over the heap. `fill_holes()` takes those holes once, after the warm imports, and never
 frees them, so what the template allocates while it serves comes from the top of the heap instead.
 
-Measured on this repository's 2-vCPU machine (`benchmarks/bench_server.py`, a new conversation per request,
-4 alternating rounds): the template kept 34-42 MiB of its heap on huge pages instead of 14-18 MiB, and the
-template and its children took 8.5 ms of CPU per request instead of 9.6 ms. The holes are about 1 MiB.
+Measured on this repository's 2-vCPU machine, with and without the fill in 4 alternating rounds of 2,000
+`/v1/responses` requests, each a new conversation: the template kept 34-42 MiB of its heap on huge pages
+instead of 14-18 MiB, and the template and its children took 8.5 ms of CPU per request instead of 9.6 ms
+(`benchmarks/bench_server.py` prints that split). The holes are about 1 MiB; taking them costs about 7 ms.
 
 Best effort and glibc only (`mallinfo2`, glibc 2.33 or later); elsewhere it does nothing and says why.
 """
