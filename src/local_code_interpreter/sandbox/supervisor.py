@@ -353,6 +353,7 @@ class Supervisor:
         self._ids = 0
         self._forking: dict[int, asyncio.Future] = {}
         self._closing = False
+        self._template_stopping = False  # it said it ends its children: their exits are not theirs to explain
         self._children: dict[int, Child] = {}  # pid -> live child
         self._spares: dict[tuple, list[Child]] = {}
         self._refills: dict[tuple, asyncio.Task] = {}
@@ -369,6 +370,7 @@ class Supervisor:
             if self._process is not None and self._process.returncode is None and self._sock is not None:
                 return
             self._closing = False  # started again after a close: spares are kept again
+            self._template_stopping = False
             if not self.root:
                 self.root = tempfile.mkdtemp(prefix=ROOT_PREFIX)
                 if isolation.drops_root():
@@ -426,9 +428,15 @@ class Supervisor:
         elif op == "exited":
             child = self._children.pop(message["pid"], None)
             if child is not None:
-                if child.cell is None and not child.killed and not child.exited.done():
+                if child.cell is None and not child.killed and not child.exited.done() and not self._template_stopping:
                     _log_exit_by_itself(child, message["status"])
                 child.on_exit(message["status"])
+        elif op == "stopping":
+            self._template_stopping = True
+            if not self._closing:  # someone else signalled it (a process-group or cgroup-wide SIGTERM, say)
+                log.warning("the sandbox template is stopping, not at this server's request: it ends its %d "
+                            "children (their sessions end); a new template starts on the next execution",
+                            len(self._children))
 
     def _template_gone(self) -> None:
         """The template died (or was stopped): so did every child (PDEATHSIG). Restart on the next call."""

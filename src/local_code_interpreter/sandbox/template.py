@@ -12,6 +12,7 @@ then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object
       -> {"op": "forked", "id", "pid"} | {"op": "failed", "id", "error"}
   {"op": "kill", "pid"} / {"op": "interrupt", "pid"}     (SIGKILL to the child's whole tree / SIGINT to it)
   and on its own: {"op": "exited", "pid", "status"}       (the child and everything it started are gone)
+                  {"op": "stopping"}                      (it ends its children now: SIGTERM, or the socket's end)
 
 It never receives code, input, output or files: those flow between the supervisor and the child on the
 child's own pipes, which the template closes right after the fork. So no child can find another execution's
@@ -124,7 +125,9 @@ class Template:
             self.stop()
 
     def stop(self) -> None:
-        """Kill every child and everything that left them, then reap."""
+        """Kill every child and everything that left them, then reap. The supervisor hears it first: the exits
+        that follow are the template's doing, not the children's."""
+        self._send({"op": "stopping"})
         for pid in list(self.children):
             _kill_group(pid)
         self._sweep(everything=True)
