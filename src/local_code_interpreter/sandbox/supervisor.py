@@ -64,6 +64,7 @@ LOCK_NAME = ".server-lives"  # marks a root locked (flock) by its live server
 # huge page is split on the child's first write, so only the 4 KiB it touches is copied.
 TEMPLATE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PYTHONMALLOC": "malloc"}
 _READ_CHUNK = 65536
+STOPPED_NOTICE_SECONDS = 2.0  # how long a template that stops on its own waits to be explained by the server's stop
 _MAX_RESULT_FRAME = 64 * 1024 * 1024
 
 
@@ -433,10 +434,16 @@ class Supervisor:
                 child.on_exit(message["status"])
         elif op == "stopping":
             self._template_stopping = True
-            if not self._closing:  # someone else signalled it (a process-group or cgroup-wide SIGTERM, say)
-                log.warning("the sandbox template is stopping, not at this server's request: it ends its %d "
-                            "children (their sessions end); a new template starts on the next execution",
-                            len(self._children))
+            if not self._closing:  # someone else signalled it: said unless the server turns out to be stopping too
+                asyncio.get_running_loop().call_later(STOPPED_NOTICE_SECONDS, self._stopped_by_someone_else,
+                                                      len(self._children))
+
+    def _stopped_by_someone_else(self, children: int) -> None:
+        """A group- or cgroup-wide SIGTERM (systemd's default stop) reaches the template and the server at once:
+        by now a stopping server is closing the sandbox, and the template's end needs no word. Otherwise it does."""
+        if not self._closing:
+            log.warning("the sandbox template stopped, not at this server's request: it ended its children (%d; "
+                        "their sessions ended); a new template starts on the next execution", children)
 
     def _template_gone(self) -> None:
         """The template died (or was stopped): so did every child (PDEATHSIG). Restart on the next call."""
