@@ -410,3 +410,25 @@ def test_children_ended_by_a_template_told_to_stop_are_not_logged_as_exiting_by_
         assert backend.supervisor._process.pid != template
     finally:
         run(backend.close())
+
+
+def test_a_template_killed_outright_is_logged_and_replaced(run, caplog):
+    """SIGKILL (the OOM killer's) leaves the template no time to say anything: the server still says it ended, once,
+    and the next execution gets a new template."""
+    backend = Backend(LIMITS, spares=1, session_spares=1, grace_seconds=0.5)
+    try:
+        session = run(backend.open_session())
+        run(session.run("x = 1"))
+        template = backend.supervisor._process.pid
+        with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
+            os.kill(template, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while session.alive and time.monotonic() < deadline:
+                run(asyncio.sleep(0.05))
+        assert not session.alive
+        assert caplog.text.count("the sandbox template ended without a word (killed?)") == 1, caplog.text
+        assert "by itself" not in caplog.text, caplog.text
+        assert run(backend.run("print(3)")).stdout == "3\n"
+        assert backend.supervisor._process.pid != template
+    finally:
+        run(backend.close())

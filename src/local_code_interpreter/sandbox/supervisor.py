@@ -414,6 +414,9 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
+            if not self._closing and not self._template_stopping:  # killed outright (SIGKILL, the OOM killer)
+                log.warning("the sandbox template ended without a word (killed?): its %d children ended with it "
+                            "(their sessions ended); a new template starts on the next execution", len(self._children))
             self._template_gone()
             return
         message = json.loads(data)
