@@ -388,47 +388,49 @@ def test_a_taken_session_spare_is_replaced_after_its_first_cell_not_during_it(ba
         run(session.close())
 
 
-def test_children_ended_by_a_template_told_to_stop_are_not_logged_as_exiting_by_themselves(run, caplog):
-    """A SIGTERM that reaches the template (`pkill`, or a group-wide one) makes it end its children itself. While the
-    server goes on, one warning says so; no child is reported as having exited (or died) by itself, and the next
-    execution gets a new template."""
+@pytest.fixture
+def own_template(run):
+    """A back end of its own (its template is about to be killed), with a session that has run a cell:
+    (back end, session, template pid). The next execution starts a new template: checked after each test."""
     backend = Backend(LIMITS, spares=1, session_spares=1, grace_seconds=0.5)
     try:
         session = run(backend.open_session())
         run(session.run("x = 1"))
         template = backend.supervisor._process.pid
-        with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
-            os.kill(template, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while "not at this server's request" not in caplog.text and time.monotonic() < deadline:
-                run(asyncio.sleep(0.05))
-        assert not session.alive
-        assert "the sandbox template stopped, not at this server's request: it ended its children" in caplog.text, (
-            caplog.text)
-        assert "by itself" not in caplog.text and "died before its first cell" not in caplog.text, caplog.text
+        yield backend, session, template
         assert run(backend.run("print(2)")).stdout == "2\n"
         assert backend.supervisor._process.pid != template
     finally:
         run(backend.close())
 
 
-def test_a_template_killed_outright_is_logged_and_replaced(run, caplog):
-    """SIGKILL (the OOM killer's) leaves the template no time to say anything: the server still says it ended, once,
-    and the next execution gets a new template."""
-    backend = Backend(LIMITS, spares=1, session_spares=1, grace_seconds=0.5)
-    try:
-        session = run(backend.open_session())
-        run(session.run("x = 1"))
-        template = backend.supervisor._process.pid
-        with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
-            os.kill(template, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while session.alive and time.monotonic() < deadline:
-                run(asyncio.sleep(0.05))
-        assert not session.alive
-        assert caplog.text.count("the sandbox template ended without a word (killed?)") == 1, caplog.text
-        assert "by itself" not in caplog.text, caplog.text
-        assert run(backend.run("print(3)")).stdout == "3\n"
-        assert backend.supervisor._process.pid != template
-    finally:
-        run(backend.close())
+def _wait(run, condition) -> None:
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        run(asyncio.sleep(0.05))
+
+
+def test_children_ended_by_a_template_told_to_stop_are_not_logged_as_exiting_by_themselves(own_template, run,
+                                                                                             caplog):
+    """A SIGTERM that reaches the template (`pkill`, or a group-wide one) makes it end its children itself. While the
+    server goes on, one warning says so; no child is reported as having exited (or died) by itself."""
+    _, session, template = own_template
+    with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
+        os.kill(template, signal.SIGTERM)
+        _wait(run, lambda: "not at this server's request" in caplog.text)
+    assert not session.alive
+    assert "the sandbox template stopped, not at this server's request: it ended its children" in caplog.text, (
+        caplog.text)
+    assert "by itself" not in caplog.text and "died before its first cell" not in caplog.text, caplog.text
+
+
+def test_a_template_killed_outright_is_logged_and_replaced(own_template, run, caplog):
+    """SIGKILL (the OOM killer's) leaves the template no time to say anything: the server still says it ended,
+    once."""
+    _, session, template = own_template
+    with caplog.at_level("WARNING", logger="local_code_interpreter.sandbox.supervisor"):
+        os.kill(template, signal.SIGKILL)
+        _wait(run, lambda: not session.alive)
+    assert not session.alive
+    assert caplog.text.count("the sandbox template ended without a word (killed?)") == 1, caplog.text
+    assert "by itself" not in caplog.text, caplog.text
