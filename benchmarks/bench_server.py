@@ -81,11 +81,12 @@ def machine_cpu_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (not its children: the sandbox's children are the sandbox's cost)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU of one process; with `reaped`, also of the children it has waited for (the template's:
+    the sandbox's cost). The server's own figure leaves them out."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -125,11 +126,9 @@ class Server:
         total = 0.0
         for pid in _children(self.process.pid):
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
+                total += cpu_seconds(pid, reaped=True)
             except OSError:
-                continue
-            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+                continue  # exited meanwhile
         return total
 
     def stop(self) -> None:

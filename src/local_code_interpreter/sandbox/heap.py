@@ -48,8 +48,10 @@ def _libc():
 def holes() -> int | None:
     """Bytes in malloc's free chunks below the top of the heap (None without glibc's `mallinfo2`)."""
     libc = _libc()
-    if libc is None:
-        return None
+    return None if libc is None else _holes(libc)
+
+
+def _holes(libc) -> int:
     info = libc.mallinfo2()
     return max(0, info.fordblks - info.keepcost)  # free bytes, less the top chunk (the heap's unused end)
 
@@ -63,7 +65,7 @@ def fill_holes() -> tuple[int, str]:
     libc = _libc()
     if libc is None:
         return 0, "not done: no glibc mallinfo2 (glibc 2.33 or later)"
-    found = holes() or 0
+    found = _holes(libc)
     for size in _TCACHE_SIZES:  # the cached chunks first: malloc hands them out before any free chunk
         for _ in range(_TCACHE_COUNT):
             libc.malloc(size)
@@ -72,5 +74,5 @@ def fill_holes() -> tuple[int, str]:
         for _ in range(256):
             libc.malloc(_SMALLEST)
         requests += 256
-        left = holes() or 0
+        left = _holes(libc)
     return found - left, f"took {(found - left) // 1024} KiB of holes in the warm heap ({left} bytes left)"
