@@ -188,6 +188,16 @@ class Child:
             cell.reply = reply
             cell.done.set_result(None)
 
+    def log_exit_by_itself(self, status: int) -> None:
+        """Nobody asked it to end and no cell was running: its setup or warm-up failed (a spare), or something of
+        the code's ended it between executions. Whoever uses it next finds it gone; the log says why."""
+        self._drain_streams()  # what it printed last
+        printed = self.between.stderr.text()[-500:] or "no output"
+        if self.handed_out:
+            log.warning("a sandbox child in use exited by itself between executions (status %s): %s", status, printed)
+        else:
+            log.warning("a spare sandbox child died before its first cell (status %s): %s", status, printed)
+
     def on_exit(self, status: int) -> None:
         if not self.exited.done():
             self.exited.set_result(status)
@@ -433,7 +443,7 @@ class Supervisor:
             child = self._children.pop(message["pid"], None)
             if child is not None:
                 if child.cell is None and not child.killed and not child.exited.done() and not self._template_stopping:
-                    _log_exit_by_itself(child, message["status"])
+                    child.log_exit_by_itself(message["status"])
                 child.on_exit(message["status"])
         elif op == "stopping":
             self._template_stopping = True
@@ -620,17 +630,6 @@ class Supervisor:
                 for child, over in await asyncio.to_thread(_over_quota_while_idle, list(idle)):
                     if child.alive and child.uploaded == idle[child]:  # no upload began while it was measured
                         child.kill(over)
-
-
-def _log_exit_by_itself(child: Child, status: int) -> None:
-    """Nobody asked it to end and no cell was running: its setup or warm-up failed (a spare), or something of the
-    code's ended it between executions. Whoever uses it next finds it gone; the log says why."""
-    child._drain_streams()  # what it printed last
-    printed = child.between.stderr.text()[-500:] or "no output"
-    if child.handed_out:
-        log.warning("a sandbox child in use exited by itself between executions (status %s): %s", status, printed)
-    else:
-        log.warning("a spare sandbox child died before its first cell (status %s): %s", status, printed)
 
 
 @functools.lru_cache(maxsize=64)  # a few kinds of child (limits, session or not) per process
