@@ -11,9 +11,11 @@ then `--concurrent` requests from 4 concurrent callers. Prints, for the first an
 p50/p95 latency, the server's CPU per request (user+system of the server process, from /proc) and its log bytes
 per request; every thousand requests, the server's RSS, open descriptors and threads and the sandbox's PSS
 (the template and every live session child); the CPU per request of the server, the sandbox, this client and the
-whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests' p50/p95; the 4-caller throughput and the server's CPU per request under it;
-the same within conversations; beside a Jupyter kernel's execute round trip for the same program
-(benchmarks/jupyter_kernel.py) measured in the same run; then the load average. Figures only, no assertion.
+whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests' p50/p95,
+beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine); the
+4-caller throughput and the server's CPU per request under it; the same within conversations; beside a Jupyter
+kernel's execute round trip for the same program (benchmarks/jupyter_kernel.py), back to back and spaced alike,
+measured in the same run; then the load average. Figures only, no assertion.
 """
 
 from __future__ import annotations
@@ -149,6 +151,15 @@ def request(client: httpx.Client, path: str, i: int) -> float:
     return elapsed
 
 
+def health(client: httpx.Client) -> float:
+    started = time.perf_counter()
+    answer = client.get("/health")
+    elapsed = (time.perf_counter() - started) * 1000
+    if answer.status_code != 200:
+        raise SystemExit(f"/health: {answer.status_code} {answer.text[:500]}")
+    return elapsed
+
+
 def turn(client: httpx.Client, path: str, i: int, previous: str | None) -> tuple[float, str]:
     """One turn of a conversation (`previous_response_id`): the code runs in the conversation's live session."""
     body = {"model": "local-code-interpreter", "input": f"print({i}*3)"}
@@ -258,6 +269,17 @@ def main() -> int:
         if spaced:
             print(f"new conversation every {args.pause:g} ms, {len(spaced)} requests: p50 {statistics.median(spaced):.2f} "
                   f"ms, p95 {pct(spaced, 95):.2f} ms")
+            # What waking an idle process costs on this machine (a virtual CPU that halted must be woken), measured
+            # on the same server with a request that does nothing: the part of the spaced figure no code here sets.
+            with httpx.Client(base_url=server.base, timeout=60) as client:
+                close = [health(client) for _ in range(args.spaced)]
+                apart = []
+                for _ in range(args.spaced):
+                    time.sleep(args.pause / 1000)
+                    apart.append(health(client))
+            woken = statistics.median(apart) - statistics.median(close)
+            print(f"GET /health back to back p50 {statistics.median(close):.2f} ms, one every {args.pause:g} ms p50 "
+                  f"{statistics.median(apart):.2f} ms (waking idle processes: {woken:.2f} ms)")
 
         done = 0
         lock = threading.Lock()
@@ -297,8 +319,13 @@ def main() -> int:
         with jupyter_kernel.kernel() as kc:
             jupyter_kernel.round_trips_ms(kc, "print({i}*3)", 20)
             ktimes = jupyter_kernel.round_trips_ms(kc, "print({i}*3)", args.kernel_runs)
+            kspaced = (jupyter_kernel.round_trips_ms(kc, "print({i}*3)", args.kernel_runs, args.pause)
+                       if args.spaced else [])
         print(f"jupyter kernel execute print(i*3): p50 {statistics.median(ktimes):.2f} ms, "
               f"p95 {pct(ktimes, 95):.2f} ms over {args.kernel_runs}")
+        if kspaced:
+            print(f"jupyter kernel execute, one every {args.pause:g} ms: p50 {statistics.median(kspaced):.2f} ms, "
+                  f"p95 {pct(kspaced, 95):.2f} ms over {args.kernel_runs}")
     print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
     return 0
 

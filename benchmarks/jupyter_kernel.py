@@ -63,9 +63,12 @@ def start_ms(runs: int = 3) -> list[float]:
     return times
 
 
-def round_trips_ms(client, code: str, runs: int) -> list[float]:
+def round_trips_ms(client, code: str, runs: int, pause_ms: float = 0.0) -> list[float]:
+    """Execute round trips, back to back, or one every `pause_ms` (the pause itself is not counted)."""
     times = []
     for i in range(runs):
+        if pause_ms:
+            time.sleep(pause_ms / 1000)
         started = time.perf_counter()
         execute(client, code.format(i=i))
         times.append((time.perf_counter() - started) * 1000)
