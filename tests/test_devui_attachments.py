@@ -271,6 +271,37 @@ def test_an_image_is_saved_under_a_generated_name_and_kept_for_the_model():
     assert [c.type for c in message.contents] == ["text", "data", "text"]
 
 
+def test_an_image_kept_for_the_model_is_saved_when_it_arrives_not_again_with_the_history():
+    """The image stays in its message (the model sees it on later turns too), beside its note. A later turn carries
+    that message again in its history: the image is not saved a second time (it would overwrite what the code has
+    made of the file since), and the message gets no second note."""
+    store = MemoryStore()
+    uploads = []
+    upload = store.upload
+
+    async def counted(key, name, data):
+        uploads.append(name)
+        return await upload(key, name, data)
+
+    store.upload = counted
+    first = devui_message({"type": "input_text", "text": "print(1)"},
+                          {"type": "input_image", "detail": "auto",
+                           "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()})
+    saver = SaveAttachments(store)
+
+    async def turns():
+        with in_conversation("conv_a", ALICE):
+            saved = await saver.save_all([first])
+            store.sessions[(ALICE.id, "conv_a")][saved[0]] = b"changed by the code"
+            later = devui_message({"type": "input_text", "text": "print(2)"})
+            return saved, await saver.save_all([first, later])
+
+    saved, again = asyncio.run(turns())
+    assert len(saved) == 1 and again == [] and uploads == saved
+    assert store.sessions[(ALICE.id, "conv_a")][saved[0]] == b"changed by the code"
+    assert [c.type for c in first.contents] == ["text", "data", "text"]  # still one note
+
+
 def test_a_path_in_the_file_name_keeps_only_the_base_name():
     store = MemoryStore()
     run_agent(ScriptedSandbox(), store, devui_message({"type": "input_text", "text": "print(1)"},
@@ -463,6 +494,53 @@ def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalo
     # The image reaches an API client in the tool's output, where the Responses format has a place for it.
     tool_output = next(item for item in output if item["type"] == "function_call_output")["output"]
     assert [part["type"] for part in tool_output] == ["input_text", "input_image"]
+
+
+def test_lean_path_later_turns_do_not_save_an_earlier_image_again():
+    """Over HTTP, as an API client continues a conversation (`previous_response_id`): the image attached on the
+    first turn is saved once; the next turns neither say they saved it nor overwrite the file."""
+    import httpx
+
+    app, sessions = whole_app()
+    uploads = []
+    upload = sessions.upload
+
+    async def counted(key, name, data):
+        uploads.append((key, name))
+        return await upload(key, name, data)
+
+    sessions.upload = counted
+    bearer = {"authorization": "Bearer app-token"}
+    image = {"type": "input_image", "detail": "auto",
+             "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()}
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            async def post(body):
+                response = await client.post("/v1/responses", json={"model": "local-code-interpreter", **body},
+                                             headers=bearer)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            first = await post({"input": [{"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "print(1)"}, image]}]})
+            (key, name), = uploads
+            sessions.sessions[key][name] = b"changed by the code"
+            second = await post({"previous_response_id": first["id"], "input": "print(2)"})
+            third = await post({"previous_response_id": second["id"], "input": "print(3)"})
+            return key, name, [first, second, third]
+
+    key, name, replies = asyncio.run(go())
+
+    def texts(reply):
+        return " ".join(c.get("text", "") for item in reply["output"] if item["type"] == "message"
+                        for c in item["content"])
+
+    assert "Saved in this conversation's working directory" in texts(replies[0])
+    assert not any("Saved in" in texts(reply) for reply in replies[1:])
+    assert len(uploads) == 1 and sessions.sessions[key][name] == b"changed by the code"
+    assert [code for _, code in sessions.runs] == ["print(1)", "print(2)", "print(3)"]
 
 
 def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
