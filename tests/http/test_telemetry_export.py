@@ -51,9 +51,10 @@ def test_spans_are_exported_to_the_configured_otlp_endpoint():
     finally:
         collector.shutdown()
     print(f"\nexported spans: {sorted(set(Collector.spans))}")
-    assert any("execute_code" in name for name in Collector.spans)
-    assert any(name.startswith("invoke_agent") for name in Collector.spans)
-    assert "Traceback" not in log and "WARNING opentelemetry" not in log
+    seen = f"spans {sorted(set(Collector.spans))}; the server's log ends:\n{log[-3000:]}"  # if it fails: why
+    assert any("execute_code" in name for name in Collector.spans), seen
+    assert any(name.startswith("invoke_agent") for name in Collector.spans), seen
+    assert "Traceback" not in log and "WARNING opentelemetry" not in log, seen
 
 
 def test_exporters_from_environment():
