@@ -543,6 +543,57 @@ def test_lean_path_later_turns_do_not_save_an_earlier_image_again():
     assert [code for _, code in sessions.runs] == ["print(1)", "print(2)", "print(3)"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(stream, monkeypatch):
+    """What the reply shows the person only (the "Saved in ..." line, the file links with their signed grants) is
+    not what the agent said: the next turn's history, sent to the model, has none of it, streamed or not."""
+    import httpx
+
+    from local_code_interpreter import offline
+
+    seen: list[list] = []
+    inner = offline._EmbeddedClient._inner_get_response
+
+    def recording(self, *, messages, **kwargs):
+        seen.append(list(messages))
+        return inner(self, messages=messages, **kwargs)
+
+    monkeypatch.setattr(offline._EmbeddedClient, "_inner_get_response", recording)
+    app, sessions = whole_app()
+    bearer = {"authorization": "Bearer app-token"}
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            body = {"model": "local-code-interpreter", "stream": stream, "input": [
+                {"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "print(1)"}, paperclip_file("sales.csv", CSV)]}]}
+            first = await client.post("/v1/responses", json=body, headers=bearer)
+            assert first.status_code == 200, first.text
+            if stream:
+                done = [json.loads(line[6:]) for line in first.text.splitlines() if line.startswith("data: {")]
+                first_id = next(e["response"]["id"] for e in done if e.get("type") == "response.completed")
+                shown = "".join(e.get("delta") or "" for e in done if e.get("type") == "response.output_text.delta")
+            else:
+                first_id = first.json()["id"]
+                shown = " ".join(c.get("text", "") for item in first.json()["output"] if item["type"] == "message"
+                                 for c in item["content"])
+            seen.clear()
+            second = await client.post("/v1/responses", headers=bearer, json={
+                "model": "local-code-interpreter", "previous_response_id": first_id, "input": "print(2)"})
+            assert second.status_code == 200, second.text
+            return shown
+
+    shown = asyncio.run(go())
+    assert "Saved in this conversation's working directory" in shown and "[download](" in shown  # shown, once
+    history = seen[0]  # the second turn's first model call
+    said = " ".join(c.text or "" for m in history for c in m.contents if c.type == "text")
+    assert "print(2)" in said
+    assert "Saved in this conversation's working directory" not in said
+    assert "[download](" not in said and "?t=" not in said
+    assert not any((c.additional_properties or {}).get(DISPLAY_PROPERTY) for m in history for c in m.contents)
+
+
 def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
     from local_code_interpreter.http.conversations import EndsSessions
 

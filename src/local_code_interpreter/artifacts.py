@@ -14,6 +14,7 @@ image bytes (an assistant message carrying images is not valid model input).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -100,6 +101,27 @@ def display_text(text: str) -> Content:
 def _display_only(update: AgentResponseUpdate) -> bool:
     return bool(update.contents) and all((c.additional_properties or {}).get(DISPLAY_PROPERTY)
                                          for c in update.contents)
+
+
+def _shown_only(content: Content) -> bool:
+    return bool((content.additional_properties or {}).get(DISPLAY_PROPERTY))
+
+
+def said(messages: Sequence[Message]) -> list[Message]:
+    """The messages as the agent said them, for the history a later turn sends the model: without the display-only
+    contents (a streamed reply merges them into the messages around them), and without a message left empty. The
+    given messages are not changed: the reply still shows everything."""
+    kept: list[Message] = []
+    for message in messages:
+        if not any(_shown_only(c) for c in message.contents):
+            kept.append(message)
+            continue
+        contents = [c for c in message.contents if not _shown_only(c)]
+        if contents:
+            trimmed = copy.copy(message)
+            trimmed.contents = contents
+            kept.append(trimmed)
+    return kept
 
 
 def final_response(updates: Sequence[AgentResponseUpdate]) -> AgentResponse:

@@ -36,6 +36,7 @@ from agent_framework_hosting_responses import (
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import identity
+from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from .errors import send_error, status_for
@@ -219,7 +220,7 @@ class ResponsesApp:
             if continuation.transient and self.end_session is not None:
                 self._end_later((caller.id, conversation.root))
         if keep:
-            self.store.record(continuation, response_id, messages + list(result.messages))
+            self.store.record(continuation, response_id, messages + said(result.messages))
         payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
         body = json.dumps(payload, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": 200,
@@ -248,7 +249,7 @@ class ResponsesApp:
                 final = await stream.get_final_response()
             except Exception:  # noqa: BLE001 - the stream already reported its failure to the client
                 return
-            self.store.record(continuation, response_id, messages + list(final.messages))
+            self.store.record(continuation, response_id, messages + said(final.messages))
 
     async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
         """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names."""
