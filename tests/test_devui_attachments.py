@@ -616,6 +616,47 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
     assert set(store.sessions) == {(ALICE.id, "conv_a")}
 
 
+def test_a_deleted_conversations_session_has_ended_before_the_client_hears_it_was_deleted():
+    """A client that continues right after the delete's answer must find the old session gone: its answer (the
+    status line, not only the body) is sent after the session ended, not before (a race found over HTTP: the
+    next request still saw the old variables)."""
+    from local_code_interpreter.http.conversations import EndsSessions
+
+    events: list[str] = []
+
+    class Slow(ScriptedSessions):
+        async def close(self, key):
+            await asyncio.sleep(0.05)  # ending a process takes a moment
+            events.append("session ended")
+            return await super().close(key)
+
+    store = Slow(produced_result())
+    store.sessions = {(BOB.id, "conv_a"): {"b": b"2"}}
+
+    async def devui(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"deleted": true}'})
+
+    async def go():
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            events.append(message["type"])
+            sent.append(message)
+
+        scope = {"type": "http", "method": "DELETE", "path": "/v1/conversations/conv_a", "headers": [],
+                 "query_string": b"", SCOPE_KEY: BOB}
+        await EndsSessions(devui, store)(scope, receive, send)
+        return sent
+
+    sent = asyncio.run(go())
+    assert events == ["session ended", "http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b'{"deleted": true}' and store.sessions == {}
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
 def test_a_full_replica_during_an_upload_aborts_the_run_for_a_429(stream):
     from local_code_interpreter.replies import sandbox_busy

@@ -1,6 +1,7 @@
 """A conversation deleted in the DevUI ends its sandbox session: its process, variables and files go at once
-instead of at the idle expiry. Wraps DevUI's app; the session key is the deleting caller's own
-`(caller.id, conversation id)`, so nobody ends another caller's session."""
+instead of at the idle expiry, and before the client hears that the conversation was deleted. Wraps DevUI's app;
+the session key is the deleting caller's own `(caller.id, conversation id)`, so nobody ends another caller's
+session."""
 
 from __future__ import annotations
 
@@ -23,16 +24,20 @@ class EndsSessions:
         match = _DELETE.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "DELETE" else None
         if match is None:
             return await self.app(scope, receive, send)
-        status = 0
+        # DevUI's answer (a small JSON) is held until the session has ended: a client that continues the moment it
+        # hears "deleted" must not reach the old session, and the session must not end under its next execution.
+        held: list[Message] = []
 
-        async def watched(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+        async def hold(message: Message) -> None:
+            held.append(message)
 
-        await self.app(scope, receive, watched)
-        if 200 <= status < 300:
-            caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
-            if await self.sessions.close((caller.id, match.group(1))):
-                log.info("conversation %s deleted: its session ended", match.group(1))
+        try:
+            await self.app(scope, receive, hold)
+            start = next((m for m in held if m["type"] == "http.response.start"), None)
+            if start is not None and 200 <= start["status"] < 300:
+                caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
+                if await self.sessions.close((caller.id, match.group(1))):
+                    log.info("conversation %s deleted: its session ended", match.group(1))
+        finally:
+            for message in held:
+                await send(message)
