@@ -607,13 +607,62 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
 
     app = EndsSessions(devui, store)
     assert call(app, "/v1/conversations/conv_a", BOB, method="GET")[0] == 200  # not a delete
+    assert call(app, "/v1/conversations/conv_a/items", BOB, method="DELETE")[0] == 200  # not the conversation
+    assert set(store.sessions) == {(ALICE.id, "conv_a"), (BOB.id, "conv_a")}
     answer["status"] = 404
-    assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 404  # DevUI did not delete it
+    assert call(app, "/v1/conversations/conv_b", BOB, method="DELETE")[0] == 404  # nobody knows conv_b
     assert set(store.sessions) == {(ALICE.id, "conv_a"), (BOB.id, "conv_a")}
     answer["status"] = 200
-    assert call(app, "/v1/conversations/conv_a/items", BOB, method="DELETE")[0] == 200  # not the conversation
     assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 200
     assert set(store.sessions) == {(ALICE.id, "conv_a")}
+
+
+def test_an_api_clients_conversation_is_deleted_whole_though_the_devui_page_never_knew_it(monkeypatch):
+    """An API client names its conversation (`conversation: "conv_my_work"`, never created through DevUI) and deletes
+    it as the OpenAI API does: its session ends, its history is forgotten (the next turn under that id starts
+    afresh, an old response id no longer continues it), and the answer is OpenAI's deletion object, not a 404."""
+    import httpx
+
+    from local_code_interpreter import offline
+
+    seen: list[list] = []
+    inner = offline._EmbeddedClient._inner_get_response
+
+    def recording(self, *, messages, **kwargs):
+        seen.append(list(messages))
+        return inner(self, messages=messages, **kwargs)
+
+    monkeypatch.setattr(offline._EmbeddedClient, "_inner_get_response", recording)
+    app, sessions = whole_app()
+    bearer = {"authorization": "Bearer app-token"}
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            async def post(body):
+                return await client.post("/v1/responses", headers=bearer,
+                                         json={"model": "local-code-interpreter", **body})
+
+            first = await post({"conversation": "conv_my_work", "input": "print(1)"})
+            assert first.status_code == 200, first.text
+            alive = set(sessions.sessions)
+            deleted = await client.delete("/v1/conversations/conv_my_work", headers=bearer)
+            gone = set(sessions.sessions)
+            again = await client.delete("/v1/conversations/conv_my_work", headers=bearer)
+            old = await post({"previous_response_id": first.json()["id"], "input": "print(2)"})
+            seen.clear()
+            fresh = await post({"conversation": "conv_my_work", "input": "print(3)"})
+            return alive, deleted, gone, again, old, fresh
+
+    alive, deleted, gone, again, old, fresh = asyncio.run(go())
+    assert alive == {("token", "conv_my_work")} and gone == set()
+    assert deleted.status_code == 200
+    assert deleted.json() == {"id": "conv_my_work", "object": "conversation.deleted", "deleted": True}
+    assert again.status_code == 404  # nothing of it is left to delete
+    assert old.status_code == 404 and old.json()["error"]["code"] == "previous_response_not_found"
+    assert fresh.status_code == 200
+    said = [c.text for m in seen[0] for c in m.contents if c.type == "text"]
+    assert said == ["print(3)"]  # the model gets no history of the deleted conversation
 
 
 def test_a_deleted_conversations_session_has_ended_before_the_client_hears_it_was_deleted():

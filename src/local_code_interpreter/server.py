@@ -104,7 +104,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
     if sessions is not None:
-        devui_app = EndsSessions(devui_app, sessions)  # deleting a conversation in the page ends its session
+        devui_app = EndsSessions(devui_app, sessions, store.forget)  # a deleted conversation: history and session
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,
                                             end_session=sessions.close if sessions is not None else None),
                     HealthApp(readiness), mounts)

@@ -1,9 +1,10 @@
 """ConversationStore keeps its item and byte sums as turns are recorded and dropped (not re-measured each turn):
 the sums must always equal a full re-measurement, through appends, front drops, forks and evictions."""
 
+import pytest
 from agent_framework import Content, Message
 
-from local_code_interpreter.http.history import Bounds, ConversationStore, message_bytes
+from local_code_interpreter.http.history import Bounds, ConversationStore, HistoryError, message_bytes
 
 
 def _measured(store: ConversationStore) -> tuple[int, dict]:
@@ -47,3 +48,21 @@ def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
     assert store.total_bytes <= 4000 or len(store) == 1
     first = store._conversations[store._responses[previous][0]]
     assert first.first_turn > 0  # the oldest turns were dropped, and the sums followed
+
+
+def test_a_forgotten_conversation_takes_its_bytes_and_responses_but_nothing_of_anyone_else():
+    store = ConversationStore(Bounds())
+    mine = store.resolve("me", "conv_a", None)
+    store.record(mine, "resp_mine", _turn(1))
+    theirs = store.resolve("them", "conv_a", None)  # the same id, another caller
+    store.record(theirs, "resp_theirs", _turn(2))
+    before = store.total_bytes
+
+    assert store.forget("me", "conv_a") is True
+    _check(store)
+    assert store.total_bytes == before - mine.conversation.bytes
+    assert store.resolve("them", None, "resp_theirs").history  # theirs is whole
+    with pytest.raises(HistoryError, match="not found"):
+        store.resolve("me", None, "resp_mine")
+    assert store.resolve("me", "conv_a", None).history == []  # the id starts afresh
+    assert store.forget("me", "conv_missing") is False

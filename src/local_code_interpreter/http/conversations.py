@@ -1,12 +1,18 @@
-"""A conversation deleted in the DevUI ends its sandbox session: its process, variables and files go at once
-instead of at the idle expiry, and before the client hears that the conversation was deleted. Wraps DevUI's app;
-the session key is the deleting caller's own `(caller.id, conversation id)`, so nobody ends another caller's
-session."""
+"""`DELETE /v1/conversations/{id}` deletes the whole conversation, wherever it is kept: DevUI's record of it (its
+web page's conversations), the lean `/v1/responses` path's history of it (`ConversationStore`: an API client's
+`conversation` needs no creating), and its sandbox session (process, variables and files go at once instead of at
+the idle expiry). All of that is done before the client hears that the conversation was deleted, so a client that
+continues at once finds nothing of it. It answers 404 only when none of the three knew the conversation.
+
+Wraps DevUI's app; the keys are the deleting caller's own (`(caller.id, conversation id)`), so nobody deletes
+another caller's conversation or ends their session."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,16 +23,15 @@ _DELETE = re.compile(r"^/v1/conversations/([^/]+)$")
 
 
 class EndsSessions:
-    def __init__(self, app: ASGIApp, sessions):
-        self.app, self.sessions = app, sessions
+    def __init__(self, app: ASGIApp, sessions, forget: Callable[[str, str], bool] = lambda owner, conversation: False):
+        self.app, self.sessions, self.forget = app, sessions, forget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _DELETE.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "DELETE" else None
         if match is None:
             return await self.app(scope, receive, send)
-        # DevUI's answer (a small JSON) is held until the session has ended: a client that continues the moment it
-        # hears "deleted" must not reach the old session, and the session must not end under its next execution.
-        held: list[Message] = []
+        conversation = match.group(1)
+        held: list[Message] = []  # DevUI's answer (a small JSON), sent once everything is gone
 
         async def hold(message: Message) -> None:
             held.append(message)
@@ -34,10 +39,18 @@ class EndsSessions:
         try:
             await self.app(scope, receive, hold)
             start = next((m for m in held if m["type"] == "http.response.start"), None)
-            if start is not None and 200 <= start["status"] < 300:
-                caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
-                if await self.sessions.close((caller.id, match.group(1))):
-                    log.info("conversation %s deleted: its session ended", match.group(1))
+            in_devui = start is not None and 200 <= start["status"] < 300
+            caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
+            forgotten = self.forget(caller.id, conversation)
+            ended = await self.sessions.close((caller.id, conversation))
+            if ended:
+                log.info("conversation %s deleted: its session ended", conversation)
+            if not in_devui and (forgotten or ended):  # an API client's conversation, unknown to DevUI's page
+                body = json.dumps({"id": conversation, "object": "conversation.deleted", "deleted": True}).encode()
+                held = [{"type": "http.response.start", "status": 200,
+                         "headers": [(b"content-type", b"application/json"),
+                                     (b"content-length", str(len(body)).encode())]},
+                        {"type": "http.response.body", "body": body}]
         finally:
             for message in held:
                 await send(message)

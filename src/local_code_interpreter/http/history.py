@@ -160,12 +160,24 @@ class ConversationStore:
             self._evict()
         return conversation
 
+    def forget(self, owner: str, conversation_id: str) -> bool:
+        """Drop the owner's conversation (deleted by them) and the responses that pointed into it; False if it
+        was not kept. Its forks (continued from one of its older responses) keep their own history."""
+        conversation = self._conversations.pop((owner, conversation_id), None)
+        if conversation is None:
+            return False
+        self._drop(conversation)
+        return True
+
     def _evict(self) -> None:
         """Forget the least recently used conversation and the responses that pointed into it: what the store
         holds stays bounded by live conversations, not by how many responses were ever served."""
         _, oldest = self._conversations.popitem(last=False)
-        self.total_bytes -= oldest.bytes
-        for response_id in oldest.response_ids:
+        self._drop(oldest)
+
+    def _drop(self, conversation: Conversation) -> None:
+        self.total_bytes -= conversation.bytes
+        for response_id in conversation.response_ids:
             self._responses.pop(response_id, None)
 
     def _account(self, conversation: Conversation) -> None:
