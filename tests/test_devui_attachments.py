@@ -406,14 +406,15 @@ class ScriptedSessions(MemoryStore):
 
     def __init__(self, result: ExecutionResult):
         super().__init__()
-        self.result, self.runs = result, []
+        self.result, self.runs, self.closes = result, [], []
 
     async def run(self, key, code):
         self.runs.append((key, code))
         self.sessions.setdefault(key, {})["chart data.csv"] = CSV
         return self.result
 
-    async def close(self, key):
+    async def close(self, key, interrupt=False):
+        self.closes.append((key, interrupt))
         return self.sessions.pop(key, None) is not None
 
 
@@ -615,6 +616,7 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
     answer["status"] = 200
     assert call(app, "/v1/conversations/conv_a", BOB, method="DELETE")[0] == 200
     assert set(store.sessions) == {(ALICE.id, "conv_a")}
+    assert store.closes[-1] == ((BOB.id, "conv_a"), True)  # a running execution is stopped, not waited for
 
 
 def test_an_api_clients_conversation_is_deleted_whole_though_the_devui_page_never_knew_it(monkeypatch):
@@ -674,10 +676,10 @@ def test_a_deleted_conversations_session_has_ended_before_the_client_hears_it_wa
     events: list[str] = []
 
     class Slow(ScriptedSessions):
-        async def close(self, key):
+        async def close(self, key, interrupt=False):
             await asyncio.sleep(0.05)  # ending a process takes a moment
             events.append("session ended")
-            return await super().close(key)
+            return await super().close(key, interrupt)
 
     store = Slow(produced_result())
     store.sessions = {(BOB.id, "conv_a"): {"b": b"2"}}

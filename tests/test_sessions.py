@@ -191,6 +191,29 @@ def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(b
     go(body())
 
 
+def test_closing_with_interrupt_stops_the_running_execution_instead_of_waiting_for_it():
+    """A deleted conversation's session ends now, not when its running code finishes (or times out): the running
+    execution is killed and says why, and the close returns at once. Without `interrupt`, close waits for it."""
+    async def body():
+        limits = Limits(timeout_seconds=20.0)
+        async with manager("subprocess", limits=limits) as (sessions, _):
+            await sessions.run(("o", "a"), "x = 1")
+            running = asyncio.create_task(sessions.run(("o", "a"), "import time\ntime.sleep(15)\nprint('finished')"))
+            await asyncio.sleep(0.5)
+            started = asyncio.get_running_loop().time()
+            assert await sessions.close(("o", "a"), interrupt=True)
+            closed_after = asyncio.get_running_loop().time() - started
+            result = await asyncio.wait_for(running, 5)
+            fresh = await sessions.run(("o", "a"), "print('x' in dir())")
+            return closed_after, result, fresh
+
+    closed_after, result, fresh = go(body())
+    assert closed_after < 3.0
+    assert "finished" not in result.stdout and result.exit_code != 0
+    assert "deleted" in result.stderr and "deleted" in result.notice
+    assert fresh.stdout == "False\n" and not fresh.notice  # the owner ended it: nothing to report as lost
+
+
 @backend_param("monty", "subprocess")
 def test_all_sessions_busy_is_a_clear_busy_error(backend):
     async def body():

@@ -219,17 +219,24 @@ class SessionManager:
                 raise FileNotFoundError(name)
             await session.delete(name)
 
-    async def close(self, key: Key) -> bool:
-        """End the key's session (after any execution in it finishes); False when it had none."""
+    async def close(self, key: Key, interrupt: bool = False) -> bool:
+        """End the key's session (after any execution in it finishes); False when it had none.
+
+        With `interrupt` (its conversation was deleted), an execution running in it is killed first, so the close
+        does not wait for it: on back ends that can kill one (`interrupt(reason)` on the session); others wait."""
         entry = self._entries.get(_check_key(key))
         if entry is None:
             return False
+        stop = getattr(entry.session, "interrupt", None) if interrupt and entry.lock.locked() else None
+        if stop is not None:
+            stop("deleted")
         entry.users += 1
         try:
             async with entry.lock:
                 if entry.ended:
                     return False
                 self._forget(entry)
+                self._notices.pop(entry.key, None)  # ended by its owner: no word owed about an earlier loss
                 self._counts["closed"] += 1
                 await self._close_session(entry)
                 return True

@@ -42,7 +42,7 @@ class EndsSessions:
             in_devui = start is not None and 200 <= start["status"] < 300
             caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
             forgotten = self.forget(caller.id, conversation)
-            ended = await self.sessions.close((caller.id, conversation))
+            ended = await self.sessions.close((caller.id, conversation), interrupt=True)  # stops running code
             if ended:
                 log.info("conversation %s deleted: its session ended", conversation)
             if not in_devui and (forgotten or ended):  # an API client's conversation, unknown to DevUI's page

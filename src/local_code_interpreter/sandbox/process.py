@@ -146,6 +146,11 @@ class SubprocessSession:
         name = files.check_name(name)
         await asyncio.to_thread(files.delete, self._directory(), name)
 
+    def interrupt(self, reason: str) -> None:
+        """Kill the session's interpreter now, whatever it runs: the running execution ends and says `reason`."""
+        if self.child.alive:
+            self.child.kill(reason)
+
     async def close(self) -> None:
         if self._closed:
             return

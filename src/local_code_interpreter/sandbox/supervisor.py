@@ -695,7 +695,7 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             if session:
                 notice = (f"The session's state was lost: the code did not stop within {grace_seconds:g} s of "
                           "the timeout, so the session was ended. The next execution starts a fresh session.")
-    elif cell.killed in ("flood", "scratch", "memory", "processes", "protocol"):
+    elif cell.killed in ("flood", "scratch", "memory", "processes", "protocol", "deleted"):
         exit_code = 1
         stderr_note = {
             "flood": "\n[killed: output flood]\n",
@@ -704,6 +704,7 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             "memory": f"\n[killed: Memory quota: its processes used more than {limits.memory_mb} MiB in all]\n",
             "processes": f"\n[killed: it ran more than {limits.max_processes} processes besides the interpreter]\n",
             "protocol": "\n[killed: the interpreter broke the result protocol]\n",
+            "deleted": "\n[killed: its conversation was deleted]\n",
         }[cell.killed]
         if session:
             notice = f"The session ended ({stderr_note.strip()[1:-1]}); its state was lost."
