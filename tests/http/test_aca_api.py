@@ -74,8 +74,8 @@ class Recorder:
             raise FileNotFoundError(name)
         del self.stored[key][name]
 
-    async def close(self, key):
-        self.calls.append(("close", key))
+    async def close(self, key, interrupt=False):
+        self.calls.append(("close", key, interrupt))
         return self.stored.pop(key, None) is not None
 
 
@@ -362,7 +362,7 @@ def test_delete_session_closes_the_callers_session(manager):
     app = build_aca_app(manager, settings())
     call(app, "POST", "/files/upload", params=q(), **multipart("a", b"1"))
     assert call(app, "DELETE", "/session", params=q("2025-10-02-preview")).status_code == 204
-    assert manager.calls[-1] == ("close", ("token", "s-1"))
+    assert manager.calls[-1] == ("close", ("token", "s-1"), True)  # running code is stopped, not waited for
 
 
 # -- who may call ------------------------------------------------------------------------------------------

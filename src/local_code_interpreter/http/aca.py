@@ -485,7 +485,7 @@ class SessionsApi:
     # DELETE session (what LangChain's tools call on close)
     async def delete_session(self, request: Request) -> Response:
         version, key = await self._context(request)
-        await self.manager.close(key)
+        await self.manager.close(key, interrupt=True)  # deleted now: code running in it is stopped, not awaited
         return Response(status_code=204)
 
 
