@@ -544,12 +544,9 @@ def test_lean_path_later_turns_do_not_save_an_earlier_image_again():
     assert [code for _, code in sessions.runs] == ["print(1)", "print(2)", "print(3)"]
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(stream, monkeypatch):
-    """What the reply shows the person only (the "Saved in ..." line, the file links with their signed grants) is
-    not what the agent said: the next turn's history, sent to the model, has none of it, streamed or not."""
-    import httpx
-
+@pytest.fixture
+def model_inputs(monkeypatch) -> list[list]:
+    """The messages each model call of the embedded default is given (the history a real model would be sent)."""
     from local_code_interpreter import offline
 
     seen: list[list] = []
@@ -560,6 +557,16 @@ def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_ne
         return inner(self, messages=messages, **kwargs)
 
     monkeypatch.setattr(offline._EmbeddedClient, "_inner_get_response", recording)
+    return seen
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(stream, model_inputs):
+    """What the reply shows the person only (the "Saved in ..." line, the file links with their signed grants) is
+    not what the agent said: the next turn's history, sent to the model, has none of it, streamed or not."""
+    import httpx
+
+    seen = model_inputs
     app, sessions = whole_app()
     bearer = {"authorization": "Bearer app-token"}
 
@@ -619,22 +626,13 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
     assert store.closes[-1] == ((BOB.id, "conv_a"), True)  # a running execution is stopped, not waited for
 
 
-def test_an_api_clients_conversation_is_deleted_whole_though_the_devui_page_never_knew_it(monkeypatch):
+def test_an_api_clients_conversation_is_deleted_whole_though_the_devui_page_never_knew_it(model_inputs):
     """An API client names its conversation (`conversation: "conv_my_work"`, never created through DevUI) and deletes
     it as the OpenAI API does: its session ends, its history is forgotten (the next turn under that id starts
     afresh, an old response id no longer continues it), and the answer is OpenAI's deletion object, not a 404."""
     import httpx
 
-    from local_code_interpreter import offline
-
-    seen: list[list] = []
-    inner = offline._EmbeddedClient._inner_get_response
-
-    def recording(self, *, messages, **kwargs):
-        seen.append(list(messages))
-        return inner(self, messages=messages, **kwargs)
-
-    monkeypatch.setattr(offline._EmbeddedClient, "_inner_get_response", recording)
+    seen = model_inputs
     app, sessions = whole_app()
     bearer = {"authorization": "Bearer app-token"}
 
