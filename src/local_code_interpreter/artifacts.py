@@ -98,13 +98,12 @@ def display_text(text: str) -> Content:
     return Content.from_text(text, additional_properties={DISPLAY_PROPERTY: True})
 
 
-def _display_only(update: AgentResponseUpdate) -> bool:
-    return bool(update.contents) and all((c.additional_properties or {}).get(DISPLAY_PROPERTY)
-                                         for c in update.contents)
-
-
 def _shown_only(content: Content) -> bool:
     return bool((content.additional_properties or {}).get(DISPLAY_PROPERTY))
+
+
+def _display_only(update: AgentResponseUpdate) -> bool:
+    return bool(update.contents) and all(map(_shown_only, update.contents))
 
 
 def said(messages: Sequence[Message]) -> list[Message]:

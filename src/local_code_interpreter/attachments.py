@@ -93,10 +93,6 @@ def _is_attachment(content: Content) -> bool:
     return content.type == "data" and bool(content.name)
 
 
-def _noted(message: Message) -> bool:
-    return any((content.additional_properties or {}).get(NOTE_PROPERTY) for content in message.contents)
-
-
 def inline_files(value):
     """A Responses `input` with each inline `input_file` (`file_data`, the OpenAI form: a data URL, or bare base64
     as DevUI sends it) also given as `file_url` = that data URL, the form the Responses parser turns into a `data`
@@ -159,7 +155,7 @@ class SaveAttachments(AgentMiddleware):
         every later turn, and saving it again would overwrite what the code has made of the file since."""
         saved: list[str] = []
         for message in messages:
-            if message.role != "user" or not any(_is_attachment(c) for c in message.contents) or _noted(message):
+            if message.role != "user" or not any(_is_attachment(c) for c in message.contents) or any(map(is_note, message.contents)):
                 continue
             contents: list[Content] = []
             for content in message.contents:

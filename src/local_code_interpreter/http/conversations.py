@@ -17,6 +17,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
+from .errors import send_json
 
 log = logging.getLogger(__name__)
 _DELETE = re.compile(r"^/v1/conversations/([^/]+)$")
@@ -36,6 +37,7 @@ class EndsSessions:
         async def hold(message: Message) -> None:
             held.append(message)
 
+        ours = False  # an API client's conversation, unknown to DevUI's page: the answer is ours
         try:
             await self.app(scope, receive, hold)
             start = next((m for m in held if m["type"] == "http.response.start"), None)
@@ -45,12 +47,11 @@ class EndsSessions:
             ended = await self.sessions.close((caller.id, conversation), interrupt=True)  # stops running code
             if ended:
                 log.info("conversation %s deleted: its session ended", conversation)
-            if not in_devui and (forgotten or ended):  # an API client's conversation, unknown to DevUI's page
-                body = json.dumps({"id": conversation, "object": "conversation.deleted", "deleted": True}).encode()
-                held = [{"type": "http.response.start", "status": 200,
-                         "headers": [(b"content-type", b"application/json"),
-                                     (b"content-length", str(len(body)).encode())]},
-                        {"type": "http.response.body", "body": body}]
+            ours = not in_devui and (forgotten or ended)
         finally:
-            for message in held:
-                await send(message)
+            if ours:
+                await send_json(send, 200, json.dumps(
+                    {"id": conversation, "object": "conversation.deleted", "deleted": True}).encode())
+            else:
+                for message in held:
+                    await send(message)
