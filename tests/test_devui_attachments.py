@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from urllib.parse import quote
 
@@ -426,6 +427,16 @@ def whole_app(token: str = "app-token"):
     return build_app(Settings(auth_token=token), ScriptedSandbox(), sessions=sessions), sessions
 
 
+@contextlib.asynccontextmanager
+async def app_client(app, token: str = "app-token"):
+    """An HTTP client of the whole app in process, holding the bearer token."""
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                 headers={"authorization": f"Bearer {token}"}) as client:
+        yield client
+
+
 def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_without_the_token():
     import httpx
 
@@ -500,8 +511,6 @@ def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalo
 def test_lean_path_later_turns_do_not_save_an_earlier_image_again():
     """Over HTTP, as an API client continues a conversation (`previous_response_id`): the image attached on the
     first turn is saved once; the next turns neither say they saved it nor overwrite the file."""
-    import httpx
-
     app, sessions = whole_app()
     uploads = []
     upload = sessions.upload
@@ -511,16 +520,13 @@ def test_lean_path_later_turns_do_not_save_an_earlier_image_again():
         return await upload(key, name, data)
 
     sessions.upload = counted
-    bearer = {"authorization": "Bearer app-token"}
     image = {"type": "input_image", "detail": "auto",
              "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()}
 
     async def go():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with app_client(app) as client:
             async def post(body):
-                response = await client.post("/v1/responses", json={"model": "local-code-interpreter", **body},
-                                             headers=bearer)
+                response = await client.post("/v1/responses", json={"model": "local-code-interpreter", **body})
                 assert response.status_code == 200, response.text
                 return response.json()
 
@@ -564,19 +570,15 @@ def model_inputs(monkeypatch) -> list[list]:
 def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(stream, model_inputs):
     """What the reply shows the person only (the "Saved in ..." line, the file links with their signed grants) is
     not what the agent said: the next turn's history, sent to the model, has none of it, streamed or not."""
-    import httpx
-
     seen = model_inputs
     app, sessions = whole_app()
-    bearer = {"authorization": "Bearer app-token"}
 
     async def go():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with app_client(app) as client:
             body = {"model": "local-code-interpreter", "stream": stream, "input": [
                 {"type": "message", "role": "user", "content": [
                     {"type": "input_text", "text": "print(1)"}, paperclip_file("sales.csv", CSV)]}]}
-            first = await client.post("/v1/responses", json=body, headers=bearer)
+            first = await client.post("/v1/responses", json=body)
             assert first.status_code == 200, first.text
             if stream:
                 done = [json.loads(line[6:]) for line in first.text.splitlines() if line.startswith("data: {")]
@@ -587,7 +589,7 @@ def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_ne
                 shown = " ".join(c.get("text", "") for item in first.json()["output"] if item["type"] == "message"
                                  for c in item["content"])
             seen.clear()
-            second = await client.post("/v1/responses", headers=bearer, json={
+            second = await client.post("/v1/responses", json={
                 "model": "local-code-interpreter", "previous_response_id": first_id, "input": "print(2)"})
             assert second.status_code == 200, second.text
             return shown
@@ -630,25 +632,20 @@ def test_an_api_clients_conversation_is_deleted_whole_though_the_devui_page_neve
     """An API client names its conversation (`conversation: "conv_my_work"`, never created through DevUI) and deletes
     it as the OpenAI API does: its session ends, its history is forgotten (the next turn under that id starts
     afresh, an old response id no longer continues it), and the answer is OpenAI's deletion object, not a 404."""
-    import httpx
-
     seen = model_inputs
     app, sessions = whole_app()
-    bearer = {"authorization": "Bearer app-token"}
 
     async def go():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        async with app_client(app) as client:
             async def post(body):
-                return await client.post("/v1/responses", headers=bearer,
-                                         json={"model": "local-code-interpreter", **body})
+                return await client.post("/v1/responses", json={"model": "local-code-interpreter", **body})
 
             first = await post({"conversation": "conv_my_work", "input": "print(1)"})
             assert first.status_code == 200, first.text
             alive = set(sessions.sessions)
-            deleted = await client.delete("/v1/conversations/conv_my_work", headers=bearer)
+            deleted = await client.delete("/v1/conversations/conv_my_work")
             gone = set(sessions.sessions)
-            again = await client.delete("/v1/conversations/conv_my_work", headers=bearer)
+            again = await client.delete("/v1/conversations/conv_my_work")
             old = await post({"previous_response_id": first.json()["id"], "input": "print(2)"})
             seen.clear()
             fresh = await post({"conversation": "conv_my_work", "input": "print(3)"})
