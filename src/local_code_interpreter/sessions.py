@@ -222,7 +222,7 @@ class SessionManager:
     async def close(self, key: Key, interrupt: bool = False) -> bool:
         """End the key's session (after any execution in it finishes); False when it had none.
 
-        With `interrupt` (its conversation was deleted), an execution running in it is killed first, so the close
+        With `interrupt` (the session or its conversation was deleted), an execution running in it is killed first, so the close
         does not wait for it: on back ends that can kill one (`interrupt(reason)` on the session); others wait."""
         entry = self._entries.get(_check_key(key))
         if entry is None:

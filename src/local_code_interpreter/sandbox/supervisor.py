@@ -704,7 +704,7 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             "memory": f"\n[killed: Memory quota: its processes used more than {limits.memory_mb} MiB in all]\n",
             "processes": f"\n[killed: it ran more than {limits.max_processes} processes besides the interpreter]\n",
             "protocol": "\n[killed: the interpreter broke the result protocol]\n",
-            "deleted": "\n[killed: its conversation was deleted]\n",
+            "deleted": "\n[killed: its session was deleted (or its conversation)]\n",
         }[cell.killed]
         if session:
             notice = f"The session ended ({stderr_note.strip()[1:-1]}); its state was lost."
