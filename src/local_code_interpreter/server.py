@@ -31,6 +31,7 @@ from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
 from .http.history import Bounds, ConversationStore
 from .http.responses import ResponsesApp
+from .http.stored import StoredResponses
 from .models import build_chat_client
 from .sandbox import create_sandbox, sandbox_descriptors
 from .sessions import SessionManager
@@ -103,6 +104,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
 
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
+    devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     if sessions is not None:
         devui_app = EndsSessions(devui_app, sessions, store.forget)  # a deleted conversation: history and session
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,

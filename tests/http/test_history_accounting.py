@@ -1,17 +1,19 @@
 """ConversationStore keeps its item and byte sums as turns are recorded and dropped (not re-measured each turn):
-the sums must always equal a full re-measurement, through appends, front drops, forks and evictions."""
+the sums must always equal a full re-measurement, through appends, front drops, forks and evictions; what the
+client saw of each turn (its exchange, kept as JSON) counts too and goes with its turn."""
 
 import pytest
 from agent_framework import Content, Message
 
-from local_code_interpreter.http.history import Bounds, ConversationStore, HistoryError, message_bytes
+from local_code_interpreter.http.history import Bounds, ConversationStore, Exchange, HistoryError, message_bytes
 
 
 def _measured(store: ConversationStore) -> tuple[int, dict]:
     per = {}
     for key, conversation in store._conversations.items():
         per[key] = (sum(len(t) for t in conversation.turns),
-                    sum(message_bytes(m) for t in conversation.turns for m in t))
+                    sum(message_bytes(m) for t in conversation.turns for m in t)
+                    + sum(len(e.input) + len(e.response) for e in conversation.exchanges if e is not None))
     return sum(b for _, b in per.values()), per
 
 
@@ -20,11 +22,15 @@ def _check(store: ConversationStore) -> None:
     assert store.total_bytes == total
     for key, conversation in store._conversations.items():
         assert (conversation.items, conversation.bytes) == per[key]
-        assert len(conversation.sizes) == len(conversation.turns)
+        assert len(conversation.sizes) == len(conversation.turns) == len(conversation.exchanges)
 
 
 def _turn(i: int) -> list[Message]:
     return [Message("user", [Content.from_text(f"print({i})" * (1 + i % 5))]), Message("assistant", [Content.from_text(str(i) * 7)])]
+
+
+def _exchange(response_id: str, i: int) -> Exchange:
+    return Exchange(response_id, f'"print({i})"'.encode(), b'{"id": "%s", "output": []}' % response_id.encode())
 
 
 def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
@@ -34,12 +40,12 @@ def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
     for i in range(60):
         continuation = store.resolve("me", None, previous)
         response = f"resp_{i}"
-        store.record(continuation, response, _turn(i))
+        store.record(continuation, response, _turn(i), _exchange(response, i))
         ids.append(response)
         previous = response
         if i % 7 == 3:  # continue from an older response: a fork with the shared turns copied
             fork = store.resolve("me", None, ids[-2])
-            store.record(fork, f"fork_{i}", _turn(i + 1000))
+            store.record(fork, f"fork_{i}", _turn(i + 1000), _exchange(f"fork_{i}", i))
         if i % 11 == 5:  # a new conversation, so the count and byte bounds evict
             store.record(store.resolve("me", None, None), f"new_{i}", _turn(i))
         _check(store)
@@ -48,6 +54,9 @@ def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
     assert store.total_bytes <= 4000 or len(store) == 1
     first = store._conversations[store._responses[previous][0]]
     assert first.first_turn > 0  # the oldest turns were dropped, and the sums followed
+    assert store.exchange("me", previous) == _exchange(previous, 59)
+    assert store.exchange("me", ids[0]) is None  # dropped with its turn
+    assert store.exchange("someone else", previous) is None
 
 
 def test_a_forgotten_conversation_takes_its_bytes_and_responses_but_nothing_of_anyone_else():

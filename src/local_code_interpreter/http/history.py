@@ -12,10 +12,15 @@ same session root, so the sandbox session is the chain's). Bounds (settings, env
 
 A continuation naming an evicted or unknown conversation/response gets a clear 404 (the client learns its
 history is gone instead of the agent silently forgetting it).
+
+Beside each turn's messages (what the model is sent again) the store keeps the turn as the client saw it, as JSON
+(`Exchange`: the request's `input` and the response object), so `http/stored.py` can serve them back; both count
+towards the bytes bound.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -48,17 +53,36 @@ def message_bytes(message: Message) -> int:
     return size
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One turn as the client saw it, kept as JSON: the request's `input` and the response object it got (a
+    stream's: its last response event's)."""
+    response_id: str
+    input: bytes
+    response: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.input) + len(self.response)
+
+
+def turn_bytes(turn: list[Message], exchange: Exchange | None) -> int:
+    return sum(message_bytes(m) for m in turn) + (exchange.size if exchange is not None else 0)
+
+
 @dataclass
 class Conversation:
     id: str
     owner: str
     root: str  # the session key's conversation id: the chain's first conversation
     turns: list[list[Message]] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)  # message_bytes of each kept turn, beside `turns`
+    sizes: list[int] = field(default_factory=list)  # turn_bytes of each kept turn, beside `turns`
+    exchanges: list[Exchange | None] = field(default_factory=list)  # each kept turn as the client saw it
     first_turn: int = 0  # turns dropped from the front (so response turn counts stay valid)
     response_ids: deque[str] = field(default_factory=deque)  # the responses recorded in it, oldest first
     items: int = 0
     bytes: int = 0
+    created_at: int = field(default_factory=lambda: int(time.time()))
 
     def messages(self, upto: int | None = None) -> list[Message]:
         end = len(self.turns) if upto is None else max(0, upto - self.first_turn)
@@ -99,7 +123,7 @@ class ConversationStore:
             found = self._responses.get(previous_response_id)
             conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
             if conversation is None:
-                raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, or its "
+                raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, deleted, or its "
                                    "conversation was evicted)", "previous_response_not_found")
             upto = found[1]
             if upto < conversation.first_turn:
@@ -108,6 +132,7 @@ class ConversationStore:
             if upto != conversation.first_turn + len(conversation.turns):  # continuing from an older response
                 fork = self._new(owner, f"conv_{uuid.uuid4().hex}", conversation.root)
                 fork.turns = [list(t) for t in conversation.turns[:upto - conversation.first_turn]]
+                fork.exchanges = conversation.exchanges[:upto - conversation.first_turn]
                 fork.first_turn = conversation.first_turn
                 self._account(fork)
                 conversation = fork
@@ -126,14 +151,17 @@ class ConversationStore:
         conversation = self._new(owner, f"conv_{uuid.uuid4().hex}", None)
         return Continuation(conversation, [], 0)
 
-    def record(self, continuation: Continuation, response_id: str, turn: list[Message]) -> None:
-        """Append the finished turn and index the response; then enforce the bounds."""
+    def record(self, continuation: Continuation, response_id: str, turn: list[Message],
+               exchange: Exchange | None = None) -> None:
+        """Append the finished turn (and the `exchange` the client saw) and index the response; then enforce the
+        bounds."""
         conversation = continuation.conversation
         key = (conversation.owner, conversation.id)
         if self._conversations.get(key) is not conversation:  # evicted while the run went on: keep nothing
             return
-        size = sum(message_bytes(m) for m in turn)  # only the new turn is measured: O(turn), not O(history)
+        size = turn_bytes(turn, exchange)  # only the new turn is measured: O(turn), not O(history)
         conversation.turns.append(turn)
+        conversation.exchanges.append(exchange)
         conversation.sizes.append(size)
         conversation.items += len(turn)
         conversation.bytes += size
@@ -146,6 +174,7 @@ class ConversationStore:
             self._responses.popitem(last=False)
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
             dropped, size = conversation.turns.pop(0), conversation.sizes.pop(0)
+            conversation.exchanges.pop(0)
             conversation.first_turn += 1
             conversation.items -= len(dropped)
             conversation.bytes -= size
@@ -159,6 +188,29 @@ class ConversationStore:
         while len(self._conversations) > self.bounds.max_conversations:
             self._evict()
         return conversation
+
+    def conversation(self, owner: str, conversation_id: str) -> Conversation | None:
+        """The owner's kept conversation of that id (looking does not make it recently used)."""
+        return self._conversations.get((owner, conversation_id))
+
+    def exchange(self, owner: str, response_id: str) -> Exchange | None:
+        """The owner's kept response of that id, as the client saw it; None if unknown, another caller's, not
+        stored (`store: false`), deleted, or dropped with its turn or conversation."""
+        found = self._responses.get(response_id)
+        conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
+        if conversation is None:
+            return None
+        index = found[1] - conversation.first_turn - 1
+        exchange = conversation.exchanges[index] if 0 <= index < len(conversation.exchanges) else None
+        return exchange if exchange is not None and exchange.response_id == response_id else None
+
+    def delete_response(self, owner: str, response_id: str) -> bool:
+        """The owner's response can no longer be retrieved or continued from; its turn stays in its conversation
+        (the conversation's items are the conversation's). False if there was no such response."""
+        if self.exchange(owner, response_id) is None:
+            return False
+        del self._responses[response_id]
+        return True
 
     def forget(self, owner: str, conversation_id: str) -> bool:
         """Drop the owner's conversation (deleted by them) and the responses that pointed into it; False if it
@@ -183,7 +235,8 @@ class ConversationStore:
     def _account(self, conversation: Conversation) -> None:
         """Measure a conversation whose turns were set wholesale (a fork); `record` keeps the sums as it goes."""
         self.total_bytes -= conversation.bytes
-        conversation.sizes = [sum(message_bytes(m) for m in turn) for turn in conversation.turns]
+        conversation.sizes = [turn_bytes(turn, exchange)
+                              for turn, exchange in zip(conversation.turns, conversation.exchanges)]
         conversation.items = sum(len(turn) for turn in conversation.turns)
         conversation.bytes = sum(conversation.sizes)
         self.total_bytes += conversation.bytes

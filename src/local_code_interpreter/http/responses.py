@@ -40,7 +40,7 @@ from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from .errors import send_error, status_for
-from .history import ConversationStore, HistoryError
+from .history import ConversationStore, Exchange, HistoryError
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 32
@@ -205,7 +205,7 @@ class ResponsesApp:
         options = _options(request)
         try:
             if request.get("stream"):
-                await self._stream(send, history, options, messages, continuation, response_id,
+                await self._stream(send, history, options, request, messages, continuation, response_id,
                                    shown_conversation, caller, keep)
                 return
             try:
@@ -219,10 +219,11 @@ class ResponsesApp:
         finally:
             if continuation.transient and self.end_session is not None:
                 self._end_later((caller.id, conversation.root))
-        if keep:
-            self.store.record(continuation, response_id, messages + said(result.messages))
         payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = _json(payload)
+        if keep:
+            self.store.record(continuation, response_id, messages + said(result.messages),
+                              Exchange(response_id, _json(request["input"]), body))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -233,15 +234,18 @@ class ResponsesApp:
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
 
-    async def _stream(self, send, history, options, messages, continuation, response_id, shown_conversation,
-                      caller, keep) -> None:
+    async def _stream(self, send, history, options, request, messages, continuation, response_id,
+                      shown_conversation, caller, keep) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
             stream = self.agent.run(history, stream=True, session=AgentSession(), options=options)
             events: AsyncIterator[str] = responses_from_streaming_run(stream, response_id=response_id,
                                                                       conversation_id=shown_conversation)
+            last = ""  # the stream's final response event
             async for event in events:
+                if event.startswith(_WHOLE_RESPONSE_EVENTS):
+                    last = event
                 await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep:
@@ -249,7 +253,8 @@ class ResponsesApp:
                 final = await stream.get_final_response()
             except Exception:  # noqa: BLE001 - the stream already reported its failure to the client
                 return
-            self.store.record(continuation, response_id, messages + said(final.messages))
+            self.store.record(continuation, response_id, messages + said(final.messages),
+                              Exchange(response_id, _json(request["input"]), _response_of(last)))
 
     async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
         """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names."""
@@ -279,6 +284,20 @@ class ResponsesApp:
                 await self.devui(scope, replay, send)
         else:
             await self.devui(scope, replay, send)
+
+
+# The events that end a stream; their data holds the whole response object (`{"type": ..., "response": {...}}`).
+_WHOLE_RESPONSE_EVENTS = tuple(f"event: response.{kind}\n" for kind in ("completed", "incomplete", "failed"))
+
+
+def _response_of(event: str) -> bytes:
+    """The response object in an SSE event of `_WHOLE_RESPONSE_EVENTS`, as JSON."""
+    data = event.partition("\ndata: ")[2]
+    return _json(json.loads(data)["response"]) if data else b""
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _mapped(error: BaseException) -> tuple[int, str] | None:

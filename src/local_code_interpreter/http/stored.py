@@ -1,0 +1,156 @@
+"""What the lean `/v1/responses` path keeps, read back the way the OpenAI API serves it, so an API client can use
+the parts of the Responses and Conversations APIs that read stored state:
+
+- `GET /v1/responses/{id}`: the response object as the client got it (for a stream, its final response event's);
+- `GET /v1/responses/{id}/input_items`: the items that request sent;
+- `DELETE /v1/responses/{id}`: it can no longer be retrieved or continued from (`previous_response_id`);
+- `GET /v1/conversations/{id}/items`: the items of a conversation the lean path keeps (an API client's
+  `conversation`), every turn's input then output, in order;
+- `GET /v1/conversations/{id}`: such a conversation, when DevUI's page never created it.
+
+Everything else, and any conversation the lean path does not keep (DevUI's page's own), goes on to DevUI. The store
+is caller-scoped: another caller's ids are 404, as are responses sent with `store: false`, deleted, or dropped with
+the oldest turns. Lists page the OpenAI way: `limit` (1 to 100, default 20), `order` (`asc` or `desc`, default
+`desc`), `after` (an item id). An item the client sent without an id gets one derived from its response's id and
+its place, the same on every read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import identity
+from .errors import send_error, send_json
+from .history import ConversationStore, Exchange
+
+_RESPONSE = re.compile(r"^/v1/responses/([^/]+)(/input_items)?$")
+_CONVERSATION = re.compile(r"^/v1/conversations/([^/]+)(/items)?$")
+MAX_LIMIT = 100
+
+
+class BadQuery(ValueError):
+    pass
+
+
+class StoredResponses:
+    """Wraps DevUI's app: the paths above, when the lean path's store holds what they name."""
+
+    def __init__(self, app: ASGIApp, store: ConversationStore):
+        self.app, self.store = app, store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method")
+        if scope["type"] != "http" or method not in ("GET", "DELETE"):
+            return await self.app(scope, receive, send)
+        owner = (scope.get(identity.SCOPE_KEY) or identity.LOCAL).id
+        try:
+            if match := _RESPONSE.match(scope["path"]):
+                return await self._response(send, owner, method, match.group(1), bool(match.group(2)), scope)
+            match = _CONVERSATION.match(scope["path"])
+            conversation = self.store.conversation(owner, match.group(1)) if match and method == "GET" else None
+            if conversation is None:
+                return await self.app(scope, receive, send)
+            if match.group(2):
+                items = [item for exchange in conversation.exchanges if exchange is not None
+                         for item in (*input_items(exchange), *output_items(exchange))]
+                return await send_json(send, 200, page(items, scope))
+            await self._conversation(scope, receive, send, conversation)
+        except BadQuery as error:
+            await send_error(send, 400, str(error), "invalid_query")
+
+    async def _response(self, send: Send, owner: str, method: str, response_id: str, inputs: bool,
+                        scope: Scope) -> None:
+        if method == "DELETE" and inputs:
+            return await send_error(send, 405, "a response's input items cannot be deleted", "method_not_allowed")
+        exchange = self.store.exchange(owner, response_id)
+        if exchange is None:
+            return await send_error(send, 404, f"response {response_id!r} not found (unknown, not stored, deleted, "
+                                    "or its conversation was evicted)", "response_not_found")
+        if method == "DELETE":
+            self.store.delete_response(owner, response_id)
+            await send_json(send, 200, _dumps({"id": response_id, "object": "response.deleted", "deleted": True}))
+        elif inputs:
+            await send_json(send, 200, page(input_items(exchange), scope))
+        else:
+            await send_json(send, 200, exchange.response)
+
+    async def _conversation(self, scope: Scope, receive: Receive, send: Send, conversation) -> None:
+        """DevUI's record of it when its page created it (with its metadata), else the lean path's own."""
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        start = next((m for m in held if m["type"] == "http.response.start"), None)
+        if start is not None and start["status"] != 404:
+            for message in held:
+                await send(message)
+            return
+        await send_json(send, 200, _dumps({"id": conversation.id, "object": "conversation",
+                                           "created_at": conversation.created_at, "metadata": {}}))
+
+
+def input_items(exchange: Exchange) -> list[dict]:
+    """The request's `input` as items: a string is one user message; a message's string content becomes one text
+    part (`input_text`, or `output_text` for the assistant's), as the OpenAI API lists them."""
+    value = json.loads(exchange.input)
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    items = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        item = dict(item)
+        if "type" not in item and "role" in item:
+            item["type"] = "message"
+        if item.get("type") == "message" and isinstance(item.get("content"), str):
+            kind = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+        items.append(item)
+    return _with_ids(items, exchange.response_id, "in")
+
+
+def output_items(exchange: Exchange) -> list[dict]:
+    output = json.loads(exchange.response).get("output") if exchange.response else None
+    return _with_ids([item for item in output or [] if isinstance(item, dict)], exchange.response_id, "out")
+
+
+def _with_ids(items: list[dict], response_id: str, side: str) -> list[dict]:
+    stem = response_id.removeprefix("resp_")
+    for n, item in enumerate(items):
+        if not item.get("id"):
+            item["id"] = f"item_{stem}_{side}{n}"
+    return items
+
+
+def page(items: list[dict], scope: Scope) -> bytes:
+    """One page of `items` (oldest first) as an OpenAI list, from the query's `limit`, `order` and `after`."""
+    query = {key: values[-1] for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise BadQuery(f"'limit' must be a whole number from 1 to {MAX_LIMIT}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"'limit' must be a whole number from 1 to {MAX_LIMIT}")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadQuery("'order' must be 'asc' or 'desc'")
+    ordered = items if order == "asc" else items[::-1]
+    start = 0
+    if "after" in query:
+        start = next((n + 1 for n, item in enumerate(ordered) if item.get("id") == query["after"]), -1)
+        if start < 0:
+            raise BadQuery(f"'after': no item {query['after']!r} in this list")
+    chunk = ordered[start:start + limit]
+    return _dumps({"object": "list", "data": chunk, "first_id": chunk[0]["id"] if chunk else None,
+                   "last_id": chunk[-1]["id"] if chunk else None, "has_more": start + limit < len(ordered)})
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
