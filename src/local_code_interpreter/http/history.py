@@ -123,8 +123,8 @@ class ConversationStore:
             found = self._responses.get(previous_response_id)
             conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
             if conversation is None:
-                raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, deleted, or its "
-                                   "conversation was evicted)", "previous_response_not_found")
+                raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, deleted, "
+                                   "or its conversation was evicted)", "previous_response_not_found")
             upto = found[1]
             if upto < conversation.first_turn:
                 raise HistoryError(404, f"previous response {previous_response_id!r} is older than the kept "
