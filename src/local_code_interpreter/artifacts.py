@@ -108,8 +108,12 @@ def _display_only(update: AgentResponseUpdate) -> bool:
 
 def said(messages: Sequence[Message]) -> list[Message]:
     """The messages as the agent said them, for the history a later turn sends the model: without the display-only
-    contents (a streamed reply merges them into the messages around them), and without a message left empty. The
-    given messages are not changed: the reply still shows everything."""
+    contents, and without a message left empty. The given messages are not changed: the reply still shows everything.
+
+    `final_response` is not enough for a caller of `Agent.run`: a streamed run's final response is SafeReplies'
+    (`replies._cleaned` re-wraps the stream to turn a failure mid-way into a reply), built from every update it passed
+    on, the display-only ones merged into the messages around them; a non-streamed run holds them as messages of
+    their own (`ShowArtifacts._insert`). DevUI's history is not affected: its session records the inner run."""
     kept: list[Message] = []
     for message in messages:
         if not any(_shown_only(c) for c in message.contents):
