@@ -717,3 +717,39 @@ def test_a_full_replica_during_an_upload_aborts_the_run_for_a_429(stream):
         run_agent(sandbox, Full(), devui_message({"type": "input_text", "text": "print(1)"},
                                                  paperclip_file("a.csv", b"1")), stream=stream)
     assert sandbox_busy(raised.value) and sandbox.codes == []
+
+
+def test_devui_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(model_inputs):
+    """The DevUI page's conversations too: its next turn's history (DevUI's session, sent to the model) has the
+    earlier turn's code and result but not the "Saved in ..." line or the file links with their signed grants."""
+    import httpx
+
+    seen = model_inputs
+    app, _ = whole_app()
+    bearer = {"authorization": "Bearer app-token"}
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                     headers=bearer) as client:
+            entity = (await client.get("/v1/entities")).json()["entities"][0]["id"]
+            conversation = (await client.post("/v1/conversations",
+                                              json={"metadata": {"agent_id": entity}})).json()["id"]
+            shown = ""
+            for content in ([{"type": "input_text", "text": "print(1)"}, paperclip_file("sales.csv", CSV)],
+                            [{"type": "input_text", "text": "print(2)"}]):
+                seen.clear()
+                body = {"input": [{"type": "message", "role": "user", "content": content}],
+                        "metadata": {"entity_id": entity}, "conversation": conversation, "stream": True}
+                response = await client.post("/v1/responses", json=body)
+                assert response.status_code == 200, response.text
+                events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+                shown = shown or "".join(e.get("delta") or "" for e in events
+                                         if e.get("type") == "response.output_text.delta")
+            return shown
+
+    shown = asyncio.run(go())
+    assert "Saved in this conversation's working directory" in shown and "[download](" in shown
+    said = " ".join(c.text or "" for m in seen[0] for c in m.contents if c.type == "text")
+    assert "print(1)" in said and "print(2)" in said  # the earlier turn is in the history
+    assert "Saved in this conversation's working directory" not in said
+    assert "[download](" not in said and "?t=" not in said
