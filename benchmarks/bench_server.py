@@ -13,7 +13,8 @@ per request; every thousand requests, the server's RSS, open descriptors and thr
 (the template and every live session child); the CPU per request of the server, the sandbox, this client and the
 whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests' p50/p95,
 beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine); the
-4-caller throughput and the server's CPU per request under it; the same within conversations; beside a Jupyter
+4-caller throughput and the server's CPU per request under it; the same within conversations (one conversation's
+server CPU split by the length of the history each turn sends: short, and at its 200-message cap); beside a Jupyter
 kernel's execute round trip for the same program (benchmarks/jupyter_kernel.py), back to back and spaced alike,
 measured in the same run; then the load average. Figures only, no assertion.
 """
@@ -39,6 +40,7 @@ import jupyter_kernel  # noqa: E402  (the baseline, measured in the same run)
 
 CALLERS = 4
 WINDOW = 1000
+SHORT_CONVERSATIONS, SHORT_TURNS, CAPPED = 20, 10, 50  # short histories; the turn from which the history is capped
 _SCRUB = ("AZURE_", "OPENAI_", "DEVUI_AUTH_TOKEN", "LCI_", "OTEL_", "APPLICATIONINSIGHTS_", "ENABLE_")
 
 
@@ -120,6 +122,18 @@ class Server:
     def cpu(self) -> float:
         return cpu_seconds(self.process.pid)
 
+    def cpu_exact(self) -> float:
+        """The same to the nanosecond (the scheduler's run time of each thread, /proc/PID/task/*/schedstat): for
+        spans of a few requests, where /proc/PID/stat's clock ticks (10 ms) would drown the figure."""
+        total = 0
+        for task in os.listdir(f"/proc/{self.process.pid}/task"):
+            try:
+                with open(f"/proc/{self.process.pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                continue  # a thread that ended meanwhile
+        return total / 1e9
+
     def footprint(self) -> tuple[float, int, int, float]:
         return footprint(self.process.pid)
 
@@ -174,12 +188,18 @@ def turn(client: httpx.Client, path: str, i: int, previous: str | None) -> tuple
 
 
 def conversation(base: str, path: str, turns: int, offset: int = 0) -> list[float]:
-    times, previous = [], None
+    return continued(base, path, turns, offset)[0]
+
+
+def continued(base: str, path: str, turns: int, offset: int = 0,
+              previous: str | None = None) -> tuple[list[float], str | None]:
+    """`turns` turns of one conversation, continuing `previous` if given; (times, the last response id)."""
+    times = []
     with httpx.Client(base_url=base, timeout=60) as client:
         for i in range(turns):
             elapsed, previous = turn(client, path, offset + i, previous)
             times.append(elapsed)
-    return times
+    return times, previous
 
 
 def concurrently(server: "Server", targets: list) -> tuple[float, float]:
@@ -304,10 +324,28 @@ def main() -> int:
         # Within conversations, as an agent works: every turn continues the previous one in its live session.
         turns = max(30, args.concurrent // CALLERS)
         conversation(server.base, args.path, 20, 900000)  # warm
-        cpu0 = server.cpu()
-        chain = conversation(server.base, args.path, turns * CALLERS, 1000000)
+        cpu0 = server.cpu_exact()
+        head, previous = continued(server.base, args.path, CAPPED, 1000000)
+        cpu1 = server.cpu_exact()
+        capped, _ = continued(server.base, args.path, max(1, turns * CALLERS - CAPPED), 1000000 + CAPPED, previous)
+        cpu2 = server.cpu_exact()
+        chain = head + capped
         print(f"one conversation, {len(chain)} turns: p50 {statistics.median(chain):.2f} ms, p95 {pct(chain, 95):.2f} "
-              f"ms, server CPU {(server.cpu() - cpu0) * 1000 / len(chain):.2f} ms/req")
+              f"ms, server CPU {(cpu2 - cpu0) * 1000 / len(chain):.2f} ms/req")
+        # What the history costs: each turn keeps 4 messages (the input, the tool call, its result, the answer), so
+        # from turn 50 on every turn sends the model the default cap of 200. Against that, turns 2 to 11 of fresh
+        # conversations (under 44 messages; each conversation's first turn opens its session and is left out).
+        shorts, short_cpu = [], 0.0
+        for k in range(SHORT_CONVERSATIONS):
+            _, opened = continued(server.base, args.path, 1, 3000000 + k * 100)
+            before = server.cpu_exact()
+            times, _ = continued(server.base, args.path, SHORT_TURNS, 3000001 + k * 100, opened)
+            short_cpu += server.cpu_exact() - before
+            shorts += times
+        print(f"  by history length: turns 2-{SHORT_TURNS + 1} of {SHORT_CONVERSATIONS} conversations p50 "
+              f"{statistics.median(shorts):.2f} ms, server CPU {short_cpu * 1000 / len(shorts):.2f} ms/req; the turns "
+              f"above from turn {CAPPED + 1} (200 messages) p50 {statistics.median(capped):.2f} ms, server CPU "
+              f"{(cpu2 - cpu1) * 1000 / len(capped):.2f} ms/req")
         wall, cpu = concurrently(server, [lambda k=k: conversation(server.base, args.path, turns, 2000000 + k * turns)
                                           for k in range(CALLERS)])
         print(f"{CALLERS} callers, one conversation each: {turns * CALLERS / wall:.0f} exec/s over {turns * CALLERS} "
