@@ -605,7 +605,7 @@ def test_lean_path_keeps_display_only_lines_out_of_the_history_the_model_gets_ne
 
 
 def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
-    from local_code_interpreter.http.conversations import EndsSessions
+    from local_code_interpreter.http.conversations import DeletesConversations
 
     store = ScriptedSessions(produced_result())
     store.sessions = {(ALICE.id, "conv_a"): {"a": b"1"}, (BOB.id, "conv_a"): {"b": b"2"}}
@@ -615,7 +615,7 @@ def test_deleting_a_conversation_ends_only_the_deleting_callers_session():
         await send({"type": "http.response.start", "status": answer["status"], "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    app = EndsSessions(devui, store)
+    app = DeletesConversations(devui, store)
     assert call(app, "/v1/conversations/conv_a", BOB, method="GET")[0] == 200  # not a delete
     assert call(app, "/v1/conversations/conv_a/items", BOB, method="DELETE")[0] == 200  # not the conversation
     assert set(store.sessions) == {(ALICE.id, "conv_a"), (BOB.id, "conv_a")}
@@ -666,7 +666,7 @@ def test_a_deleted_conversations_session_has_ended_before_the_client_hears_it_wa
     """A client that continues right after the delete's answer must find the old session gone: its answer (the
     status line, not only the body) is sent after the session ended, not before (a race found over HTTP: the
     next request still saw the old variables)."""
-    from local_code_interpreter.http.conversations import EndsSessions
+    from local_code_interpreter.http.conversations import DeletesConversations
 
     events: list[str] = []
 
@@ -695,7 +695,7 @@ def test_a_deleted_conversations_session_has_ended_before_the_client_hears_it_wa
 
         scope = {"type": "http", "method": "DELETE", "path": "/v1/conversations/conv_a", "headers": [],
                  "query_string": b"", SCOPE_KEY: BOB}
-        await EndsSessions(devui, store)(scope, receive, send)
+        await DeletesConversations(devui, store)(scope, receive, send)
         return sent
 
     sent = asyncio.run(go())

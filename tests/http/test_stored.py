@@ -138,3 +138,20 @@ def test_a_bad_list_query_gets_a_400_naming_the_parameter(query, complaint):
         assert status == 400, body
         assert complaint in json.loads(body)["error"]["message"]
     assert _call(app, "/v1/conversations/conv_q/items?limit=100&order=asc", me)[0] == 200
+
+
+def test_a_deleted_conversation_takes_its_stored_responses_and_items_with_it():
+    async def go():
+        async with app_client() as (http, _, _):
+            client = _openai(http)
+            kept = await client.responses.create(model="m", input="print(1)", conversation="conv_gone")
+            other = await client.responses.create(model="m", input="print(2)", conversation="conv_stays")
+            await client.conversations.delete("conv_gone")
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(kept.id)
+            with pytest.raises(openai.NotFoundError):  # no longer the lean path's: DevUI does not know it either
+                await client.conversations.items.list("conv_gone")
+            assert (await client.responses.retrieve(other.id)).id == other.id
+            assert len([i async for i in client.conversations.items.list("conv_stays")]) == 4
+
+    asyncio.run(go())

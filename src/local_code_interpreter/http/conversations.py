@@ -4,8 +4,9 @@ web page's conversations), the lean `/v1/responses` path's history of it (`Conve
 the idle expiry). All of that is done before the client hears that the conversation was deleted, so a client that
 continues at once finds nothing of it. It answers 404 only when none of the three knew the conversation.
 
-Wraps DevUI's app; the keys are the deleting caller's own (`(caller.id, conversation id)`), so nobody deletes
-another caller's conversation or ends their session."""
+Wraps DevUI's app (with `sessions` None, as for a server that keeps none, only the history goes); the keys are the
+deleting caller's own (`(caller.id, conversation id)`), so nobody deletes another caller's conversation or ends
+their session."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _DELETE = re.compile(r"^/v1/conversations/([^/]+)$")
 
 
-class EndsSessions:
+class DeletesConversations:
     def __init__(self, app: ASGIApp, sessions, forget: Callable[[str, str], bool] = lambda owner, conversation: False):
         self.app, self.sessions, self.forget = app, sessions, forget
 
@@ -44,7 +45,8 @@ class EndsSessions:
             in_devui = start is not None and 200 <= start["status"] < 300
             caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
             forgotten = self.forget(caller.id, conversation)
-            ended = await self.sessions.close((caller.id, conversation), interrupt=True)  # stops running code
+            ended = (self.sessions is not None  # a server without sessions keeps only the history
+                     and await self.sessions.close((caller.id, conversation), interrupt=True))  # stops running code
             if ended:
                 log.info("conversation %s deleted: its session ended", conversation)
             ours = not in_devui and (forgotten or ended)
