@@ -52,6 +52,10 @@ def test_an_api_client_reads_back_its_responses_and_its_conversations_items():
             assert len(set(ids)) == len(ids) == 8  # pages of 3 went through all of them, no item twice
             newest_first = [i.id async for i in client.conversations.items.list("conv_work")]
             assert newest_first == ids[::-1]  # the OpenAI default order, and the same ids on every read
+            one = await client.conversations.items.retrieve(ids[4], conversation_id="conv_work")
+            assert one.model_dump() == oldest_first[4].model_dump()
+            with pytest.raises(openai.NotFoundError, match="no item"):
+                await client.conversations.items.retrieve("item_nothing", conversation_id="conv_work")
 
     asyncio.run(go())
 

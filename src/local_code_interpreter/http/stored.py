@@ -4,8 +4,8 @@ the parts of the Responses and Conversations APIs that read stored state:
 - `GET /v1/responses/{id}`: the response object as the client got it (for a stream, its final response event's);
 - `GET /v1/responses/{id}/input_items`: the items that request sent;
 - `DELETE /v1/responses/{id}`: it can no longer be retrieved or continued from (`previous_response_id`);
-- `GET /v1/conversations/{id}/items`: the items of a conversation the lean path keeps (an API client's
-  `conversation`), every turn's input then output, in order;
+- `GET /v1/conversations/{id}/items` (and `/items/{item_id}`): the items of a conversation the lean path keeps (an
+  API client's `conversation`), every turn's input then output, in order;
 - `GET /v1/conversations/{id}`: such a conversation, when DevUI's page never created it.
 
 Everything else, and any conversation the lean path does not keep (DevUI's page's own), goes on to DevUI. The store
@@ -29,7 +29,7 @@ from .errors import send_error, send_json
 from .history import ConversationStore, Exchange
 
 _RESPONSE = re.compile(r"^/v1/responses/([^/]+)(/input_items)?$")
-_CONVERSATION = re.compile(r"^/v1/conversations/([^/]+)(/items)?$")
+_CONVERSATION = re.compile(r"^/v1/conversations/([^/]+)(/items(?:/([^/]+))?)?$")
 MAX_LIMIT = 100
 
 
@@ -58,7 +58,13 @@ class StoredResponses:
             if match.group(2):
                 items = [item for exchange in conversation.exchanges if exchange is not None
                          for item in (*input_items(exchange), *output_items(exchange))]
-                return await send_json(send, 200, page(items, scope))
+                if match.group(3) is None:
+                    return await send_json(send, 200, page(items, scope))
+                item = next((item for item in items if item["id"] == match.group(3)), None)
+                if item is None:
+                    return await send_error(send, 404, f"no item {match.group(3)!r} in conversation "
+                                            f"{conversation.id!r}", "item_not_found")
+                return await send_json(send, 200, _dumps(item))
             await self._conversation(scope, receive, send, conversation)
         except BadQuery as error:
             await send_error(send, 400, str(error), "invalid_query")
