@@ -17,6 +17,7 @@ from agent_framework_devui._executor import AgentFrameworkExecutor
 from agent_framework_devui._mapper import MessageMapper
 from agent_framework_devui.models import AgentFrameworkRequest
 
+from asgi_call import call
 from local_code_interpreter.agent import build_agent
 from local_code_interpreter.artifacts import DISPLAY_PROPERTY, ShowArtifacts, inline_images
 from local_code_interpreter.attachments import NOTE_PROPERTY, SaveAttachments
@@ -64,30 +65,6 @@ class Clock:
 
     def __call__(self):
         return self.now
-
-
-def call(app, path: str, caller: Caller | None = None, method: str = "GET", headers=()):
-    """One request straight into the ASGI app, the path exactly as given (no client-side normalisation)."""
-    raw_path, _, query = path.partition("?")
-    from urllib.parse import unquote
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": unquote(raw_path), "raw_path": raw_path.encode(), "query_string": query.encode(),
-             "root_path": "", "headers": [(b"host", b"127.0.0.1"), *headers], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 80)}
-    if caller is not None:
-        scope[SCOPE_KEY] = caller
-    sent = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    start = sent[0]
-    headers = {k.decode().lower(): v.decode("latin-1") for k, v in start["headers"]}
-    return start["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
+from asgi_call import call
 from inprocess import app_client, devui_stand_in
-from local_code_interpreter.identity import SCOPE_KEY, Caller
+from local_code_interpreter.identity import Caller
 from local_code_interpreter.http.history import ConversationStore, Exchange
 from local_code_interpreter.http.stored import StoredResponses
 
@@ -89,19 +90,8 @@ def test_a_deleted_response_is_gone_but_its_turn_stays_in_its_conversation():
 
 
 def _call(app, path: str, caller: Caller, method: str = "GET") -> tuple[int, bytes]:
-    route, _, query = path.partition("?")
-    scope = {"type": "http", "method": method, "path": route, "query_string": query.encode(), "headers": [],
-             SCOPE_KEY: caller}
-    sent = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    status, _, body = call(app, path, caller, method)
+    return status, body
 
 
 def _kept(store: ConversationStore, owner: str, conversation: str, response_id: str) -> None:
