@@ -11,8 +11,8 @@ the parts of the Responses and Conversations APIs that read stored state:
 Everything else, and any conversation the lean path does not keep (DevUI's page's own), goes on to DevUI. The store
 is caller-scoped: another caller's ids are 404, as are responses sent with `store: false`, deleted, or dropped with
 the oldest turns. Lists page the OpenAI way: `limit` (1 to 100, default 20), `order` (`asc` or `desc`, default
-`desc`), `after` (an item id). An item the client sent without an id gets one derived from its response's id and
-its place, the same on every read.
+`desc`), `after` (an item id). An item without an id of its own (a string input, a function call as the hosting
+helpers render it) gets one derived from its response's id and its place, the same on every read.
 """
 
 from __future__ import annotations
