@@ -6,9 +6,11 @@ update holding the images as `data` contents when the consumer renders them (`in
 as `output_image`, an `<img>` in the reply) and one markdown line per produced file linking to the download
 route (`http/files.py`) with a signed link.
 
-These updates are for display only: they are left out of the run's final response, so the conversation's
-history (what a model reads on the next turn) holds the tool's text result, which says what was shown, not the
-image bytes (an assistant message carrying images is not valid model input).
+These updates are for display only: the conversation's history (what a model reads on the next turn) holds the
+tool's text result, which says what was shown, not the image bytes (an assistant message carrying images is not
+valid model input) nor the links with their signed grants. They are added outside the agent's own run, so an
+`AgentSession`'s history (DevUI's) never sees them; a caller that records a turn itself (the lean path) keeps what
+`said()` keeps.
 """
 
 from __future__ import annotations
@@ -102,18 +104,14 @@ def _shown_only(content: Content) -> bool:
     return bool((content.additional_properties or {}).get(DISPLAY_PROPERTY))
 
 
-def _display_only(update: AgentResponseUpdate) -> bool:
-    return bool(update.contents) and all(map(_shown_only, update.contents))
-
-
 def said(messages: Sequence[Message]) -> list[Message]:
     """The messages as the agent said them, for the history a later turn sends the model: without the display-only
     contents, and without a message left empty. The given messages are not changed: the reply still shows everything.
 
-    `final_response` is not enough for a caller of `Agent.run`: a streamed run's final response is SafeReplies'
-    (`replies._cleaned` re-wraps the stream to turn a failure mid-way into a reply), built from every update it passed
-    on, the display-only ones merged into the messages around them; a non-streamed run holds them as messages of
-    their own (`ShowArtifacts._insert`). DevUI's history is not affected: its session records the inner run."""
+    A caller of `Agent.run` needs it: a streamed run's final response is built from every update the caller was
+    given (SafeReplies' `replies._cleaned` re-wraps the stream, so an inner finalizer would not count), the
+    display-only ones merged into the messages around them; a non-streamed run holds them as messages of their own
+    (`ShowArtifacts._insert`)."""
     kept: list[Message] = []
     for message in messages:
         if not any(_shown_only(c) for c in message.contents):
@@ -125,11 +123,6 @@ def said(messages: Sequence[Message]) -> list[Message]:
             trimmed.contents = contents
             kept.append(trimmed)
     return kept
-
-
-def final_response(updates: Sequence[AgentResponseUpdate]) -> AgentResponse:
-    """The run's final response without the display-only updates."""
-    return AgentResponse.from_updates([u for u in updates if not _display_only(u)])
 
 
 class ShowArtifacts(AgentMiddleware):
@@ -170,7 +163,8 @@ class ShowArtifacts(AgentMiddleware):
             pending.clear()
             return [update, AgentResponseUpdate(role="assistant", contents=shown)] if shown else [update]
 
-        context.result = context.result.with_pull_context_manager(collecting).flat_map(expand, final_response)
+        context.result = context.result.with_pull_context_manager(collecting).flat_map(
+            expand, AgentResponse.from_updates)
 
     def _insert(self, response: AgentResponse, pending: list[Produced]) -> None:
         """Non-streaming: the display message goes right after the last tool result."""

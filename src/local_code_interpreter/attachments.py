@@ -27,7 +27,7 @@ from urllib.parse import unquote_to_bytes
 from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
 from agent_framework._types import ResponseStream
 
-from .artifacts import display_text, final_response
+from .artifacts import display_text
 from .conversation import conversation_key
 from .filestore import FileStore
 from .replies import text_reply
@@ -213,7 +213,7 @@ def _tell(context: AgentContext, shown: Content) -> None:
             first = False
             return [AgentResponseUpdate(role="assistant", contents=[shown]), update]
 
-        context.result = result.flat_map(prepend, final_response)
+        context.result = result.flat_map(prepend, AgentResponse.from_updates)
     elif isinstance(result, AgentResponse):
         result.messages.insert(0, Message(role="assistant", contents=[shown]))
 
