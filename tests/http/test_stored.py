@@ -149,3 +149,15 @@ def test_a_deleted_conversation_takes_its_stored_responses_and_items_with_it():
             assert len([i async for i in client.conversations.items.list("conv_stays")]) == 4
 
     asyncio.run(go())
+
+
+def test_a_stream_that_ended_without_its_final_event_has_input_items_but_no_body_to_return():
+    me = Caller("local", "local")
+    store = ConversationStore()
+    store.record(store.resolve(me.id, "conv_cut", None), "resp_cut", [], Exchange("resp_cut", b'"print(1)"', b""))
+    app = StoredResponses(devui_stand_in, store)
+    status, body = _call(app, "/v1/responses/resp_cut", me)
+    assert status == 404 and b"no stored body" in body  # never a 200 with an empty body
+    assert _call(app, "/v1/responses/resp_cut/input_items", me)[0] == 200
+    status, body = _call(app, "/v1/conversations/conv_cut/items", me)
+    assert status == 200 and [i["type"] for i in json.loads(body)["data"]] == ["message"]

@@ -82,8 +82,11 @@ class StoredResponses:
             await send_json(send, 200, _dumps({"id": response_id, "object": "response.deleted", "deleted": True}))
         elif inputs:
             await send_json(send, 200, page(input_items(exchange), scope))
-        else:
+        elif exchange.response:
             await send_json(send, 200, exchange.response)
+        else:  # a stream whose final event never came: its turn is kept, but there is no whole response to return
+            await send_error(send, 404, f"response {response_id!r} has no stored body: its stream ended before its "
+                             "final event", "response_not_found")
 
     async def _conversation(self, scope: Scope, receive: Receive, send: Send, conversation) -> None:
         """DevUI's record of it when its page created it (with its metadata), else the lean path's own."""
