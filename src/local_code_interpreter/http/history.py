@@ -7,7 +7,8 @@ same session root, so the sandbox session is the chain's). Bounds (settings, env
 
 - `LCI_CONVERSATION_MAX_ITEMS`: messages kept per conversation; the oldest whole turns are dropped beyond it.
 - `LCI_CONVERSATION_ITEM_MAX_BYTES`: the largest message accepted; a larger input item is a 413, never stored.
-- `LCI_CONVERSATIONS_MAX_BYTES`: all conversations together; the least recently used conversations are evicted.
+- `LCI_CONVERSATIONS_MAX_BYTES`: all conversations together (messages and exchanges); the least recently used
+  conversations are evicted.
 - `LCI_CONVERSATIONS_MAX`: how many conversations; the least recently used is evicted.
 
 A continuation naming an evicted or unknown conversation/response gets a clear 404 (the client learns its
