@@ -6,6 +6,7 @@ import pytest
 from agent_framework import Content, Message
 
 from local_code_interpreter.http.history import Bounds, ConversationStore, Exchange, HistoryError, message_bytes
+from local_code_interpreter.http.stored import render
 
 
 def _measured(store: ConversationStore) -> tuple[int, dict]:
@@ -13,7 +14,8 @@ def _measured(store: ConversationStore) -> tuple[int, dict]:
     for key, conversation in store._conversations.items():
         per[key] = (sum(len(t) for t in conversation.turns),
                     sum(message_bytes(m) for t in conversation.turns for m in t)
-                    + sum(len(e.input) + len(e.response) for e in conversation.exchanges if e is not None))
+                    + sum(len(e.response) + sum(len(j) for _, j in (*e.inputs, *e.outputs))
+                          for e in conversation.exchanges if e is not None))
     return sum(b for _, b in per.values()), per
 
 
@@ -30,7 +32,7 @@ def _turn(i: int) -> list[Message]:
 
 
 def _exchange(response_id: str, i: int) -> Exchange:
-    return Exchange(response_id, f'"print({i})"'.encode(), b'{"id": "%s", "output": []}' % response_id.encode())
+    return render(response_id, f"print({i})", {"id": response_id, "output": [{"type": "message", "content": []}]})
 
 
 def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():

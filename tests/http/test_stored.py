@@ -12,8 +12,8 @@ import pytest
 from asgi_call import call
 from inprocess import app_client, devui_stand_in
 from local_code_interpreter.identity import Caller
-from local_code_interpreter.http.history import ConversationStore, Exchange
-from local_code_interpreter.http.stored import StoredResponses
+from local_code_interpreter.http.history import ConversationStore
+from local_code_interpreter.http.stored import StoredResponses, render
 
 
 def _openai(client: httpx.AsyncClient) -> openai.AsyncOpenAI:
@@ -96,8 +96,8 @@ def _call(app, path: str, caller: Caller, method: str = "GET") -> tuple[int, byt
 
 def _kept(store: ConversationStore, owner: str, conversation: str, response_id: str) -> None:
     continuation = store.resolve(owner, conversation, None)
-    store.record(continuation, response_id, [], Exchange(
-        response_id, b'"print(1)"', json.dumps({"id": response_id, "object": "response", "output": []}).encode()))
+    store.record(continuation, response_id, [], render(response_id, "print(1)",
+                                                       {"id": response_id, "object": "response", "output": []}))
 
 
 def test_another_callers_responses_and_conversations_are_not_found_even_under_the_same_ids():
@@ -154,10 +154,36 @@ def test_a_deleted_conversation_takes_its_stored_responses_and_items_with_it():
 def test_a_stream_that_ended_without_its_final_event_has_input_items_but_no_body_to_return():
     me = Caller("local", "local")
     store = ConversationStore()
-    store.record(store.resolve(me.id, "conv_cut", None), "resp_cut", [], Exchange("resp_cut", b'"print(1)"', b""))
+    store.record(store.resolve(me.id, "conv_cut", None), "resp_cut", [], render("resp_cut", "print(1)", None))
     app = StoredResponses(devui_stand_in, store)
     status, body = _call(app, "/v1/responses/resp_cut", me)
     assert status == 404 and b"no stored body" in body  # never a 200 with an empty body
     assert _call(app, "/v1/responses/resp_cut/input_items", me)[0] == 200
     status, body = _call(app, "/v1/conversations/conv_cut/items", me)
     assert status == 200 and [i["type"] for i in json.loads(body)["data"]] == ["message"]
+
+
+def test_reading_back_copies_the_stored_json_and_never_parses_it(monkeypatch):
+    """A read's work is the page it returns: a conversation can hold many megabytes, and parsing all of it on every
+    list call would block the event loop for every other caller. Items are rendered once, when the turn is kept."""
+    me = Caller("local", "local")
+    store = ConversationStore()
+    for n in range(30):
+        _kept(store, me.id, "conv_big", f"resp_{n}")
+    app = StoredResponses(devui_stand_in, store)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("a read parsed stored JSON")
+
+    monkeypatch.setattr(json, "loads", no_parsing)
+    monkeypatch.setattr(json.JSONDecoder, "decode", no_parsing)
+    listed = _call(app, "/v1/conversations/conv_big/items?limit=2&order=asc&after=item_3_in0", me)
+    one = _call(app, "/v1/conversations/conv_big/items/item_7_in0", me)
+    inputs = _call(app, "/v1/responses/resp_9/input_items", me)
+    whole = _call(app, "/v1/responses/resp_9", me)
+    monkeypatch.undo()
+    assert [i["id"] for i in json.loads(listed[1])["data"]] == ["item_4_in0", "item_5_in0"]
+    assert json.loads(listed[1])["has_more"] is True and json.loads(listed[1])["last_id"] == "item_5_in0"
+    assert json.loads(one[1])["content"] == [{"type": "input_text", "text": "print(1)"}]
+    assert [i["id"] for i in json.loads(inputs[1])["data"]] == ["item_9_in0"]
+    assert json.loads(whole[1])["id"] == "resp_9"

@@ -15,8 +15,8 @@ A continuation naming an evicted or unknown conversation/response gets a clear 4
 history is gone instead of the agent silently forgetting it).
 
 Beside each turn's messages (what the model is sent again) the store keeps the turn as the client saw it, as JSON
-(`Exchange`: the request's `input` and the response object), so `http/stored.py` can serve them back; both count
-towards the bytes bound.
+rendered once (`Exchange`, made by `http/stored.render`: the input items, the output items and the response), so
+`http/stored.py` can serve them back without parsing anything; both count towards the bytes bound.
 """
 
 from __future__ import annotations
@@ -54,17 +54,22 @@ def message_bytes(message: Message) -> int:
     return size
 
 
+Item = tuple[str, bytes]  # an item's id and the item as JSON
+
+
 @dataclass(frozen=True)
 class Exchange:
-    """One turn as the client saw it, kept as JSON: the request's `input` and the response object it got (a
-    stream's: its last response event's)."""
+    """One turn as the client saw it, kept as JSON rendered once when the turn is recorded (reading it back never
+    parses it): the request's input items, the response's output items, and the response object it got (a
+    stream's: its final response event's; empty if that never came)."""
     response_id: str
-    input: bytes
+    inputs: tuple[Item, ...]
+    outputs: tuple[Item, ...]
     response: bytes
 
     @property
     def size(self) -> int:
-        return len(self.input) + len(self.response)
+        return len(self.response) + sum(len(item) for _, item in (*self.inputs, *self.outputs))
 
 
 def turn_bytes(turn: list[Message], exchange: Exchange | None) -> int:

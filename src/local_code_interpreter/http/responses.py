@@ -39,8 +39,9 @@ from .. import identity
 from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
+from . import stored
 from .errors import send_error, status_for
-from .history import ConversationStore, Exchange, HistoryError
+from .history import ConversationStore, HistoryError
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 32
@@ -223,7 +224,7 @@ class ResponsesApp:
         body = _json(payload)
         if keep:
             self.store.record(continuation, response_id, messages + said(result.messages),
-                              Exchange(response_id, _json(request["input"]), body))
+                              stored.render(response_id, request["input"], payload, body))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -254,7 +255,7 @@ class ResponsesApp:
             except Exception:  # noqa: BLE001 - the stream already reported its failure to the client
                 return
             self.store.record(continuation, response_id, messages + said(final.messages),
-                              Exchange(response_id, _json(request["input"]), _response_of(last)))
+                              stored.render(response_id, request["input"], _response_of(last)))
 
     async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
         """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names."""
@@ -290,10 +291,10 @@ class ResponsesApp:
 _WHOLE_RESPONSE_EVENTS = tuple(f"event: response.{kind}\n" for kind in ("completed", "incomplete", "failed"))
 
 
-def _response_of(event: str) -> bytes:
-    """The response object in an SSE event of `_WHOLE_RESPONSE_EVENTS`, as JSON."""
+def _response_of(event: str) -> dict | None:
+    """The response object in an SSE event of `_WHOLE_RESPONSE_EVENTS` (None for no event)."""
     data = event.partition("\ndata: ")[2]
-    return _json(json.loads(data)["response"]) if data else b""
+    return json.loads(data)["response"] if data else None
 
 
 def _json(value: Any) -> bytes:

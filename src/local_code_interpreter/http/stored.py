@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
 from .errors import send_error, send_json
-from .history import ConversationStore, Exchange
+from .history import ConversationStore, Exchange, Item
 
 _RESPONSE = re.compile(r"^/v1/responses/([^/]+)(/input_items)?$")
 _CONVERSATION = re.compile(r"^/v1/conversations/([^/]+)(/items(?:/([^/]+))?)?$")
@@ -56,15 +56,15 @@ class StoredResponses:
             if conversation is None:
                 return await self.app(scope, receive, send)
             if match.group(2):
-                items = [item for exchange in conversation.exchanges if exchange is not None
-                         for item in (*input_items(exchange), *output_items(exchange))]
+                items = [item for turn in conversation.exchanges if turn is not None
+                         for item in (*turn.inputs, *turn.outputs)]
                 if match.group(3) is None:
                     return await send_json(send, 200, page(items, scope))
-                item = next((item for item in items if item["id"] == match.group(3)), None)
+                item = next((item for item_id, item in items if item_id == match.group(3)), None)
                 if item is None:
                     return await send_error(send, 404, f"no item {match.group(3)!r} in conversation "
                                             f"{conversation.id!r}", "item_not_found")
-                return await send_json(send, 200, _dumps(item))
+                return await send_json(send, 200, item)
             await self._conversation(scope, receive, send, conversation)
         except BadQuery as error:
             await send_error(send, 400, str(error), "invalid_query")
@@ -73,17 +73,17 @@ class StoredResponses:
                         scope: Scope) -> None:
         if method == "DELETE" and inputs:
             return await send_error(send, 405, "a response's input items cannot be deleted", "method_not_allowed")
-        exchange = self.store.exchange(owner, response_id)
-        if exchange is None:
+        kept = self.store.exchange(owner, response_id)
+        if kept is None:
             return await send_error(send, 404, f"response {response_id!r} not found (unknown, not stored, deleted, "
                                     "or its conversation was evicted)", "response_not_found")
         if method == "DELETE":
             self.store.delete_response(owner, response_id)
             await send_json(send, 200, _dumps({"id": response_id, "object": "response.deleted", "deleted": True}))
         elif inputs:
-            await send_json(send, 200, page(input_items(exchange), scope))
-        elif exchange.response:
-            await send_json(send, 200, exchange.response)
+            await send_json(send, 200, page(list(kept.inputs), scope))
+        elif kept.response:
+            await send_json(send, 200, kept.response)
         else:  # a stream whose final event never came: its turn is kept, but there is no whole response to return
             await send_error(send, 404, f"response {response_id!r} has no stored body: its stream ended before its "
                              "final event", "response_not_found")
@@ -105,14 +105,15 @@ class StoredResponses:
                                            "created_at": conversation.created_at, "metadata": {}}))
 
 
-def input_items(exchange: Exchange) -> list[dict]:
-    """The request's `input` as items: a string is one user message; a message's string content becomes one text
-    part (`input_text`, or `output_text` for the assistant's), as the OpenAI API lists them."""
-    value = json.loads(exchange.input)
-    if isinstance(value, str):
-        value = [{"type": "message", "role": "user", "content": value}]
-    items = []
-    for item in value if isinstance(value, list) else []:
+def render(response_id: str, input_value: Any, response: dict | None, body: bytes | None = None) -> Exchange:
+    """A turn as the client saw it, rendered for reading back: the request's `input` as items (a string is one
+    user message; a message's string content one text part, `input_text`, or `output_text` for the assistant's, as
+    the OpenAI API lists them), the response's output items, and the response (None: a stream that never ended;
+    `body`: the response as already sent, to keep instead of rendering it again)."""
+    if isinstance(input_value, str):
+        input_value = [{"type": "message", "role": "user", "content": input_value}]
+    inputs = []
+    for item in input_value if isinstance(input_value, list) else []:
         if not isinstance(item, dict):
             continue
         item = dict(item)
@@ -121,25 +122,26 @@ def input_items(exchange: Exchange) -> list[dict]:
         if item.get("type") == "message" and isinstance(item.get("content"), str):
             kind = "output_text" if item.get("role") == "assistant" else "input_text"
             item["content"] = [{"type": kind, "text": item["content"]}]
-        items.append(item)
-    return _with_ids(items, exchange.response_id, "in")
+        inputs.append(item)
+    outputs = [item for item in (response or {}).get("output") or [] if isinstance(item, dict)]
+    return Exchange(response_id, _rendered(inputs, response_id, "in"), _rendered(outputs, response_id, "out"),
+                    body if body is not None else _dumps(response) if response is not None else b"")
 
 
-def output_items(exchange: Exchange) -> list[dict]:
-    output = json.loads(exchange.response).get("output") if exchange.response else None
-    return _with_ids([item for item in output or [] if isinstance(item, dict)], exchange.response_id, "out")
-
-
-def _with_ids(items: list[dict], response_id: str, side: str) -> list[dict]:
+def _rendered(items: list[dict], response_id: str, side: str) -> tuple[Item, ...]:
+    """(id, JSON) of each item; one without an id of its own gets one from its response's id and its place."""
     stem = response_id.removeprefix("resp_")
+    rendered = []
     for n, item in enumerate(items):
         if not item.get("id"):
-            item["id"] = f"item_{stem}_{side}{n}"
-    return items
+            item = dict(item, id=f"item_{stem}_{side}{n}")
+        rendered.append((item["id"], _dumps(item)))
+    return tuple(rendered)
 
 
-def page(items: list[dict], scope: Scope) -> bytes:
-    """One page of `items` (oldest first) as an OpenAI list, from the query's `limit`, `order` and `after`."""
+def page(items: list[Item], scope: Scope) -> bytes:
+    """One page of `items` ((id, JSON), oldest first) as an OpenAI list, from the query's `limit`, `order` and
+    `after`; the items' JSON is copied, not parsed."""
     query = {key: values[-1] for key, values in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
     try:
         limit = int(query.get("limit", "20"))
@@ -153,12 +155,13 @@ def page(items: list[dict], scope: Scope) -> bytes:
     ordered = items if order == "asc" else items[::-1]
     start = 0
     if "after" in query:
-        start = next((n + 1 for n, item in enumerate(ordered) if item.get("id") == query["after"]), -1)
+        start = next((n + 1 for n, (item_id, _) in enumerate(ordered) if item_id == query["after"]), -1)
         if start < 0:
             raise BadQuery(f"'after': no item {query['after']!r} in this list")
     chunk = ordered[start:start + limit]
-    return _dumps({"object": "list", "data": chunk, "first_id": chunk[0]["id"] if chunk else None,
-                   "last_id": chunk[-1]["id"] if chunk else None, "has_more": start + limit < len(ordered)})
+    ends = _dumps({"first_id": chunk[0][0] if chunk else None, "last_id": chunk[-1][0] if chunk else None,
+                   "has_more": start + limit < len(ordered)})
+    return b'{"object":"list","data":[' + b",".join(item for _, item in chunk) + b"]," + ends[1:]
 
 
 def _dumps(value: Any) -> bytes:
