@@ -155,7 +155,8 @@ class SaveAttachments(AgentMiddleware):
         every later turn, and saving it again would overwrite what the code has made of the file since."""
         saved: list[str] = []
         for message in messages:
-            if message.role != "user" or not any(_is_attachment(c) for c in message.contents) or any(map(is_note, message.contents)):
+            if (message.role != "user" or not any(_is_attachment(c) for c in message.contents)
+                    or any(map(is_note, message.contents))):
                 continue
             contents: list[Content] = []
             for content in message.contents:

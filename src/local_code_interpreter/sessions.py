@@ -222,8 +222,9 @@ class SessionManager:
     async def close(self, key: Key, interrupt: bool = False) -> bool:
         """End the key's session (after any execution in it finishes); False when it had none.
 
-        With `interrupt` (the session or its conversation was deleted), an execution running in it is killed first, so the close
-        does not wait for it: on back ends that can kill one (`interrupt(reason)` on the session); others wait."""
+        With `interrupt` (the session or its conversation was deleted), an execution running in it is killed first,
+        so the close does not wait for it: on back ends that can kill one (`interrupt(reason)` on the session);
+        others wait."""
         entry = self._entries.get(_check_key(key))
         if entry is None:
             return False

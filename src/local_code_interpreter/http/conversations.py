@@ -10,7 +10,6 @@ their session."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
-from .errors import send_json
+from .errors import held_answer, json_bytes, send_json
 
 log = logging.getLogger(__name__)
 _DELETE = re.compile(r"^/v1/conversations/([^/]+)$")
@@ -34,15 +33,10 @@ class DeletesConversations:
             return await self.app(scope, receive, send)
         conversation = match.group(1)
         held: list[Message] = []  # DevUI's answer (a small JSON), sent once everything is gone
-
-        async def hold(message: Message) -> None:
-            held.append(message)
-
         ours = False  # an API client's conversation, unknown to DevUI's page: the answer is ours
         try:
-            await self.app(scope, receive, hold)
-            start = next((m for m in held if m["type"] == "http.response.start"), None)
-            in_devui = start is not None and 200 <= start["status"] < 300
+            status, held = await held_answer(self.app, scope, receive)
+            in_devui = 200 <= status < 300
             caller = scope.get(identity.SCOPE_KEY) or identity.LOCAL
             forgotten = self.forget(caller.id, conversation)
             ended = (self.sessions is not None  # a server without sessions keeps only the history
@@ -52,8 +46,8 @@ class DeletesConversations:
             ours = not in_devui and (forgotten or ended)
         finally:
             if ours:
-                await send_json(send, 200, json.dumps(
-                    {"id": conversation, "object": "conversation.deleted", "deleted": True}).encode())
+                await send_json(send, 200, json_bytes(
+                    {"id": conversation, "object": "conversation.deleted", "deleted": True}))
             else:
                 for message in held:
                     await send(message)

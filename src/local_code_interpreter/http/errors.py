@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import Send
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..sandbox import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
 
@@ -20,6 +22,24 @@ def error_body(status: int, message: str, code: str) -> bytes:
 async def send_error(send: Send, status: int, message: str, code: str,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send_json(send, status, error_body(status, message, code), headers)
+
+
+def json_bytes(value: Any) -> bytes:
+    """`value` as compact JSON."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+async def held_answer(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, list[Message]]:
+    """What `app` answers, kept instead of sent (a small JSON answer the caller decides about): its status (0 if it
+    sent none) and its messages, to send as they are or not at all."""
+    held: list[Message] = []
+
+    async def hold(message: Message) -> None:
+        held.append(message)
+
+    await app(scope, receive, hold)
+    start = next((m for m in held if m["type"] == "http.response.start"), None)
+    return (start["status"] if start is not None else 0), held
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

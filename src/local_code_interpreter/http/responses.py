@@ -40,7 +40,7 @@ from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from . import stored
-from .errors import send_error, status_for
+from .errors import json_bytes, send_error, status_for
 from .history import ConversationStore, HistoryError
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ class ResponsesApp:
             if continuation.transient and self.end_session is not None:
                 self._end_later((caller.id, conversation.root))
         payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
-        body = _json(payload)
+        body = json_bytes(payload)
         if keep:
             self.store.record(continuation, response_id, messages + said(result.messages),
                               stored.render(response_id, request["input"], payload, body))
@@ -295,10 +295,6 @@ def _response_of(event: str) -> dict | None:
     """The response object in an SSE event of `_WHOLE_RESPONSE_EVENTS` (None for no event)."""
     data = event.partition("\ndata: ")[2]
     return json.loads(data)["response"] if data else None
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _mapped(error: BaseException) -> tuple[int, str] | None:

@@ -17,15 +17,14 @@ helpers render it) gets one derived from its response's id and its place, the sa
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import identity
-from .errors import send_error, send_json
+from .errors import held_answer, json_bytes, send_error, send_json
 from .history import ConversationStore, Exchange, Item
 
 _RESPONSE = re.compile(r"^/v1/responses/([^/]+)(/input_items)?$")
@@ -79,7 +78,7 @@ class StoredResponses:
                                     "or its conversation was evicted)", "response_not_found")
         if method == "DELETE":
             self.store.delete_response(owner, response_id)
-            await send_json(send, 200, _dumps({"id": response_id, "object": "response.deleted", "deleted": True}))
+            await send_json(send, 200, json_bytes({"id": response_id, "object": "response.deleted", "deleted": True}))
         elif inputs:
             await send_json(send, 200, page(list(kept.inputs), scope))
         elif kept.response:
@@ -90,18 +89,12 @@ class StoredResponses:
 
     async def _conversation(self, scope: Scope, receive: Receive, send: Send, conversation) -> None:
         """DevUI's record of it when its page created it (with its metadata), else the lean path's own."""
-        held: list[Message] = []
-
-        async def hold(message: Message) -> None:
-            held.append(message)
-
-        await self.app(scope, receive, hold)
-        start = next((m for m in held if m["type"] == "http.response.start"), None)
-        if start is not None and start["status"] != 404:
+        status, held = await held_answer(self.app, scope, receive)
+        if status not in (0, 404):
             for message in held:
                 await send(message)
             return
-        await send_json(send, 200, _dumps({"id": conversation.id, "object": "conversation",
+        await send_json(send, 200, json_bytes({"id": conversation.id, "object": "conversation",
                                            "created_at": conversation.created_at, "metadata": {}}))
 
 
@@ -125,7 +118,7 @@ def render(response_id: str, input_value: Any, response: dict | None, body: byte
         inputs.append(item)
     outputs = [item for item in (response or {}).get("output") or [] if isinstance(item, dict)]
     return Exchange(response_id, _rendered(inputs, response_id, "in"), _rendered(outputs, response_id, "out"),
-                    body if body is not None else _dumps(response) if response is not None else b"")
+                    body if body is not None else json_bytes(response) if response is not None else b"")
 
 
 def _rendered(items: list[dict], response_id: str, side: str) -> tuple[Item, ...]:
@@ -135,7 +128,7 @@ def _rendered(items: list[dict], response_id: str, side: str) -> tuple[Item, ...
     for n, item in enumerate(items):
         if not item.get("id"):
             item = dict(item, id=f"item_{stem}_{side}{n}")
-        rendered.append((item["id"], _dumps(item)))
+        rendered.append((item["id"], json_bytes(item)))
     return tuple(rendered)
 
 
@@ -159,10 +152,6 @@ def page(items: list[Item], scope: Scope) -> bytes:
         if start < 0:
             raise BadQuery(f"'after': no item {query['after']!r} in this list")
     chunk = ordered[start:start + limit]
-    ends = _dumps({"first_id": chunk[0][0] if chunk else None, "last_id": chunk[-1][0] if chunk else None,
+    ends = json_bytes({"first_id": chunk[0][0] if chunk else None, "last_id": chunk[-1][0] if chunk else None,
                    "has_more": start + limit < len(ordered)})
     return b'{"object":"list","data":[' + b",".join(item for _, item in chunk) + b"]," + ends[1:]
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
