@@ -162,6 +162,51 @@ def test_full_replica_evicts_the_least_recently_used_idle_session_with_a_note(ba
 
 
 @backend_param("monty", "subprocess")
+def test_a_caller_opening_conversation_after_conversation_ends_its_own_oldest_not_other_callers(backend):
+    """A full replica makes room at the expense of the caller holding the most sessions: Mallory opening ten
+    conversations on a replica of four ends her own oldest sessions, and Alice's and Bob's keep their state."""
+    async def body():
+        async with manager(backend, max_sessions=4) as (sessions, sandbox):
+            await sessions.run(("alice", "c"), "secret = 'alice'")
+            await sessions.run(("bob", "c"), "secret = 'bob'")
+            for n in range(10):
+                done = await sessions.run(("mallory", f"c{n}"), f"mine = {n}")
+                assert done.exit_code == 0 and not done.notice
+            assert sessions.stats()["evicted"] == 8 and sessions.stats()["live"] == 4
+            await asyncio.sleep(0.05)  # evicted sessions are closed in the background
+            assert sandbox.opened[0].alive and sandbox.opened[1].alive  # Alice's and Bob's processes were kept
+            alice = await sessions.run(("alice", "c"), "secret")
+            bob = await sessions.run(("bob", "c"), "secret")
+            assert (alice.value, bob.value) == ("'alice'", "'bob'") and not alice.notice and not bob.notice
+            latest = await sessions.run(("mallory", "c9"), "mine")
+            assert latest.value == "9" and not latest.notice  # her most recent two were kept...
+            oldest = await sessions.run(("mallory", "c0"), "mine")  # ...her oldest were the ones that went
+            assert "NameError" in oldest.stderr and "make room" in oldest.notice
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
+def test_a_caller_whose_sessions_are_all_busy_does_not_end_an_idle_one_of_a_caller_holding_fewer(backend):
+    """Mallory holds two sessions, both running; the replica (three) is full with Alice's idle one. Mallory's
+    third conversation is refused as busy, saying why, and Alice's session is not ended for it."""
+    async def body():
+        async with manager(backend, max_sessions=3) as (sessions, _):
+            await sessions.run(("alice", "c"), "secret = 'alice'")
+            loops = [asyncio.create_task(sessions.run(("mallory", f"c{n}"), "n = 0\nwhile True:\n    n += 1"))
+                     for n in range(2)]
+            await asyncio.sleep(0.3)
+            with pytest.raises(SandboxBusy, match="holding fewer"):
+                await sessions.run(("mallory", "c2"), "print(1)")
+            assert sessions.stats()["evicted"] == 0
+            alice = await sessions.run(("alice", "c"), "secret")
+            assert alice.value == "'alice'" and not alice.notice
+            assert all(done.timed_out for done in await asyncio.gather(*loops))
+
+    go(body())
+
+
+@backend_param("monty", "subprocess")
 def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(backend, monkeypatch):
     """The victim is closed after a short delay (so its teardown does not compete with the evicting request's
     first cell): still alive when the evicting run returns, closed once the delay has passed; a shutdown in the

@@ -2,7 +2,8 @@
 
 A session is created on first use (`run` or `upload`), serves one execution at a time, and ends when it has been
 idle too long (a background reaper, plus a check on every use), when the replica is full and it is the least
-recently used idle session, when its owner closes it, when the interpreter dies, or at shutdown. Whatever ends a
+recently used idle session of the caller holding the most (`fair.py`: one caller cannot end everyone else's
+sessions by opening many), when its owner closes it, when the interpreter dies, or at shutdown. Whatever ends a
 session closes it, so nothing of it (process, directory, memory) outlives it. A caller whose session ended for
 any reason other than its own `close` finds a `notice` in its next result saying a fresh session was started.
 
@@ -18,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
+from .fair import Holdings
 from .sandbox import (
     ExecutionResult,
     FileInfo,
@@ -133,7 +135,7 @@ class SessionManager:
                                               replace(base, memory_mb=self.limits.memory_mb,
                                                       scratch_mb=self.limits.disk_mb))
         self._clock = clock
-        self._entries: OrderedDict[Key, _Entry] = OrderedDict()  # least recently used first
+        self._entries: Holdings[_Entry] = Holdings()  # each owner's least recently used first (see fair.py)
         self._notices: OrderedDict[Key, str] = OrderedDict()
         self._reaper: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()  # sessions being closed in the background (expired, evicted)
@@ -276,7 +278,7 @@ class SessionManager:
                             return
                         await self._open(entry)
                         notice = self._notices.pop(key, "")  # after a successful open, so a failure keeps it
-                    self._entries.move_to_end(key)
+                    self._entries.touch(key)
                     try:
                         yield entry.session, notice
                     finally:
@@ -290,11 +292,17 @@ class SessionManager:
                 entry.users -= 1
 
     def _admit(self, key: Key) -> _Entry:
-        """A new entry for `key`, evicting the least recently used idle session when the replica is full."""
+        """A new entry for `key`. When the replica is full, an idle session gives way: the least recently used of
+        the caller holding the most sessions, never one of a caller holding fewer than `key`'s owner (fair.py).
+        One caller opening conversations fast ends its own oldest sessions, not everyone else's."""
         if len(self._entries) >= self.limits.max_sessions:
-            victim = next((entry for entry in self._entries.values() if not entry.users and not entry.lock.locked()),
-                          None)
+            victim = next((entry for _, entry in self._entries.give_way(key[0])
+                           if not entry.users and not entry.lock.locked()), None)
             if victim is None:
+                if any(not entry.users and not entry.lock.locked() for entry in self._entries.values()):
+                    raise SandboxBusy(f"this replica is full ({self.limits.max_sessions} sessions): yours and those "
+                                      "of callers holding as many are all busy, and the idle ones belong to callers "
+                                      "holding fewer, which are not ended for yours; retry when one of yours is done")
                 raise SandboxBusy(f"all {self.limits.max_sessions} sessions on this replica are busy; retry shortly")
             self._forget(victim)
             self._counts["evicted"] += 1
@@ -302,7 +310,8 @@ class SessionManager:
                                    "(least recently used), so its variables and files are gone; a fresh session "
                                    "was started.")
             self._close_later(victim, EVICTED_CLOSE_DELAY_SECONDS)
-            log.debug("evicted the least recently used idle session (replica full: %d)", self.limits.max_sessions)
+            log.debug("evicted the least recently used idle session of the caller holding the most (replica full: "
+                      "%d)", self.limits.max_sessions)
         entry = _Entry(key, last_used=self._clock())
         self._entries[key] = entry
         return entry
@@ -333,7 +342,7 @@ class SessionManager:
     def _forget(self, entry: _Entry) -> None:
         entry.ended = True
         if self._entries.get(entry.key) is entry:
-            del self._entries[entry.key]
+            self._entries.pop(entry.key)
 
     def _note(self, key: Key, notice: str) -> None:
         self._notices[key] = notice

@@ -22,9 +22,16 @@ def _measured(store: ConversationStore) -> tuple[int, dict]:
 def _check(store: ConversationStore) -> None:
     total, per = _measured(store)
     assert store.total_bytes == total
+    owners_bytes, owners_indexed = {}, {}
     for key, conversation in store._conversations.items():
         assert (conversation.items, conversation.bytes) == per[key]
         assert len(conversation.sizes) == len(conversation.turns) == len(conversation.exchanges)
+        owners_bytes[key[0]] = owners_bytes.get(key[0], 0) + conversation.bytes
+        owners_indexed[key[0]] = owners_indexed.get(key[0], 0) + len(conversation.response_ids)
+    # what each caller holds, kept as it goes for fair eviction, equals a full count too
+    assert store._bytes == {owner: held for owner, held in owners_bytes.items() if held}
+    assert store._indexed_by == {owner: held for owner, held in owners_indexed.items() if held}
+    assert store._indexed == sum(owners_indexed.values()) >= len(store._responses)
 
 
 def _turn(i: int) -> list[Message]:
@@ -36,10 +43,14 @@ def _exchange(response_id: str, i: int) -> Exchange:
 
 
 def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
-    store = ConversationStore(Bounds(max_items=9, max_bytes=4000, max_conversations=3))
+    # Another caller holds one small conversation beside (so the sums are checked per caller too); it holds less
+    # than "me" throughout, so what "me" evicts is as it would be alone (fair.py).
+    store = ConversationStore(Bounds(max_items=9, max_bytes=4600, max_conversations=4))
     previous = None
     ids = []
     for i in range(60):
+        if i % 5 == 2:  # another caller's turns beside, so per-caller sums are checked with more than one caller
+            store.record(store.resolve("them", "conv_them", None), f"them_{i}", _turn(i))
         continuation = store.resolve("me", None, previous)
         response = f"resp_{i}"
         store.record(continuation, response, _turn(i), _exchange(response, i))
@@ -53,7 +64,7 @@ def test_sums_match_a_full_measurement_through_drops_forks_and_evictions():
         _check(store)
         for conversation in store._conversations.values():
             assert conversation.items <= 9 or len(conversation.turns) == 1
-    assert store.total_bytes <= 4000 or len(store) == 1
+    assert store.total_bytes <= 4600 or len(store) == 1
     first = store._conversations[store._responses[previous][0]]
     assert first.first_turn > 0  # the oldest turns were dropped, and the sums followed
     assert store.exchange("me", previous) == _exchange(previous, 59)

@@ -170,6 +170,39 @@ def test_response_index_is_bounded_by_live_conversations():
     assert store.resolve("me", None, "long_499").history[-1].text == "out 499"
 
 
+def test_a_caller_passing_a_bound_evicts_its_own_conversations_not_other_callers():
+    """Each of the store's three bounds (conversations, bytes, indexed responses) makes room at the expense of the
+    caller holding the most: Mallory's traffic ends her own oldest conversations and responses, and Alice's
+    conversation and its first response stay continuable (least recently used across callers ended them)."""
+    def alice_first(store: ConversationStore) -> str:
+        store.record(store.resolve("alice", "conv_alice", None), "resp_alice", [_message("secret")])
+        return "resp_alice"
+
+    count = ConversationStore(Bounds(max_conversations=4))
+    alice_first(count)
+    for n in range(10):
+        count.record(count.resolve("mallory", None, None), f"m{n}", [_message("spam")])
+    assert len(count) == 4 and count.resolve("alice", None, "resp_alice").history[0].text == "secret"
+    assert count.resolve("mallory", None, "m9").history  # her latest stays...
+    with pytest.raises(HistoryError):
+        count.resolve("mallory", None, "m0")  # ...her oldest went
+
+    size = ConversationStore(Bounds(item_max_bytes=5000, max_bytes=12_000))
+    alice_first(size)
+    for n in range(10):
+        size.record(size.resolve("mallory", None, None), f"m{n}", [_message("y" * 4000)])
+    assert size.total_bytes <= 12_000 and size.resolve("alice", None, "resp_alice").history
+
+    indexed = ConversationStore(Bounds(max_items=1000, max_conversations=2))  # at most 2 * 64 indexed responses
+    alice_first(indexed)
+    for n in range(300):
+        indexed.record(indexed.resolve("mallory", "conv_m", None), f"m{n}", [_message(f"{n}")])
+    assert len(indexed._responses) <= 128 and indexed.resolve("alice", None, "resp_alice").history
+    assert indexed.resolve("mallory", None, "m299").history
+    with pytest.raises(HistoryError):
+        indexed.resolve("mallory", None, "m0")
+
+
 def test_devui_conversations_are_bounded_too():
     async def run():
         async with app_client(env={"LCI_CONVERSATIONS_MAX": "3"}) as (c, _s, _sb):

@@ -7,9 +7,13 @@ same session root, so the sandbox session is the chain's). Bounds (settings, env
 
 - `LCI_CONVERSATION_MAX_ITEMS`: messages kept per conversation; the oldest whole turns are dropped beyond it.
 - `LCI_CONVERSATION_ITEM_MAX_BYTES`: the largest message accepted; a larger input item is a 413, never stored.
-- `LCI_CONVERSATIONS_MAX_BYTES`: all conversations together (messages and exchanges); the least recently used
-  conversations are evicted.
-- `LCI_CONVERSATIONS_MAX`: how many conversations; the least recently used is evicted.
+- `LCI_CONVERSATIONS_MAX_BYTES`: all conversations together (messages and exchanges); past it, conversations are
+  evicted.
+- `LCI_CONVERSATIONS_MAX`: how many conversations; past it, one is evicted.
+
+What is evicted is the least recently used conversation of the caller holding the most (bytes, conversations, or
+responses, whichever bound was passed), never one of a caller holding less than the caller whose request passed it
+(`fair.py`): a caller who sends a lot ends its own oldest conversations, not everyone else's.
 
 A continuation naming an evicted or unknown conversation/response gets a clear 404 (the client learns its
 history is gone instead of the agent silently forgetting it).
@@ -23,10 +27,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from agent_framework import Message
+
+from ..fair import Holdings
 
 
 class HistoryError(Exception):
@@ -107,10 +113,13 @@ class ConversationStore:
     def __init__(self, bounds: Bounds = Bounds()):
         self.bounds = bounds
         # (owner, conversation id) -> Conversation: two callers using the same id never share a conversation
-        self._conversations: OrderedDict[tuple[str, str], Conversation] = OrderedDict()
+        self._conversations: Holdings[Conversation] = Holdings()
         # response id -> ((owner, conversation id), turns it saw)
-        self._responses: OrderedDict[str, tuple[tuple[str, str], int]] = OrderedDict()
+        self._responses: dict[str, tuple[tuple[str, str], int]] = {}
         self.total_bytes = 0
+        self._indexed = 0  # response ids the conversations hold (`response_ids`), all callers together
+        self._bytes: dict[str, int] = {}  # per owner: what its conversations hold (bytes; response ids)
+        self._indexed_by: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._conversations)
@@ -142,13 +151,13 @@ class ConversationStore:
                 fork.first_turn = conversation.first_turn
                 self._account(fork)
                 conversation = fork
-            self._conversations.move_to_end((owner, conversation.id))
+            self._conversations.touch((owner, conversation.id))
             return Continuation(conversation, conversation.messages(upto), upto)
         if conversation_id is not None:
             conversation = self._conversations.get((owner, conversation_id))
             if conversation is None:
                 conversation = self._new(owner, conversation_id, conversation_id)
-            self._conversations.move_to_end((owner, conversation_id))
+            self._conversations.touch((owner, conversation_id))
             return Continuation(conversation, conversation.messages(),
                                 conversation.first_turn + len(conversation.turns))
         if not keep:
@@ -165,34 +174,35 @@ class ConversationStore:
         key = (conversation.owner, conversation.id)
         if self._conversations.get(key) is not conversation:  # evicted while the run went on: keep nothing
             return
+        owner = conversation.owner
         size = turn_bytes(turn, exchange)  # only the new turn is measured: O(turn), not O(history)
         conversation.turns.append(turn)
         conversation.exchanges.append(exchange)
         conversation.sizes.append(size)
         conversation.items += len(turn)
-        conversation.bytes += size
-        self.total_bytes += size
+        self._add_bytes(conversation, size)
         self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
         conversation.response_ids.append(response_id)
-        while len(conversation.response_ids) > self.bounds.max_items:  # responses past any kept history
-            self._responses.pop(conversation.response_ids.popleft(), None)
-        while len(self._responses) > self.bounds.max_conversations * 64:
-            self._responses.popitem(last=False)
+        self._add_indexed(owner, 1)
+        if len(conversation.response_ids) > self.bounds.max_items:  # responses past any kept history
+            self._unindex_oldest(conversation)
+        while self._indexed > self.bounds.max_conversations * 64:
+            self._unindex_oldest(next(c for _, c in self._conversations.give_way(owner, self._indexed_of)
+                                      if c.response_ids))
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
             dropped, size = conversation.turns.pop(0), conversation.sizes.pop(0)
             conversation.exchanges.pop(0)
             conversation.first_turn += 1
             conversation.items -= len(dropped)
-            conversation.bytes -= size
-            self.total_bytes -= size
+            self._add_bytes(conversation, -size)
         while self.total_bytes > self.bounds.max_bytes and len(self._conversations) > 1:
-            self._evict()
+            self._evict(owner, self._bytes_of)
 
     def _new(self, owner: str, conversation_id: str, root: str | None) -> Conversation:
+        while len(self._conversations) >= self.bounds.max_conversations:
+            self._evict(owner)
         conversation = Conversation(conversation_id, owner, root or conversation_id)
         self._conversations[(owner, conversation_id)] = conversation
-        while len(self._conversations) > self.bounds.max_conversations:
-            self._evict()
         return conversation
 
     def conversation(self, owner: str, conversation_id: str) -> Conversation | None:
@@ -227,22 +237,52 @@ class ConversationStore:
         self._drop(conversation)
         return True
 
-    def _evict(self) -> None:
-        """Forget the least recently used conversation and the responses that pointed into it: what the store
-        holds stays bounded by live conversations, not by how many responses were ever served."""
-        _, oldest = self._conversations.popitem(last=False)
-        self._drop(oldest)
+    def _evict(self, requester: str, weight=None) -> None:
+        """Forget a conversation and the responses that pointed into it: the least recently used of the caller
+        holding the most (by `weight`, else by conversations), never one of a caller holding less than
+        `requester`. What the store holds stays bounded by live conversations, not by how many responses were
+        ever served."""
+        key, victim = next(self._conversations.give_way(requester, weight))
+        self._conversations.pop(key)
+        self._drop(victim)
 
     def _drop(self, conversation: Conversation) -> None:
-        self.total_bytes -= conversation.bytes
+        """Take a conversation that left the store out of the sums (its own stay as they were)."""
+        self._count_bytes(conversation.owner, -conversation.bytes)
+        self._add_indexed(conversation.owner, -len(conversation.response_ids))
         for response_id in conversation.response_ids:
             self._responses.pop(response_id, None)
 
     def _account(self, conversation: Conversation) -> None:
         """Measure a conversation whose turns were set wholesale (a fork); `record` keeps the sums as it goes."""
-        self.total_bytes -= conversation.bytes
         conversation.sizes = [turn_bytes(turn, exchange)
                               for turn, exchange in zip(conversation.turns, conversation.exchanges)]
         conversation.items = sum(len(turn) for turn in conversation.turns)
-        conversation.bytes = sum(conversation.sizes)
-        self.total_bytes += conversation.bytes
+        self._add_bytes(conversation, sum(conversation.sizes) - conversation.bytes)
+
+    def _add_bytes(self, conversation: Conversation, delta: int) -> None:
+        conversation.bytes += delta
+        self._count_bytes(conversation.owner, delta)
+
+    def _count_bytes(self, owner: str, delta: int) -> None:
+        self.total_bytes += delta
+        self._bytes[owner] = held = self._bytes.get(owner, 0) + delta
+        if not held:
+            del self._bytes[owner]
+
+    def _add_indexed(self, owner: str, delta: int) -> None:
+        self._indexed += delta
+        self._indexed_by[owner] = held = self._indexed_by.get(owner, 0) + delta
+        if not held:
+            del self._indexed_by[owner]
+
+    def _unindex_oldest(self, conversation: Conversation) -> None:
+        """The conversation's oldest response can no longer be retrieved or continued from."""
+        self._responses.pop(conversation.response_ids.popleft(), None)
+        self._add_indexed(conversation.owner, -1)
+
+    def _bytes_of(self, owner: str) -> int:
+        return self._bytes.get(owner, 0)
+
+    def _indexed_of(self, owner: str) -> int:
+        return self._indexed_by.get(owner, 0)

@@ -1,0 +1,102 @@
+"""Fair shares of a bounded store between callers.
+
+The server keeps per-caller state in stores with one bound for everyone: live sandbox sessions (`sessions.py`) and
+the lean path's conversations (`http/history.py`). When a store is full, somebody's entry has to go. Least recently
+used across everyone would let one caller who opens conversations fast end every other caller's: their variables,
+files and histories gone because of someone else's traffic. Here the caller holding the most gives way first, its
+own least recently used entry first, and a caller never displaces one who holds less than it does. A caller past
+its share ends its own oldest entries; callers who hold little keep theirs.
+
+Callers are told apart by the authenticated principal (`identity.Caller.id`): with Microsoft Entra ID each user or
+workload is its own; everyone sharing one bearer token, or the unauthenticated loopback, is one caller, and for
+them this is plain least-recently-used.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+Key = tuple[str, str]  # (owner, identifier)
+
+
+class Holdings(Generic[V]):
+    """Entries keyed by (owner, identifier), each owner's least recently used first.
+
+    A mapping for the operations the stores use (`get`, `[]`, `in`, `len`, `pop`, `values`), plus `touch` (now the
+    most recently used) and `give_way` (who goes when the store is full)."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, OrderedDict[Key, V]] = {}
+        self._used: dict[Key, int] = {}  # when each entry was last used, as a count: orders owners that tie
+        self._clock = 0
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._used
+
+    def __getitem__(self, key: Key) -> V:
+        if key not in self._used:
+            raise KeyError(key)
+        return self._owners[key[0]][key]
+
+    def __setitem__(self, key: Key, value: V) -> None:
+        """Add or replace; either way it is now the owner's most recently used."""
+        self._owners.setdefault(key[0], OrderedDict())[key] = value
+        self.touch(key)
+
+    def get(self, key: Key, default: V | None = None) -> V | None:
+        entries = self._owners.get(key[0]) if key in self._used else None
+        return default if entries is None else entries[key]
+
+    def touch(self, key: Key) -> None:
+        """`key` (held) is now its owner's most recently used entry."""
+        self._owners[key[0]].move_to_end(key)
+        self._clock += 1
+        self._used[key] = self._clock
+
+    def pop(self, key: Key, default: V | None = None) -> V | None:
+        if key not in self._used:
+            return default
+        del self._used[key]
+        entries = self._owners[key[0]]
+        value = entries.pop(key)
+        if not entries:
+            del self._owners[key[0]]
+        return value
+
+    def values(self) -> list[V]:
+        """Every entry, owner by owner (a copy: the caller may change the holdings while it goes through them)."""
+        return [value for entries in self._owners.values() for value in entries.values()]
+
+    def items(self) -> list[tuple[Key, V]]:
+        return [item for entries in self._owners.values() for item in entries.items()]
+
+    def clear(self) -> None:
+        self._owners.clear()
+        self._used.clear()
+
+    def held(self, owner: str) -> int:
+        """How many entries `owner` holds."""
+        entries = self._owners.get(owner)
+        return 0 if entries is None else len(entries)
+
+    def give_way(self, requester: str | None = None,
+                 weight: Callable[[str], int] | None = None) -> Iterator[tuple[Key, V]]:
+        """The entries in the order they give way when the store is full: the owner holding the most first (by
+        `weight(owner)`, else by how many entries it holds; of owners that tie, the one whose oldest entry was
+        used longest ago), each owner's least recently used entry first. Owners holding less than `requester`
+        are left out: a caller makes room at the expense of callers holding at least as much as it does, itself
+        included. Lazy: stop going through it before changing the holdings."""
+        weigh = weight or self.held
+        floor = weigh(requester) if requester is not None else 0
+        ranked = sorted(((weigh(owner), -self._used[next(iter(entries))], owner)
+                         for owner, entries in self._owners.items()), reverse=True)
+        for held, _, owner in ranked:
+            if held < floor:
+                return
+            yield from self._owners[owner].items()

@@ -1,0 +1,67 @@
+"""fair.Holdings: who gives way when a store shared by callers is full."""
+
+from __future__ import annotations
+
+import pytest
+
+from local_code_interpreter.fair import Holdings
+
+
+def order(holdings: Holdings, requester=None, weight=None) -> list:
+    return [key for key, _ in holdings.give_way(requester, weight)]
+
+
+def test_the_caller_holding_the_most_gives_way_first_its_least_recently_used_first():
+    h = Holdings()
+    h["alice", "a1"] = 1
+    for n in range(3):
+        h["mallory", f"m{n}"] = n
+    h["bob", "b1"] = 1
+    h["bob", "b2"] = 2
+    h.touch(("mallory", "m0"))  # now her most recently used
+    assert order(h) == [("mallory", "m1"), ("mallory", "m2"), ("mallory", "m0"),
+                        ("bob", "b1"), ("bob", "b2"), ("alice", "a1")]
+
+
+def test_callers_holding_alike_give_way_by_whose_oldest_entry_was_used_longest_ago():
+    h = Holdings()
+    h["bob", "b1"] = 1
+    h["alice", "a1"] = 1
+    assert order(h)[0] == ("bob", "b1")
+    h.touch(("bob", "b1"))
+    assert order(h)[0] == ("alice", "a1")
+
+
+def test_a_requester_never_displaces_a_caller_holding_less_than_it_does():
+    h = Holdings()
+    h["alice", "a1"] = 1
+    for n in range(3):
+        h["mallory", f"m{n}"] = n
+    assert {key[0] for key in order(h, "mallory")} == {"mallory"}
+    assert {key[0] for key in order(h, "alice")} == {"mallory", "alice"}
+    assert order(h, "carol")[-1] == ("alice", "a1")  # a caller holding nothing may displace anyone
+
+
+def test_a_weight_other_than_the_count_decides_who_holds_the_most():
+    h = Holdings()
+    h["alice", "a1"] = 1
+    h["alice", "a2"] = 1
+    h["bob", "b1"] = 1
+    size = {"alice": 10, "bob": 500}
+    assert order(h, weight=size.get)[0] == ("bob", "b1")
+    assert order(h, "alice", weight=size.get) == [("bob", "b1"), ("alice", "a1"), ("alice", "a2")]
+
+
+def test_it_behaves_as_a_mapping_of_the_entries_it_holds():
+    h = Holdings()
+    h["alice", "a"] = "x"
+    h["alice", "a"] = "y"  # replaced, still one entry
+    assert len(h) == 1 and h["alice", "a"] == "y" and ("alice", "a") in h and h.held("alice") == 1
+    assert h.get(("bob", "a")) is None and h.get(("alice", "b"), "none") == "none"
+    with pytest.raises(KeyError):
+        h["alice", "b"]
+    assert h.pop(("alice", "a")) == "y" and h.pop(("alice", "a"), "gone") == "gone"
+    assert len(h) == 0 and h.held("alice") == 0 and order(h) == [] and h.values() == []
+    h["bob", "b"] = 1
+    h.clear()
+    assert len(h) == 0 and h.items() == []
