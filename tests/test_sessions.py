@@ -206,6 +206,36 @@ def test_a_caller_whose_sessions_are_all_busy_does_not_end_an_idle_one_of_a_call
     go(body())
 
 
+def test_a_caller_keeping_every_execution_slot_busy_delays_another_by_one_execution_not_its_whole_queue():
+    """Two execution slots; Mallory runs eight half-second cells at once in eight sessions. Alice's next cell gets
+    the first slot that frees (the session manager runs it on her behalf, and the gate is fair between callers),
+    not the ninth: she waits about one of Mallory's executions, not four."""
+    need_sessions("subprocess")
+
+    async def body():
+        sandbox = create_sandbox("subprocess", Limits(timeout_seconds=10.0), max_concurrency=2)
+        sessions = SessionManager(sandbox, SessionLimits(max_sessions=16), language="python")
+        await sessions.start()
+        try:
+            await sessions.run(("alice", "c"), "x = 'alice'")
+            for n in range(8):  # her sessions exist already: only the cells compete
+                await sessions.run(("mallory", f"c{n}"), "import time")
+            busy = [asyncio.create_task(sessions.run(("mallory", f"c{n}"), "time.sleep(0.5)")) for n in range(8)]
+            await asyncio.sleep(0.1)
+            started = asyncio.get_running_loop().time()
+            alice = await sessions.run(("alice", "c"), "x")
+            waited = asyncio.get_running_loop().time() - started
+            done = await asyncio.gather(*busy)
+            return alice, waited, done
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    alice, waited, done = go(body())
+    assert alice.value == "'alice'" and all(result.exit_code == 0 for result in done)
+    assert waited < 1.0, f"Alice waited {waited:.2f} s behind Mallory's queue"
+
+
 @backend_param("monty", "subprocess")
 def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(backend, monkeypatch):
     """The victim is closed after a short delay (so its teardown does not compete with the evicting request's

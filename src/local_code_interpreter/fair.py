@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
 Key = tuple[str, str]  # (owner, identifier)
+
+# The caller on whose behalf the current task runs sandbox work: set by the session manager around each use of a
+# session, read by the execution gate (`sandbox/bounded.py`) to share its slots fairly. "" when unknown.
+OWNER: ContextVar[str] = ContextVar("lci_owner", default="")
 
 
 class Holdings(Generic[V]):

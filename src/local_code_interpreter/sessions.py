@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from .fair import Holdings
+from .fair import OWNER, Holdings
 from .sandbox import (
     ExecutionResult,
     FileInfo,
@@ -250,8 +250,18 @@ class SessionManager:
 
     @contextlib.asynccontextmanager
     async def _use(self, key: Key, create: bool):
-        """Hold the key's entry lock and yield (live session or None, notice for the caller)."""
+        """Hold the key's entry lock and yield (live session or None, notice for the caller). Whatever the sandbox
+        does meanwhile is on the key's owner's behalf (`fair.OWNER`: the execution gate shares its slots by it)."""
         key = _check_key(key)
+        acting = OWNER.set(key[0])
+        try:
+            async with self._entry(key, create) as found:
+                yield found
+        finally:
+            OWNER.reset(acting)
+
+    @contextlib.asynccontextmanager
+    async def _entry(self, key: Key, create: bool):
         if self._closed:
             raise SandboxBusy("the server is shutting down; retry")
         while True:

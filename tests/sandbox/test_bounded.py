@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from local_code_interpreter.fair import OWNER
 from local_code_interpreter.sandbox import Limits, SandboxBusy, create_sandbox
 from local_code_interpreter.sandbox.bounded import Bounded
 from local_code_interpreter.sandbox.process import report
@@ -65,6 +66,71 @@ def test_cancelled_callers_never_push_the_count_past_the_bound():
 
     most, running = asyncio.run(scenario())
     assert most <= 2 and running == 0
+
+
+async def _as(owner: str, gate: Bounded, code: str, finished: list | None = None):
+    OWNER.set(owner)  # this task's own context: what the session manager sets around each use of a session
+    result = await gate.run(code)
+    if finished is not None:
+        finished.append(owner)
+    return result
+
+
+def test_a_freed_slot_goes_to_the_waiting_caller_running_the_fewest_not_to_whoever_queued_first():
+    """Mallory keeps both slots busy and five more runs queued; Alice's run, queued last, gets the first slot
+    that frees (one execution's wait), not the seventh."""
+    async def scenario():
+        gate = Bounded(Slow(), slots=2, queue_timeout=10, queue_length=64)
+        finished: list[str] = []
+        mallory = [asyncio.create_task(_as("mallory", gate, "0.3", finished)) for _ in range(7)]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await _as("alice", gate, "0", finished)
+        waited = time.monotonic() - started
+        await asyncio.gather(*mallory)
+        return waited, finished, gate.running
+
+    waited, finished, running = asyncio.run(scenario())
+    assert finished.index("alice") <= 2, finished  # before any of Mallory's queued runs (her first two ran first)
+    assert waited < 0.6 and running == 0
+
+
+def test_a_full_queue_turns_away_the_newest_waiter_of_the_caller_waiting_the_most():
+    async def scenario():
+        gate = Bounded(Slow(), slots=1, queue_timeout=10, queue_length=3)
+        holder = asyncio.create_task(_as("mallory", gate, "0.3"))
+        await asyncio.sleep(0.02)
+        queued = []
+        for _ in range(3):
+            queued.append(asyncio.create_task(_as("mallory", gate, "0")))
+            await asyncio.sleep(0.02)
+        alice = asyncio.create_task(_as("alice", gate, "0"))  # the queue is full: Mallory's newest gives way
+        await asyncio.sleep(0.02)
+        with pytest.raises(SandboxBusy, match="already waiting"):
+            await _as("mallory", gate, "0")  # she still waits the most: she is the one turned away
+        outcomes = await asyncio.gather(holder, *queued, alice, return_exceptions=True)
+        return outcomes, gate.running
+
+    outcomes, running = asyncio.run(scenario())
+    holder, first, second, newest, alice = outcomes
+    assert isinstance(newest, SandboxBusy) and "gave way to another caller" in str(newest)
+    assert all(isinstance(r, ExecutionResult) for r in (holder, first, second, alice)) and running == 0
+
+
+def test_callers_alike_are_served_in_the_order_they_queued():
+    async def scenario():
+        gate = Bounded(Slow(), slots=1, queue_timeout=10, queue_length=64)
+        finished: list[str] = []
+        holder = asyncio.create_task(_as("h", gate, "0.1"))
+        await asyncio.sleep(0.02)
+        tasks = []
+        for n in range(5):
+            tasks.append(asyncio.create_task(_as(f"c{n}", gate, "0", finished)))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(holder, *tasks)
+        return finished
+
+    assert asyncio.run(scenario()) == [f"c{n}" for n in range(5)]
 
 
 def _processes_in(directory: str) -> list[int]:
