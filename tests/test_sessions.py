@@ -236,6 +236,39 @@ def test_a_caller_keeping_every_execution_slot_busy_delays_another_by_one_execut
     assert waited < 1.0, f"Alice waited {waited:.2f} s behind Mallory's queue"
 
 
+def test_a_callers_pending_notice_outlives_another_callers_flood_of_them(monkeypatch):
+    """Notices owed to callers whose session ended while they were away are bounded; past the bound, the caller
+    holding the most loses its oldest. Mallory ending her own sessions by the dozen does not drop the notice that
+    Alice's session expired."""
+    from local_code_interpreter import sessions as sessions_module
+
+    monkeypatch.setattr(sessions_module, "_MAX_PENDING_NOTICES", 3)
+
+    async def body():
+        now = [0.0]
+        need_sessions("monty")
+        sandbox = create_sandbox("monty", LIMITS)
+        sessions = SessionManager(sandbox, SessionLimits(idle_seconds=60, max_sessions=2), language="python",
+                                  clock=lambda: now[0])
+        try:
+            await sessions.run(("alice", "c"), "x = 1")
+            now[0] = 100.0
+            assert sessions.reap() == 1  # hers expired while she was away: she is owed a word
+            for n in range(10):  # at most two live: each of hers from the third on ends her own oldest
+                await sessions.run(("mallory", f"c{n}"), "1")
+            assert sessions.stats()["evicted"] == 8
+            late = await sessions.run(("alice", "c"), "x")
+            first = await sessions.run(("mallory", "c0"), "1")
+            return late, first
+        finally:
+            await sessions.close_all()
+            await sandbox.close()
+
+    late, first = go(body())
+    assert "NameError" in late.stderr and "expired after 60 s idle" in late.notice
+    assert first.notice == ""  # Mallory's oldest notices were the ones dropped
+
+
 @backend_param("monty", "subprocess")
 def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(backend, monkeypatch):
     """The victim is closed after a short delay (so its teardown does not compete with the evicting request's

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from .fair import OWNER, Holdings
@@ -35,7 +34,8 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (owner, identifier)
 MAX_KEY_PART = 256
-# At most this many notices for callers whose session ended while they were away (the oldest are dropped).
+# At most this many notices for callers whose session ended while they were away (past it, the oldest of the caller
+# holding the most are dropped).
 _MAX_PENDING_NOTICES = 10000
 # An evicted session is closed this long after the request that evicted it started its own: killing a process and
 # tearing down its memory (about 1 ms of CPU here) then does not compete with that request's first cell (2 vCPUs,
@@ -136,7 +136,7 @@ class SessionManager:
                                                       scratch_mb=self.limits.disk_mb))
         self._clock = clock
         self._entries: Holdings[_Entry] = Holdings()  # each owner's least recently used first (see fair.py)
-        self._notices: OrderedDict[Key, str] = OrderedDict()
+        self._notices: Holdings[str] = Holdings()  # bounded like the sessions: the most-holding caller's go first
         self._reaper: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()  # sessions being closed in the background (expired, evicted)
         self._closed = False
@@ -356,9 +356,8 @@ class SessionManager:
 
     def _note(self, key: Key, notice: str) -> None:
         self._notices[key] = notice
-        self._notices.move_to_end(key)
-        while len(self._notices) > _MAX_PENDING_NOTICES:
-            self._notices.popitem(last=False)
+        while len(self._notices) > _MAX_PENDING_NOTICES:  # a caller ending its own sessions by the thousand
+            self._notices.pop(next(self._notices.give_way(key[0]))[0])  # drops its own notices, not others'
 
     def _close_later(self, entry: _Entry, delay: float = 0.0) -> None:
         task = asyncio.get_running_loop().create_task(self._close_session(entry, delay))
