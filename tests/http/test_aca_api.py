@@ -204,6 +204,48 @@ def test_asynchronous_execution_is_polled_at_its_operation_location(manager, ent
     asyncio.run(scenario())
 
 
+def _start(client, ident, headers=None):
+    return client.post("/executions", params=q(V2, ident), headers=headers, json={
+        "codeInputType": "inline", "executionType": "Asynchronous", "code": "1"})
+
+
+def test_one_callers_asynchronous_executions_neither_push_out_anothers_result_nor_take_every_slot(
+        manager, entra, monkeypatch):
+    """Mallory (the shared token) and Alice (an Entra ID principal) on one replica. Past the bound on kept
+    results, Mallory's oldest go, not Alice's unread one; and Mallory cannot hold every running slot."""
+    import local_code_interpreter.http.aca as aca
+
+    monkeypatch.setattr(aca, "MAX_KEPT_OPERATIONS", 4)
+    monkeypatch.setattr(aca, "MAX_RUNNING_OPERATIONS", 4)
+    monkeypatch.setattr(aca, "MAX_RUNNING_OPERATIONS_PER_CALLER", 2)
+    manager.result = ExecutionResult("", "", 0, value="7")
+    app = entra_app(manager, entra, allowed_object_ids=frozenset({"*"}))
+    alice = {"authorization": f"Bearer {sign(entra)}"}
+
+    async def scenario():
+        async with client_for(app) as client:
+            hers = await _start(client, "a", alice)
+            assert hers.status_code == 202, hers.text
+            await asyncio.sleep(0.05)
+            mine = []
+            for _ in range(10):
+                started = await _start(client, "m")
+                assert started.status_code == 202, started.text
+                mine.append(started.headers["operation-location"].removeprefix("/sessions"))
+                await asyncio.sleep(0.01)
+            kept = await client.get(hers.headers["operation-location"].removeprefix("/sessions"), headers=alice)
+            assert kept.status_code == 200 and kept.json()["status"] == "Succeeded", kept.text
+            assert (await client.get(mine[0])).status_code == 404  # her oldest went instead
+            assert (await client.get(mine[-1])).json()["status"] == "Succeeded"
+
+            manager.delay = 2.0
+            assert [(await _start(client, "m")).status_code for _ in range(3)] == [202, 202, 429]
+            refused = await _start(client, "m")
+            assert "of yours are running" in refused.json()["error"]["message"]
+            assert (await _start(client, "a", alice)).status_code == 202  # room is left for others
+    asyncio.run(scenario())
+
+
 # -- files -------------------------------------------------------------------------------------------------
 
 def multipart(name: str, data: bytes) -> dict:

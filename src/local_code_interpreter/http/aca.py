@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..fair import Holdings
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
@@ -48,8 +49,10 @@ DATA_DIR = "/mnt/data"  # where the hosted service keeps a session's files; name
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_TIMEOUT_SECONDS = 220  # the hosted service's cap on one execution
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
-MAX_RUNNING_OPERATIONS = 64  # asynchronous executions running at once on a replica
-MAX_KEPT_OPERATIONS = 1024  # finished ones kept for GET executions/{id}, oldest dropped first
+MAX_RUNNING_OPERATIONS = 64  # asynchronous executions running at once on a replica...
+MAX_RUNNING_OPERATIONS_PER_CALLER = 16  # ...and of one caller: three quarters stay for the others
+MAX_KEPT_OPERATIONS = 1024  # finished ones kept for GET executions/{id}; past it, the oldest of the caller holding
+# the most is dropped (fair.py), so one caller's many executions do not push out another's result before it is read
 OPERATION_TTL_SECONDS = 600
 _IDENTIFIER = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,128}$")
 
@@ -271,7 +274,8 @@ class SessionsApi:
 
     def __init__(self, manager, settings):
         self.manager, self.settings = manager, settings
-        self.operations: dict[tuple[str, str], Operation] = {}  # (owner, execution id) → asynchronous execution
+        # (owner, execution id) → asynchronous execution, each caller's oldest first
+        self.operations: Holdings[Operation] = Holdings()
         limits = getattr(settings, "sessions", None)  # SessionLimits (LCI_MAX_UPLOAD_MB), shared with the engine
         self.max_upload_mb = getattr(limits, "max_upload_mb", 128)
         self.max_upload = self.max_upload_mb * 1024 * 1024
@@ -327,10 +331,15 @@ class SessionsApi:
             result = await self._run(key, code, timeout)
             return JSONResponse(execution_body(execution_id, key[1], "synchronous", result), status_code=202,
                                 headers={"Operation-Id": execution_id})
-        self._forget_old_operations()
-        if sum(1 for op in self.operations.values() if not op.task.done()) >= MAX_RUNNING_OPERATIONS:
+        self._forget_old_operations(key[0])
+        running = [owner for (owner, _), op in self.operations.items() if not op.task.done()]
+        if len(running) >= MAX_RUNNING_OPERATIONS:
             raise ApiError(429, "TooManyRequests", f"{MAX_RUNNING_OPERATIONS} asynchronous executions are running "
                            "on this replica; retry later", {"Retry-After": "1"})
+        if running.count(key[0]) >= MAX_RUNNING_OPERATIONS_PER_CALLER:
+            raise ApiError(429, "TooManyRequests", f"{MAX_RUNNING_OPERATIONS_PER_CALLER} asynchronous executions "
+                           "of yours are running, the most one caller may have at once; retry when one has "
+                           "finished", {"Retry-After": "1"})
         task = asyncio.get_running_loop().create_task(self._run(key, code, timeout))
         task.add_done_callback(lambda done: done.cancelled() or done.exception())  # kept for GET, not logged
         self.operations[(key[0], execution_id)] = Operation(key[1], task, time.monotonic())
@@ -353,16 +362,18 @@ class SessionsApi:
         return JSONResponse(execution_body(request.path_params["id"], key[1], "Asynchronous",
                                            operation.task.result()))
 
-    def _forget_old_operations(self) -> None:
+    def _forget_old_operations(self, requester: str) -> None:
+        """Finished executions past their time; then, past the bound, the oldest finished one of the caller
+        holding the most (never of a caller holding fewer than `requester`)."""
         now = time.monotonic()
-        for name, op in list(self.operations.items()):
+        for name, op in self.operations.items():
             if op.task.done() and now - op.started > OPERATION_TTL_SECONDS:
-                del self.operations[name]
-        while len(self.operations) > MAX_KEPT_OPERATIONS:  # oldest finished ones first
-            done = [name for name, op in self.operations.items() if op.task.done()]
-            if not done:
+                self.operations.pop(name)
+        while len(self.operations) > MAX_KEPT_OPERATIONS:
+            name = next((name for name, op in self.operations.give_way(requester) if op.task.done()), None)
+            if name is None:
                 break
-            del self.operations[done[0]]
+            self.operations.pop(name)
 
     # POST files/upload ("properties") and POST files ("flat")
     async def upload(self, request: Request) -> Response:
