@@ -80,6 +80,7 @@ def test_setting_errors_name_the_variable(flags, env, names):
 @pytest.mark.parametrize("env", [
     {"AZURE_OPENAI_ENDPOINT": "not a url", "AZURE_OPENAI_RESPONSES_DEPLOYMENT_NAME": "x"},
     {"LCI_SANDBOX": "docker"},
+    {"LCI_DISK_BUDGET_MB": "256", "LCI_MAX_SESSIONS": "3", "LCI_SESSION_DISK_MB": "512"},  # would not fit its disk
 ])
 def test_cli_configuration_error_is_one_line_exit_2(env):
     done = subprocess.run([sys.executable, "-m", "local_code_interpreter", "--devui", "--no-browser"],
@@ -115,6 +116,26 @@ def test_session_settings_default_and_validate():
                       ("LCI_MAX_UPLOAD_MB", "lots")):
         with pytest.raises(ConfigError, match=name):
             load({}, {name: bad})
+
+
+def test_a_disk_budget_sizes_the_session_quota_so_that_all_directories_full_still_fit():
+    """LCI_DISK_BUDGET_MB (in a pod, the container's ephemeral-storage limit): every session and one-shot execution
+    at its quota, plus the reserve, must fit, or one execution's legitimate use could get the pod evicted for all."""
+    assert load({}, {}).disk_budget_mb == 0 and load({}, {}).sessions.disk_mb == 512  # no budget: as before
+    fits = load({}, {"LCI_DISK_BUDGET_MB": "2048", "LCI_MAX_SESSIONS": "3"})
+    assert fits.disk_budget_mb == 2048 and fits.sessions.disk_mb == 512  # 2048 - 256 - 4 x 64 = 1536 = 3 x 512
+    lowered = load({}, {"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8"}).sessions.disk_mb
+    assert lowered == (1024 - 128 - 4 * 64) // 8 == 80
+    explicit = load({}, {"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_SESSION_DISK_MB": "50"})
+    assert explicit.sessions.disk_mb == 50
+    for env in ({"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_SESSION_DISK_MB": "81"},
+                {"LCI_DISK_BUDGET_MB": "256", "LCI_MAX_SESSIONS": "3"},
+                {"LCI_DISK_BUDGET_MB": "4096", "LCI_MAX_SESSIONS": "2", "LCI_MAX_CONCURRENCY": "64"}):
+        with pytest.raises(ConfigError, match="LCI_DISK_BUDGET_MB is .* remain for .* sessions") as caught:
+            load({}, env)
+        assert "ephemeral-storage" in str(caught.value)
+    with pytest.raises(ConfigError, match="LCI_DISK_BUDGET_MB"):
+        load({}, {"LCI_DISK_BUDGET_MB": "lots"})
 
 
 def test_queue_settings():

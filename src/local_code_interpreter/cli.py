@@ -129,14 +129,16 @@ def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
     reports = report_all(settings.limits)
     if args.json:
         print(json.dumps({"model": settings.model.describe(), "sandbox": settings.sandbox,
-                          "sessions": dataclasses.asdict(settings.sessions),
+                          "sessions": dataclasses.asdict(settings.sessions), "disk_budget_mb": settings.disk_budget_mb,
                           "backends": [r.to_dict() for r in reports]}, indent=2))
         return 0
     print(f"model:   {settings.model.describe()}")
     print(f"sandbox: {settings.sandbox} (selected)")
     s = settings.sessions
+    budget = (f"; disk budget {settings.disk_budget_mb} MiB (LCI_DISK_BUDGET_MB) holds them all at their quotas"
+              if settings.disk_budget_mb else "")
     print(f"sessions: at most {s.max_sessions} live, idle expiry {s.idle_seconds:g} s, memory {s.memory_mb} MiB and "
-          f"disk {s.disk_mb} MiB each, uploads up to {s.max_upload_mb} MiB")
+          f"disk {s.disk_mb} MiB each, uploads up to {s.max_upload_mb} MiB{budget}")
     for report in reports:
         print(f"\n{report.name}: {'usable' if report.usable else 'NOT usable'} - {report.detail}")
         if report.languages:

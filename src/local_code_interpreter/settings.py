@@ -37,6 +37,7 @@ ENV = {
     "session_disk_mb": "LCI_SESSION_DISK_MB",
     "session_memory_mb": "LCI_SESSION_MEMORY_MB",
     "max_upload_mb": "LCI_MAX_UPLOAD_MB",
+    "disk_budget_mb": "LCI_DISK_BUDGET_MB",
     # Serving (the HTTP layer and the lean /v1/responses path): see ServingSettings.
     "log_format": "LCI_LOG_FORMAT",
     "access_log": "LCI_ACCESS_LOG",
@@ -109,6 +110,9 @@ class Settings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     # The sessions API (/sessions): Microsoft Entra ID callers (None: only the DevUI token).
     entra: EntraSettings | None = None
+    # What the sandbox's directories may hold in all, in MiB (0: not known). In a pod, the container's
+    # ephemeral-storage limit (the Deployment passes it): past it the kubelet evicts the pod, every session with it.
+    disk_budget_mb: int = 0
 
     @property
     def loopback(self) -> bool:
@@ -127,6 +131,9 @@ def is_loopback(host: str) -> bool:
 def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
     """Merge flags (None = not given) over the environment, validate, and return the settings."""
     env = os.environ if environ is None else environ
+
+    def given(key: str) -> bool:
+        return flags.get(key) is not None or env.get(ENV[key], "") != ""
 
     def pick(key: str, default):
         value = flags.get(key)
@@ -172,10 +179,17 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         scratch_mb=number("scratch_mb", 64, low=1, high=65536),
     )
     session_memory_mb = number("session_memory_mb", limits.memory_mb, low=32, high=65536)
+    max_sessions = number("max_sessions", default_max_sessions(session_memory_mb), high=100000)
+    max_concurrency = number("max_concurrency", 4, high=256)
+    disk_budget_mb = number("disk_budget_mb", 0, low=0, high=1024 * 1024 * 1024)
+    disk_mb = number("session_disk_mb", 512, low=1, high=1024 * 1024)
+    if disk_budget_mb:
+        disk_mb = fit_disk(disk_budget_mb, max_sessions, disk_mb, given("session_disk_mb"), max_concurrency,
+                           limits.scratch_mb)
     sessions = SessionLimits(
         idle_seconds=number("session_idle_seconds", 1200.0, float, low=0.1, high=7 * 24 * 3600),
-        max_sessions=number("max_sessions", default_max_sessions(session_memory_mb), high=100000),
-        disk_mb=number("session_disk_mb", 512, low=1, high=1024 * 1024),
+        max_sessions=max_sessions,
+        disk_mb=disk_mb,
         memory_mb=session_memory_mb,
         max_upload_mb=number("max_upload_mb", 128, low=1, high=1024 * 1024),
     )
@@ -187,7 +201,7 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         sandbox=sandbox,
         language=language,
         limits=limits,
-        max_concurrency=number("max_concurrency", 4, high=256),
+        max_concurrency=max_concurrency,
         queue_timeout_seconds=number("queue_timeout", 30.0, float, low=0, high=3600),
         queue_length=number("queue_length", 64, low=0, high=100000),
         log_level=str(log_level).upper(),
@@ -195,7 +209,35 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         sessions=sessions,
         entra=load_entra(env),
         serving=load_serving(pick, number),
+        disk_budget_mb=disk_budget_mb,
     )
+
+
+def disk_reserve_mb(budget_mb: int) -> int:
+    """What a replica keeps of its disk budget for everything but the sandbox's directories: its logs (which count
+    towards a container's ephemeral storage), uploads being received, its own temporary files."""
+    return max(64, budget_mb // 8)
+
+
+def fit_disk(budget_mb: int, max_sessions: int, disk_mb: int, explicit: bool, max_concurrency: int,
+             scratch_mb: int) -> int:
+    """The per-session disk quota that keeps every directory at its quota within the budget: each of
+    `max_sessions` sessions full, `max_concurrency` one-shot executions full, and the reserve. Quotas are what
+    one execution may use; this makes sure that all of them together cannot fill the volume (in a pod: get it
+    evicted) for everyone. An explicit `disk_mb` that does not fit is an error; otherwise the default (512 MiB)
+    is lowered to fit."""
+    reserve = disk_reserve_mb(budget_mb)
+    room = budget_mb - reserve - max_concurrency * scratch_mb
+    fits = room // max_sessions if room > 0 else 0
+    if explicit and disk_mb > fits or fits < 1:
+        asked = f"LCI_SESSION_DISK_MB asks {disk_mb} MiB" if explicit else "each needs at least 1 MiB"
+        raise ConfigError(
+            f"LCI_DISK_BUDGET_MB is {budget_mb} MiB: after {reserve} MiB kept for logs and uploads in flight and "
+            f"{max_concurrency} one-shot executions x LCI_SCRATCH_MB {scratch_mb} MiB, {max(room, 0)} MiB remain for "
+            f"{max_sessions} sessions (LCI_MAX_SESSIONS), at most {fits} MiB each, and {asked}. Lower "
+            "LCI_SESSION_DISK_MB, LCI_MAX_SESSIONS, LCI_MAX_CONCURRENCY or LCI_SCRATCH_MB, or raise the budget (in a "
+            "pod: the container's ephemeral-storage limit)")
+    return disk_mb if explicit else min(disk_mb, fits)
 
 
 def load_serving(pick, number) -> ServingSettings:

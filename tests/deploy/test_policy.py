@@ -47,12 +47,46 @@ def test_pod_spec_has_the_planned_hardening(overlay):
         {
             "name": "DEVUI_AUTH_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "local-code-interpreter-auth", "key": "token"}},
-        }
+        },
+        {
+            "name": "LCI_DISK_BUDGET_MB",
+            "valueFrom": {"resourceFieldRef": {"containerName": container["name"],
+                                               "resource": "limits.ephemeral-storage", "divisor": "1Mi"}},
+        },
     ]
     assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    assert spec["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": container["resources"]["limits"]
+                                                                         ["ephemeral-storage"]}}]
     template_labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert template_labels[WORKLOAD_IDENTITY_LABEL] == "true"
+
+
+def _mebibytes(quantity: str) -> int:
+    units = {"Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_pod_starts_with_settings_whose_quotas_all_fit_its_disk_limit(overlay, monkeypatch):
+    """What each overlay's pod starts with: its ConfigMap, the disk budget the downward API gives it (the
+    ephemeral-storage limit, in MiB) and sessions sized to its memory limit. Every session and execution at its
+    disk quota, plus the reserve, fits the limit past which the kubelet would evict the pod, without lowering the
+    sessions' default quota. (The first version of this Deployment let one session's legitimate 300 MB get the
+    whole pod evicted: /tmp was 256 MiB, three sessions had 512 MiB each.)"""
+    from local_code_interpreter import sessions
+    from local_code_interpreter.settings import disk_reserve_mb, load
+
+    objects = render(f"overlays/{overlay}")
+    container = app_container(objects)
+    limits = container["resources"]["limits"]
+    budget = _mebibytes(limits["ephemeral-storage"])
+    monkeypatch.setattr(sessions, "memory_budget_mb", lambda: _mebibytes(limits["memory"]))
+    settings = load({}, {**find(objects, "ConfigMap")["data"], "LCI_DISK_BUDGET_MB": str(budget)})
+    used = (settings.sessions.max_sessions * settings.sessions.disk_mb
+            + settings.max_concurrency * settings.limits.scratch_mb)
+    assert settings.disk_budget_mb == budget and used + disk_reserve_mb(budget) <= budget
+    assert settings.sessions.disk_mb == 512 and settings.sessions.max_sessions >= 3
+    assert _mebibytes(pod_spec(objects)["volumes"][0]["emptyDir"]["sizeLimit"]) <= budget
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
