@@ -122,13 +122,18 @@ def test_a_disk_budget_sizes_the_session_quota_so_that_all_directories_full_stil
     """LCI_DISK_BUDGET_MB (in a pod, the container's ephemeral-storage limit): every session and one-shot execution
     at its quota, plus the reserve, must fit, or one execution's legitimate use could get the pod evicted for all."""
     assert load({}, {}).disk_budget_mb == 0 and load({}, {}).sessions.disk_mb == 512  # no budget: as before
-    fits = load({}, {"LCI_DISK_BUDGET_MB": "2048", "LCI_MAX_SESSIONS": "3"})
-    assert fits.disk_budget_mb == 2048 and fits.sessions.disk_mb == 512  # 2048 - 256 - 4 x 64 = 1536 = 3 x 512
+    # kept back: 64 MiB of logs and 264 MiB of request bodies in flight (2 x (128 MiB uploads + 4 MiB))
+    assert load({}, {}).bodies_in_flight_bytes == 2 * (128 + 4) * 1024 * 1024
+    fits = load({}, {"LCI_DISK_BUDGET_MB": "2120", "LCI_MAX_SESSIONS": "3"})
+    assert fits.disk_budget_mb == 2120 and fits.sessions.disk_mb == 512  # 2120 - 64 - 264 - 4 x 64 = 3 x 512
+    assert load({}, {"LCI_DISK_BUDGET_MB": "2119", "LCI_MAX_SESSIONS": "3"}).sessions.disk_mb == 511
     lowered = load({}, {"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8"}).sessions.disk_mb
-    assert lowered == (1024 - 128 - 4 * 64) // 8 == 80
+    assert lowered == (1024 - 64 - 264 - 4 * 64) // 8 == 55
+    smaller_uploads = load({}, {"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_MAX_UPLOAD_MB": "8"})
+    assert smaller_uploads.sessions.disk_mb == (1024 - 64 - 24 - 4 * 64) // 8 == 85
     explicit = load({}, {"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_SESSION_DISK_MB": "50"})
     assert explicit.sessions.disk_mb == 50
-    for env in ({"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_SESSION_DISK_MB": "81"},
+    for env in ({"LCI_DISK_BUDGET_MB": "1024", "LCI_MAX_SESSIONS": "8", "LCI_SESSION_DISK_MB": "56"},
                 {"LCI_DISK_BUDGET_MB": "256", "LCI_MAX_SESSIONS": "3"},
                 {"LCI_DISK_BUDGET_MB": "4096", "LCI_MAX_SESSIONS": "2", "LCI_MAX_CONCURRENCY": "64"}):
         with pytest.raises(ConfigError, match="LCI_DISK_BUDGET_MB is .* remain for .* sessions") as caught:

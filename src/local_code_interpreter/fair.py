@@ -105,3 +105,33 @@ class Holdings(Generic[V]):
             if held < floor:
                 return
             yield from self._owners[owner].items()
+
+
+class Budget:
+    """An amount (bytes) that callers draw on at once, such as request bodies being received: `take` succeeds while
+    both the total and the caller's share (half the total: one caller never holds all of it) have room; `give`
+    returns it."""
+
+    def __init__(self, total: int):
+        self.total, self.share = total, total // 2
+        self.used = 0
+        self._held: dict[str, int] = {}
+
+    def take(self, owner: str, amount: int) -> bool:
+        held = self._held.get(owner, 0)
+        if self.used + amount > self.total or held + amount > self.share:
+            return False
+        self.used += amount
+        self._held[owner] = held + amount
+        return True
+
+    def give(self, owner: str, amount: int) -> None:
+        self.used -= amount
+        held = self._held[owner] - amount
+        if held:
+            self._held[owner] = held
+        else:
+            del self._held[owner]
+
+    def held(self, owner: str) -> int:
+        return self._held.get(owner, 0)

@@ -139,7 +139,8 @@ def guard(settings: Settings, router: ASGIApp, *, sessions: bool, verifiers: Seq
                  allowed_hosts=allowed, max_body_bytes=serving.max_body_bytes, access_log=serving.access_log,
                  # Download links in replies carry their own signed grant (a link cannot carry the bearer token).
                  self_authenticating=(FILES_PREFIX + "/",) if sessions else (),
-                 body_limits=body_limits, scoped_verifiers=scoped, error_senders=error_senders)
+                 body_limits=body_limits, scoped_verifiers=scoped, error_senders=error_senders,
+                 bodies_in_flight=settings.bodies_in_flight_bytes)
 
 
 async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence[Mount] = (),

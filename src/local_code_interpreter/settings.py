@@ -115,6 +115,10 @@ class Settings:
     disk_budget_mb: int = 0
 
     @property
+    def bodies_in_flight_bytes(self) -> int:
+        return bodies_in_flight_bytes(self.serving.max_body_bytes, self.sessions.max_upload_mb)
+
+    @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
 
@@ -183,15 +187,18 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
     max_concurrency = number("max_concurrency", 4, high=256)
     disk_budget_mb = number("disk_budget_mb", 0, low=0, high=1024 * 1024 * 1024)
     disk_mb = number("session_disk_mb", 512, low=1, high=1024 * 1024)
+    max_upload_mb = number("max_upload_mb", 128, low=1, high=1024 * 1024)
+    serving = load_serving(pick, number)
     if disk_budget_mb:
-        disk_mb = fit_disk(disk_budget_mb, max_sessions, disk_mb, given("session_disk_mb"), max_concurrency,
-                           limits.scratch_mb)
+        reserve = LOG_RESERVE_MB + -(-bodies_in_flight_bytes(serving.max_body_bytes, max_upload_mb) // MIB)
+        disk_mb = fit_disk(disk_budget_mb, reserve, max_sessions, disk_mb, given("session_disk_mb"),
+                           max_concurrency, limits.scratch_mb)
     sessions = SessionLimits(
         idle_seconds=number("session_idle_seconds", 1200.0, float, low=0.1, high=7 * 24 * 3600),
         max_sessions=max_sessions,
         disk_mb=disk_mb,
         memory_mb=session_memory_mb,
-        max_upload_mb=number("max_upload_mb", 128, low=1, high=1024 * 1024),
+        max_upload_mb=max_upload_mb,
     )
     return Settings(
         host=host,
@@ -208,33 +215,41 @@ def load(flags: dict, environ: dict[str, str] | None = None) -> Settings:
         model=load_model(env),
         sessions=sessions,
         entra=load_entra(env),
-        serving=load_serving(pick, number),
+        serving=serving,
         disk_budget_mb=disk_budget_mb,
     )
 
 
-def disk_reserve_mb(budget_mb: int) -> int:
-    """What a replica keeps of its disk budget for everything but the sandbox's directories: its logs (which count
-    towards a container's ephemeral storage), uploads being received, its own temporary files."""
-    return max(64, budget_mb // 8)
+MIB = 1024 * 1024
+# Of a replica's disk budget, kept for its logs: they count towards a container's ephemeral storage, and the
+# kubelet rotates a container's log at 10 MiB, keeping 5.
+LOG_RESERVE_MB = 64
+# A sessions API upload's body beyond its file (multipart boundaries and headers), and the largest JSON body there.
+UPLOAD_OVERHEAD_BYTES = 4 * MIB
 
 
-def fit_disk(budget_mb: int, max_sessions: int, disk_mb: int, explicit: bool, max_concurrency: int,
+def bodies_in_flight_bytes(max_body_bytes: int, max_upload_mb: int) -> int:
+    """Request bodies a replica receives at once, all callers together: twice the largest a route accepts (the
+    guard refuses more, `http/guard.py`). They are held in memory, and uploads spooled to /tmp, until the request
+    ends, so this much of the disk budget is kept for them."""
+    return 2 * max(max_body_bytes, max_upload_mb * MIB + UPLOAD_OVERHEAD_BYTES)
+
+
+def fit_disk(budget_mb: int, reserve: int, max_sessions: int, disk_mb: int, explicit: bool, max_concurrency: int,
              scratch_mb: int) -> int:
     """The per-session disk quota that keeps every directory at its quota within the budget: each of
-    `max_sessions` sessions full, `max_concurrency` one-shot executions full, and the reserve. Quotas are what
-    one execution may use; this makes sure that all of them together cannot fill the volume (in a pod: get it
-    evicted) for everyone. An explicit `disk_mb` that does not fit is an error; otherwise the default (512 MiB)
-    is lowered to fit."""
-    reserve = disk_reserve_mb(budget_mb)
+    `max_sessions` sessions full, `max_concurrency` one-shot executions full, and the `reserve` (logs, request
+    bodies in flight). Quotas are what one execution may use; this makes sure that all of them together cannot
+    fill the volume (in a pod: get it evicted) for everyone. An explicit `disk_mb` that does not fit is an error;
+    otherwise the default (512 MiB) is lowered to fit."""
     room = budget_mb - reserve - max_concurrency * scratch_mb
     fits = room // max_sessions if room > 0 else 0
     if explicit and disk_mb > fits or fits < 1:
         asked = f"LCI_SESSION_DISK_MB asks {disk_mb} MiB" if explicit else "each needs at least 1 MiB"
         raise ConfigError(
-            f"LCI_DISK_BUDGET_MB is {budget_mb} MiB: after {reserve} MiB kept for logs and uploads in flight and "
-            f"{max_concurrency} one-shot executions x LCI_SCRATCH_MB {scratch_mb} MiB, {max(room, 0)} MiB remain for "
-            f"{max_sessions} sessions (LCI_MAX_SESSIONS), at most {fits} MiB each, and {asked}. Lower "
+            f"LCI_DISK_BUDGET_MB is {budget_mb} MiB: after {reserve} MiB kept for logs and request bodies in flight "
+            f"and {max_concurrency} one-shot executions x LCI_SCRATCH_MB {scratch_mb} MiB, {max(room, 0)} MiB remain "
+            f"for {max_sessions} sessions (LCI_MAX_SESSIONS), at most {fits} MiB each, and {asked}. Lower "
             "LCI_SESSION_DISK_MB, LCI_MAX_SESSIONS, LCI_MAX_CONCURRENCY or LCI_SCRATCH_MB, or raise the budget (in a "
             "pod: the container's ephemeral-storage limit)")
     return disk_mb if explicit else min(disk_mb, fits)

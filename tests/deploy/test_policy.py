@@ -72,9 +72,10 @@ def test_the_pod_starts_with_settings_whose_quotas_all_fit_its_disk_limit(overla
     ephemeral-storage limit, in MiB) and sessions sized to its memory limit. Every session and execution at its
     disk quota, plus the reserve, fits the limit past which the kubelet would evict the pod, without lowering the
     sessions' default quota. (The first version of this Deployment let one session's legitimate 300 MB get the
-    whole pod evicted: /tmp was 256 MiB, three sessions had 512 MiB each.)"""
+    whole pod evicted: /tmp was 256 MiB, three sessions had 512 MiB each.) With the defaults: 3 x 512 + 4 x 64 +
+    264 (request bodies in flight) + 64 (logs) = 2120 MiB."""
     from local_code_interpreter import sessions
-    from local_code_interpreter.settings import disk_reserve_mb, load
+    from local_code_interpreter.settings import LOG_RESERVE_MB, MIB, load
 
     objects = render(f"overlays/{overlay}")
     container = app_container(objects)
@@ -83,8 +84,9 @@ def test_the_pod_starts_with_settings_whose_quotas_all_fit_its_disk_limit(overla
     monkeypatch.setattr(sessions, "memory_budget_mb", lambda: _mebibytes(limits["memory"]))
     settings = load({}, {**find(objects, "ConfigMap")["data"], "LCI_DISK_BUDGET_MB": str(budget)})
     used = (settings.sessions.max_sessions * settings.sessions.disk_mb
-            + settings.max_concurrency * settings.limits.scratch_mb)
-    assert settings.disk_budget_mb == budget and used + disk_reserve_mb(budget) <= budget
+            + settings.max_concurrency * settings.limits.scratch_mb
+            + settings.bodies_in_flight_bytes / MIB + LOG_RESERVE_MB)  # uploads being received are spooled to /tmp
+    assert settings.disk_budget_mb == budget and used <= budget
     assert settings.sessions.disk_mb == 512 and settings.sessions.max_sessions >= 3
     assert _mebibytes(pod_spec(objects)["volumes"][0]["emptyDir"]["sizeLimit"]) <= budget
 

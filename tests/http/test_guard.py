@@ -154,3 +154,64 @@ def test_a_scoped_verifier_opens_only_its_prefix_and_its_body_limit_applies_ther
     assert inside.status_code == 200 and inside.json() == {"caller": "entra:tenant/object", "bytes": 3000}
     assert responses.status_code == 401 and page.status_code == 401
     assert too_big.status_code == 413
+
+
+def test_request_bodies_in_flight_are_bounded_and_one_caller_holds_at_most_half():
+    """Bodies are held (and uploads spooled to /tmp) until the request ends. At most twice the largest body a
+    route accepts is received at once, and one caller at most half of that: Mallory's large uploads in flight
+    cannot exhaust the replica's memory or disk, nor leave Alice no room."""
+    from local_code_interpreter.http.guard import Guard
+
+    release = asyncio.Event()
+
+    async def slow(scope, receive, send):  # reads the body, then holds the request until released
+        while (await receive()).get("more_body"):
+            pass
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def verifier(token):
+        return identity.Caller(token, "token")
+
+    guard = Guard(slow, verifiers=[verifier], max_body_bytes=1000)
+    assert (guard.bodies.total, guard.bodies.share) == (2000, 1000)
+
+    async def post(token, size, chunked=False):
+        headers = [(b"authorization", f"Bearer {token}".encode()), (b"host", b"127.0.0.1")]
+        headers.append((b"transfer-encoding", b"chunked") if chunked else (b"content-length", str(size).encode()))
+        scope = {"type": "http", "method": "POST", "path": "/v1/responses", "headers": headers,
+                 "client": ("127.0.0.1", 1)}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"x" * size, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await guard(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+    async def scenario():
+        held = [asyncio.create_task(post("mallory", 1000))]
+        await asyncio.sleep(0.01)
+        refused = await asyncio.wait_for(post("mallory", 10), 5)  # her half is taken
+        held.append(asyncio.create_task(post("alice", 600)))  # Alice still has room
+        await asyncio.sleep(0.01)
+        full = await asyncio.wait_for(post("carol", 500), 5)  # 1600 + 500 > 2000: the replica's whole budget
+        # no length: counted at the route's limit (1000)
+        streamed = await asyncio.wait_for(post("carol", 300, chunked=True), 5)
+        held.append(asyncio.create_task(post("carol", 300)))  # fits
+        await asyncio.sleep(0.01)
+        release.set()
+        done = await asyncio.gather(*held)
+        after = await post("mallory", 1000)  # given back when her request ended
+        return refused, full, streamed, done, after
+
+    refused, full, streamed, done, after = asyncio.run(scenario())
+    assert refused[0] == 429 and refused[1][b"retry-after"] == b"1" and b"yours take" in refused[2]
+    assert full[0] == 429 and b"they take" in full[2]
+    assert streamed[0] == 429
+    assert [status for status, _, _ in done] == [200, 200, 200] and after[0] == 200
+    assert guard.bodies.used == 0

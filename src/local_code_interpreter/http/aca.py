@@ -561,7 +561,7 @@ def build_aca_app(manager, settings) -> Starlette:
 
 
 _GUARD_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 413: "RequestEntityTooLarge",
-                500: "InternalServerError"}
+                429: "TooManyRequests", 500: "InternalServerError"}
 
 
 async def send_aca_error(send, status: int, message: str, code: str, headers=None) -> None:

@@ -22,6 +22,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
+from ..fair import Budget
 from ..identity import Refused
 from ..logs import ACCESS
 from .errors import send_error
@@ -64,7 +65,7 @@ class Guard:
                  access_log: bool = True, self_authenticating: Iterable[str] = (),
                  body_limits: Mapping[str, int] | None = None,
                  scoped_verifiers: Mapping[str, Iterable[Verifier]] | None = None,
-                 error_senders: Mapping[str, ErrorSender] | None = None):
+                 error_senders: Mapping[str, ErrorSender] | None = None, bodies_in_flight: int = 0):
         self.app = app
         # Path prefix -> how errors are written there (an API with its own error shape); else the OpenAI shape.
         self.error_senders = tuple((error_senders or {}).items())
@@ -82,6 +83,11 @@ class Guard:
         self.allowed_hosts = allowed_hosts
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        # Request bodies being received at once, all callers together (default: twice the largest a route
+        # accepts), half of that for one caller (fair.Budget). Bodies are held in memory and uploads spooled to
+        # /tmp until the request ends: without this, many large bodies at once could exhaust the replica's memory
+        # or disk (settings.bodies_in_flight_bytes, which the disk budget keeps room for).
+        self.bodies = Budget(bodies_in_flight or 2 * max([max_body_bytes, *(size for _, size in self.body_limits)]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -156,6 +162,17 @@ class Guard:
             if int(declared) > limit:
                 await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
                 return caller
+        # A body is announced by Content-Length or Transfer-Encoding (RFC 9112 6.3); a streamed one may be as
+        # large as the route allows.
+        cost = int(declared) if declared else (limit if _header(headers, b"transfer-encoding") else 0)
+        owner = caller.id if caller is not None else "-"
+        if cost and not self.bodies.take(owner, cost):
+            yours = self.bodies.held(owner) + cost > self.bodies.share
+            await send_error(send, 429, f"too many request bodies are being received at once "
+                             f"({'yours take' if yours else 'they take'} the replica's share of "
+                             f"{self.bodies.share if yours else self.bodies.total} bytes); retry shortly",
+                             "too_many_requests", headers=[(b"retry-after", b"1")])
+            return caller
         scope[identity.SCOPE_KEY] = caller
         seen = 0
 
@@ -180,6 +197,9 @@ class Guard:
         except _TooLarge:
             if not responded:
                 await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
+        finally:
+            if cost:
+                self.bodies.give(owner, cost)
         return caller
 
     async def _caller(self, headers, path: str = "") -> identity.Caller | None:
