@@ -1,11 +1,16 @@
-"""Fair shares of a bounded store between callers.
+"""Fair shares, between callers, of what a replica bounds for everyone.
 
-The server keeps per-caller state in stores with one bound for everyone: live sandbox sessions (`sessions.py`) and
-the lean path's conversations (`http/history.py`). When a store is full, somebody's entry has to go. Least recently
-used across everyone would let one caller who opens conversations fast end every other caller's: their variables,
-files and histories gone because of someone else's traffic. Here the caller holding the most gives way first, its
-own least recently used entry first, and a caller never displaces one who holds less than it does. A caller past
-its share ends its own oldest entries; callers who hold little keep theirs.
+`Holdings`: per-caller entries in a bounded store. The live sandbox sessions and the notices owed about ended ones
+(`sessions.py`), the lean path's conversations (`http/history.py`) and the sessions API's asynchronous executions
+(`http/aca.py`). When a store is full, somebody's entry has to go. Least recently used across everyone would let
+one caller who opens conversations fast end every other caller's: their variables, files and histories gone
+because of someone else's traffic. Here the caller holding the most gives way first, its own least recently used
+entry first, and a caller never displaces one who holds less than it does. A caller past its share ends its own
+oldest entries; callers who hold little keep theirs.
+
+`OWNER`: on whose behalf sandbox work runs, so the execution gate (`sandbox/bounded.py`) hands a freed slot to the
+waiting caller running the fewest. `Budget`: an amount drawn on at once (request bodies being received,
+`http/guard.py`), one caller at most half of it.
 
 Callers are told apart by the authenticated principal (`identity.Caller.id`): with Microsoft Entra ID each user or
 workload is its own; everyone sharing one bearer token, or the unauthenticated loopback, is one caller, and for
