@@ -27,8 +27,9 @@ from typing import Generic, TypeVar
 V = TypeVar("V")
 Key = tuple[str, str]  # (owner, identifier)
 
-# The caller on whose behalf the current task runs sandbox work: set by the session manager around each use of a
-# session, read by the execution gate (`sandbox/bounded.py`) to share its slots fairly. "" when unknown.
+# The caller on whose behalf the current task runs sandbox work, read by the execution gate (`sandbox/bounded.py`)
+# to share its slots fairly: set by the HTTP guard for each request (one-shot runs too, as on a back end that keeps
+# no sessions), and by the session manager around each use of a session. "" when unknown.
 OWNER: ContextVar[str] = ContextVar("lci_owner", default="")
 
 

@@ -215,3 +215,38 @@ def test_request_bodies_in_flight_are_bounded_and_one_caller_holds_at_most_half(
     assert streamed[0] == 429
     assert [status for status, _, _ in done] == [200, 200, 200] and after[0] == 200
     assert guard.bodies.used == 0
+
+
+def test_a_one_shot_run_is_on_the_requesting_callers_behalf_so_the_gate_shares_it_fairly():
+    """On a back end that keeps no sessions (Hyperlight in prod), the tool runs each program once, outside the
+    session manager: the guard makes the request's caller the one the execution gate sees (`fair.OWNER`), so
+    those runs are shared fairly between callers too."""
+    from local_code_interpreter.fair import OWNER
+    from local_code_interpreter.sandbox.bounded import Bounded
+    from local_code_interpreter.sandbox.types import ExecutionResult
+
+    seen = []
+
+    class OneShot:  # no open_session: the tool falls back to a one-shot run
+        name = "one-shot"
+
+        async def run(self, code, language=None):
+            seen.append(OWNER.get())
+            return ExecutionResult("3\n", "", 0)
+
+        async def close(self):
+            pass
+
+    async def run():
+        settings = load({"sandbox": "monty"}, environ={"DEVUI_AUTH_TOKEN": "devui-token"})
+        app = server.build_app(settings, Bounded(OneShot(), 2), verifiers=[entra])
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as client:
+            for token in ("devui-token", "a-valid-jwt"):
+                answer = await client.post("/v1/responses", json={"model": "local-code-interpreter",
+                                                                   "input": "print(1)"},
+                                           headers={"authorization": f"Bearer {token}"})
+                assert answer.status_code == 200, answer.text
+
+    asyncio.run(run())
+    assert seen == ["token", "entra:tenant/object"]

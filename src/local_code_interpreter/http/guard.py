@@ -22,7 +22,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import identity
-from ..fair import Budget
+from ..fair import OWNER, Budget
 from ..identity import Refused
 from ..logs import ACCESS
 from .errors import send_error
@@ -192,12 +192,14 @@ class Guard:
             responded = responded or message["type"] == "http.response.start"
             await send(message)
 
+        acting = OWNER.set(owner)  # sandbox work for this request is the caller's (the execution gate shares by it)
         try:
             await self.app(scope, limited_receive, watched_send)
         except _TooLarge:
             if not responded:
                 await send_error(send, 413, f"request body larger than {limit} bytes", "request_too_large")
         finally:
+            OWNER.reset(acting)
             if cost:
                 self.bodies.give(owner, cost)
         return caller
