@@ -269,6 +269,34 @@ def test_a_callers_pending_notice_outlives_another_callers_flood_of_them(monkeyp
     assert first.notice == ""  # Mallory's oldest notices were the ones dropped
 
 
+def test_a_session_that_keeps_a_cpu_busy_between_executions_is_ended_and_its_owner_told():
+    """Code left running between executions (here a thread spinning forever) may use at most the execution time
+    limit of CPU over the session's life: past it the idle watch ends the session, rather than let it take a CPU
+    from every other caller until it expires. A session whose background work stays under that is left alone."""
+    async def body():
+        async with manager("subprocess", limits=Limits(timeout_seconds=1.0)) as (sessions, sandbox):
+            spin = "import threading\ndef spin():\n    while True:\n        pass\n" \
+                   "threading.Thread(target=spin, daemon=True).start()"
+            await sessions.run(("mallory", "c"), spin)
+            await sessions.run(("alice", "c"), "import threading, time\n"
+                                               "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+                                               "x = 'alice'")  # a background thread that uses no CPU
+            spinner, sleeper = sandbox.opened
+            for _ in range(100):
+                if not spinner.alive:
+                    break
+                await asyncio.sleep(0.1)
+            ended_alive = spinner.alive
+            again = await sessions.run(("mallory", "c"), "print('fresh')")
+            alice = await sessions.run(("alice", "c"), "x")
+            return ended_alive, again, alice, sleeper.alive
+
+    ended_alive, again, alice, sleeper_alive = go(body())
+    assert not ended_alive, "the spinning session was still alive after 10 s"
+    assert again.stdout == "fresh\n" and "fresh session" in again.notice
+    assert sleeper_alive and alice.value == "'alice'" and not alice.notice
+
+
 @backend_param("monty", "subprocess")
 def test_an_evicted_session_is_closed_a_moment_later_and_shutdown_waits_for_it(backend, monkeypatch):
     """The victim is closed after a short delay (so its teardown does not compete with the evicting request's

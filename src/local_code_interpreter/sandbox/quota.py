@@ -121,6 +121,23 @@ def pss(pid: int) -> int:
     return 0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of_tree(root: int) -> float:
+    """CPU seconds a process and its descendants used, with what each reaped of its own children (0 for one that
+    is gone)."""
+    total = 0
+    for pid in tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICKS
+
+
 def quiet(pid: int) -> bool:
     """Whether a process can change nothing while it waits: one thread and no child (an idle session's REPL)."""
     try:

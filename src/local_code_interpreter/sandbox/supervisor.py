@@ -107,6 +107,9 @@ class Child:
         self.uploads = 0  # the server's own writes into the directory in flight (see `uploading`)...
         self.uploaded = 0  # ...and how many have started: a measurement that overlapped one does not count
         self.born = time.monotonic()
+        self.cells = 0  # cells sent to it so far
+        self.idle_cpu = 0.0  # CPU seconds its processes used while no cell ran (see `idle_cpu_over`)...
+        self._idle_mark: tuple[int, float] | None = None  # ...measured from here: (cells then, CPU then)
         loop = asyncio.get_running_loop()
         for name, fd in self.streams.items():
             os.set_blocking(fd, False)
@@ -229,6 +232,7 @@ class Child:
         limits = self.limits
         loop = asyncio.get_running_loop()
         cell = self.cell = self.between  # what came between cells is shown with this one
+        self.cells += 1
         cell.done = loop.create_future()
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
         if not self.alive:
@@ -311,6 +315,17 @@ class Child:
         if self.session and len(processes) > self.limits.max_processes + 1:
             return "processes"  # a session's RLIMIT_NPROC has headroom (see template.SESSION_NPROC_HEADROOM)
         return ""
+
+    def idle_cpu_over(self) -> str:
+        """Code a session left running between executions (a thread, a process) may use at most `timeout_seconds`
+        of CPU in all, over the session's life: a session that looks idle cannot keep a CPU from everyone else
+        until it expires. Measured by the idle watch (a worker thread), between two checks with no cell between.
+        """
+        now = quota.cpu_of_tree(self.pid)
+        mark, self._idle_mark = self._idle_mark, (self.cells, now)
+        if mark is not None and mark[0] == self.cells:
+            self.idle_cpu += max(0.0, now - mark[1])
+        return "cpu" if self.idle_cpu > self.limits.timeout_seconds else ""
 
     # The end ------------------------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -629,7 +644,18 @@ class Supervisor:
             if idle:  # one thread hop for all of them: a hop each cost ~135 us per idle session every second
                 for child, over in await asyncio.to_thread(_over_quota_while_idle, list(idle)):
                     if child.alive and child.uploaded == idle[child]:  # no upload began while it was measured
+                        log.warning("an idle sandbox session was ended: %s", _IDLE_KILLS[over](child.limits))
                         child.kill(over)
+
+
+# Why the idle watch ended a session, for the log (and a cell that raced with it).
+_IDLE_KILLS = {
+    "scratch": lambda limits: f"its directory grew past {limits.scratch_mb} MiB between executions",
+    "memory": lambda limits: f"its processes used more than {limits.memory_mb} MiB between executions",
+    "processes": lambda limits: f"it ran more than {limits.max_processes} processes between executions",
+    "cpu": lambda limits: (f"code it left running between executions used more than {limits.timeout_seconds:g} s "
+                           "of CPU"),
+}
 
 
 @functools.lru_cache(maxsize=64)  # a few kinds of child (limits, session or not) per process
@@ -645,7 +671,7 @@ def _over_quota_while_idle(children: list[Child]) -> list[tuple[Child, str]]:
     for child in children:
         if child.pid is None or quota.quiet(child.pid):
             continue
-        over = child.over_quota()
+        over = child.over_quota() or child.idle_cpu_over()
         if over:
             found.append((child, over))
     return found
@@ -695,7 +721,7 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             if session:
                 notice = (f"The session's state was lost: the code did not stop within {grace_seconds:g} s of "
                           "the timeout, so the session was ended. The next execution starts a fresh session.")
-    elif cell.killed in ("flood", "scratch", "memory", "processes", "protocol", "deleted"):
+    elif cell.killed in ("flood", "scratch", "memory", "processes", "protocol", "deleted", "cpu"):
         exit_code = 1
         stderr_note = {
             "flood": "\n[killed: output flood]\n",
@@ -705,6 +731,7 @@ def result_fields(cell: Cell, limits: Limits, session: bool, grace_seconds: floa
             "processes": f"\n[killed: it ran more than {limits.max_processes} processes besides the interpreter]\n",
             "protocol": "\n[killed: the interpreter broke the result protocol]\n",
             "deleted": "\n[killed: its session was deleted (or its conversation)]\n",
+            "cpu": f"\n[killed: {_IDLE_KILLS['cpu'](limits)}]\n",
         }[cell.killed]
         if session:
             notice = f"The session ended ({stderr_note.strip()[1:-1]}); its state was lost."
