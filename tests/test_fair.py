@@ -65,3 +65,13 @@ def test_it_behaves_as_a_mapping_of_the_entries_it_holds():
     h["bob", "b"] = 1
     h.clear()
     assert len(h) == 0 and h.items() == []
+
+
+def test_a_tally_keeps_each_callers_share_and_the_sum_and_forgets_a_caller_holding_none():
+    from local_code_interpreter.fair import Tally
+
+    t = Tally()
+    t.add("alice", 3)
+    t.add("bob", 2)
+    t.add("alice", -3)
+    assert (t.total, t.of("alice"), t.of("bob"), t.by_owner()) == (2, 0, 2, {"bob": 2})

@@ -10,7 +10,8 @@ oldest entries; callers who hold little keep theirs.
 
 `OWNER`: on whose behalf sandbox work runs, so the execution gate (`sandbox/bounded.py`) hands a freed slot to the
 waiting caller running the fewest. `Budget`: an amount drawn on at once (request bodies being received,
-`http/guard.py`), one caller at most half of it.
+`http/guard.py`), one caller at most half of it. `Tally`: how much each caller holds (the per-caller sums those
+use: executions running, bytes and responses kept).
 
 Callers are told apart by the authenticated principal (`identity.Caller.id`): with Microsoft Entra ID each user or
 workload is its own; everyone sharing one bearer token, or the unauthenticated loopback, is one caller, and for
@@ -113,6 +114,29 @@ class Holdings(Generic[V]):
             yield from self._owners[owner].items()
 
 
+class Tally:
+    """How much of something each caller holds, and all callers together; a caller holding none is not kept (so
+    what it remembers is bounded by the callers holding some now, not by every caller ever seen)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._held: dict[str, int] = {}
+
+    def add(self, owner: str, delta: int) -> None:
+        self.total += delta
+        held = self._held.get(owner, 0) + delta
+        if held:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+
+    def of(self, owner: str) -> int:
+        return self._held.get(owner, 0)
+
+    def by_owner(self) -> dict[str, int]:
+        return dict(self._held)
+
+
 class Budget:
     """An amount (bytes) that callers draw on at once, such as request bodies being received: `take` succeeds while
     both the total and the caller's share (half the total: one caller never holds all of it) have room; `give`
@@ -120,24 +144,20 @@ class Budget:
 
     def __init__(self, total: int):
         self.total, self.share = total, total // 2
-        self.used = 0
-        self._held: dict[str, int] = {}
+        self._taken = Tally()
+
+    @property
+    def used(self) -> int:
+        return self._taken.total
 
     def take(self, owner: str, amount: int) -> bool:
-        held = self._held.get(owner, 0)
-        if self.used + amount > self.total or held + amount > self.share:
+        if self._taken.total + amount > self.total or self._taken.of(owner) + amount > self.share:
             return False
-        self.used += amount
-        self._held[owner] = held + amount
+        self._taken.add(owner, amount)
         return True
 
     def give(self, owner: str, amount: int) -> None:
-        self.used -= amount
-        held = self._held[owner] - amount
-        if held:
-            self._held[owner] = held
-        else:
-            del self._held[owner]
+        self._taken.add(owner, -amount)
 
     def held(self, owner: str) -> int:
-        return self._held.get(owner, 0)
+        return self._taken.of(owner)

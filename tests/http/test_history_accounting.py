@@ -29,9 +29,9 @@ def _check(store: ConversationStore) -> None:
         owners_bytes[key[0]] = owners_bytes.get(key[0], 0) + conversation.bytes
         owners_indexed[key[0]] = owners_indexed.get(key[0], 0) + len(conversation.response_ids)
     # what each caller holds, kept as it goes for fair eviction, equals a full count too
-    assert store._bytes == {owner: held for owner, held in owners_bytes.items() if held}
-    assert store._indexed_by == {owner: held for owner, held in owners_indexed.items() if held}
-    assert store._indexed == sum(owners_indexed.values()) >= len(store._responses)
+    assert store._bytes.by_owner() == {owner: held for owner, held in owners_bytes.items() if held}
+    assert store._indexed.by_owner() == {owner: held for owner, held in owners_indexed.items() if held}
+    assert store._indexed.total == sum(owners_indexed.values()) >= len(store._responses)
 
 
 def _turn(i: int) -> list[Message]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from agent_framework import Message
 
-from ..fair import Holdings
+from ..fair import Holdings, Tally
 
 
 class HistoryError(Exception):
@@ -116,13 +116,15 @@ class ConversationStore:
         self._conversations: Holdings[Conversation] = Holdings()
         # response id -> ((owner, conversation id), turns it saw)
         self._responses: dict[str, tuple[tuple[str, str], int]] = {}
-        self.total_bytes = 0
-        self._indexed = 0  # response ids the conversations hold (`response_ids`), all callers together
-        self._bytes: dict[str, int] = {}  # per owner: what its conversations hold (bytes; response ids)
-        self._indexed_by: dict[str, int] = {}
+        self._bytes = Tally()  # what the conversations hold, per caller and in all: bytes...
+        self._indexed = Tally()  # ...and response ids (`response_ids`)
 
     def __len__(self) -> int:
         return len(self._conversations)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes.total
 
     def check_input(self, messages: list[Message]) -> None:
         for message in messages:
@@ -183,11 +185,11 @@ class ConversationStore:
         self._add_bytes(conversation, size)
         self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
         conversation.response_ids.append(response_id)
-        self._add_indexed(owner, 1)
+        self._indexed.add(owner, 1)
         if len(conversation.response_ids) > self.bounds.max_items:  # responses past any kept history
             self._unindex_oldest(conversation)
-        while self._indexed > self.bounds.max_conversations * 64:
-            self._unindex_oldest(next(c for _, c in self._conversations.give_way(owner, self._indexed_of)
+        while self._indexed.total > self.bounds.max_conversations * 64:
+            self._unindex_oldest(next(c for _, c in self._conversations.give_way(owner, self._indexed.of)
                                       if c.response_ids))
         while conversation.items > self.bounds.max_items and len(conversation.turns) > 1:
             dropped, size = conversation.turns.pop(0), conversation.sizes.pop(0)
@@ -196,7 +198,7 @@ class ConversationStore:
             conversation.items -= len(dropped)
             self._add_bytes(conversation, -size)
         while self.total_bytes > self.bounds.max_bytes and len(self._conversations) > 1:
-            self._evict(owner, self._bytes_of)
+            self._evict(owner, self._bytes.of)
 
     def _new(self, owner: str, conversation_id: str, root: str | None) -> Conversation:
         while len(self._conversations) >= self.bounds.max_conversations:
@@ -248,8 +250,8 @@ class ConversationStore:
 
     def _drop(self, conversation: Conversation) -> None:
         """Take a conversation that left the store out of the sums (its own stay as they were)."""
-        self._count_bytes(conversation.owner, -conversation.bytes)
-        self._add_indexed(conversation.owner, -len(conversation.response_ids))
+        self._bytes.add(conversation.owner, -conversation.bytes)
+        self._indexed.add(conversation.owner, -len(conversation.response_ids))
         for response_id in conversation.response_ids:
             self._responses.pop(response_id, None)
 
@@ -262,27 +264,9 @@ class ConversationStore:
 
     def _add_bytes(self, conversation: Conversation, delta: int) -> None:
         conversation.bytes += delta
-        self._count_bytes(conversation.owner, delta)
-
-    def _count_bytes(self, owner: str, delta: int) -> None:
-        self.total_bytes += delta
-        self._bytes[owner] = held = self._bytes.get(owner, 0) + delta
-        if not held:
-            del self._bytes[owner]
-
-    def _add_indexed(self, owner: str, delta: int) -> None:
-        self._indexed += delta
-        self._indexed_by[owner] = held = self._indexed_by.get(owner, 0) + delta
-        if not held:
-            del self._indexed_by[owner]
+        self._bytes.add(conversation.owner, delta)
 
     def _unindex_oldest(self, conversation: Conversation) -> None:
         """The conversation's oldest response can no longer be retrieved or continued from."""
         self._responses.pop(conversation.response_ids.popleft(), None)
-        self._add_indexed(conversation.owner, -1)
-
-    def _bytes_of(self, owner: str) -> int:
-        return self._bytes.get(owner, 0)
-
-    def _indexed_of(self, owner: str) -> int:
-        return self._indexed_by.get(owner, 0)
+        self._indexed.add(conversation.owner, -1)

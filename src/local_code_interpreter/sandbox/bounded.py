@@ -7,7 +7,8 @@
   its slot serves someone else.
 - Waiting for a slot is limited: at most `queue_length` callers wait, each at most `queue_timeout` seconds;
   past either, `SandboxBusy` (HTTP 429) says so.
-- Callers share it fairly (the caller is `fair.OWNER`, set by the session manager): a freed slot goes to the
+- Callers share it fairly (the caller is `fair.OWNER`, set by the HTTP guard and the session manager): a freed
+  slot goes to the
   waiting caller running the fewest executions (of those alike, who has waited longest), not to whoever queued
   first; and a full queue turns away the newest waiter of the caller with the most waiting rather than a caller
   with fewer. One caller keeping every slot busy and the queue full delays another caller by at most one
@@ -21,7 +22,7 @@ import itertools
 from collections import deque
 from contextlib import asynccontextmanager
 
-from ..fair import OWNER
+from ..fair import OWNER, Tally
 from .types import ExecutionResult, Limits, Sandbox, SandboxBusy
 
 
@@ -43,8 +44,12 @@ class Bounded:
         self._queues: dict[str, deque[_Waiter]] = {}  # per caller, oldest first
         self._waiting = 0
         self._order = itertools.count()
-        self._running_by: dict[str, int] = {}
-        self.running = 0  # executions inside the back end right now (never above `slots`)
+        self._running = Tally()  # executions inside the back end right now, per caller and in all
+
+    @property
+    def running(self) -> int:
+        """Executions inside the back end right now (never above `slots`)."""
+        return self._running.total
 
     async def start(self) -> None:
         start = getattr(self.backend, "start", None)
@@ -58,17 +63,11 @@ class Bounded:
             self._free -= 1
         else:
             await self._wait(owner)
-        self.running += 1
-        self._running_by[owner] = self._running_by.get(owner, 0) + 1
+        self._running.add(owner, 1)
         try:
             yield
         finally:
-            self.running -= 1
-            held = self._running_by[owner] - 1
-            if held:
-                self._running_by[owner] = held
-            else:
-                del self._running_by[owner]
+            self._running.add(owner, -1)
             self._hand_on()
 
     async def _wait(self, owner: str) -> None:
@@ -98,7 +97,7 @@ class Bounded:
         if not self._waiting:
             self._free += 1
             return
-        queue = min(self._queues.values(), key=lambda q: (self._running_by.get(q[0].owner, 0), q[0].order))
+        queue = min(self._queues.values(), key=lambda q: (self._running.of(q[0].owner), q[0].order))
         waiter = queue[0]
         self._dequeue(waiter)
         waiter.future.set_result(None)
