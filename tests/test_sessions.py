@@ -34,8 +34,8 @@ class Recording:
     async def run(self, code, language=None):
         return await self.sandbox.run(code, language)
 
-    async def open_session(self, language=None):
-        session = await self.sandbox.open_session(language)
+    async def open_session(self, language=None, **extra):
+        session = await self.sandbox.open_session(language, **extra)
         self.opened.append(session)
         return session
 

@@ -177,7 +177,7 @@ class SessionManager:
         """Run `code` in the key's session (created on first use). SandboxBusy when the replica is full of busy
         sessions; SandboxUnavailable when the back end cannot keep sessions."""
         for _attempt in range(2):
-            async with self._use(key, create=True) as (session, notice):
+            async with self._use(key, create=True, first_cell=code) as (session, notice):
                 try:
                     result = await session.run(code)
                 except SandboxUnavailable:
@@ -249,19 +249,20 @@ class SessionManager:
     # -- policy ----------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _use(self, key: Key, create: bool):
+    async def _use(self, key: Key, create: bool, first_cell: str | None = None):
         """Hold the key's entry lock and yield (live session or None, notice for the caller). Whatever the sandbox
-        does meanwhile is on the key's owner's behalf (`fair.OWNER`: the execution gate shares its slots by it)."""
+        does meanwhile is on the key's owner's behalf (`fair.OWNER`: the execution gate shares its slots by it).
+        A session opened here is told `first_cell`, the code it runs first (None: unknown, as for an upload)."""
         key = _check_key(key)
         acting = OWNER.set(key[0])
         try:
-            async with self._entry(key, create) as found:
+            async with self._entry(key, create, first_cell) as found:
                 yield found
         finally:
             OWNER.reset(acting)
 
     @contextlib.asynccontextmanager
-    async def _entry(self, key: Key, create: bool):
+    async def _entry(self, key: Key, create: bool, first_cell: str | None):
         if self._closed:
             raise SandboxBusy("the server is shutting down; retry")
         while True:
@@ -286,7 +287,7 @@ class SessionManager:
                         if not create:
                             yield None, ""
                             return
-                        await self._open(entry)
+                        await self._open(entry, first_cell)
                         notice = self._notices.pop(key, "")  # after a successful open, so a failure keeps it
                     self._entries.touch(key)
                     try:
@@ -326,12 +327,13 @@ class SessionManager:
         self._entries[key] = entry
         return entry
 
-    async def _open(self, entry: _Entry) -> None:
+    async def _open(self, entry: _Entry, first_cell: str | None) -> None:
+        extra = {} if first_cell is None else {"first_cell": first_cell}
         try:
             if self.session_limits is None:
-                entry.session = await self.sandbox.open_session(self.language)
+                entry.session = await self.sandbox.open_session(self.language, **extra)
             else:
-                entry.session = await self.sandbox.open_session(self.language, self.session_limits)
+                entry.session = await self.sandbox.open_session(self.language, self.session_limits, **extra)
         except BaseException:
             self._forget(entry)  # nothing was opened: free the slot
             raise

@@ -159,7 +159,7 @@ def test_a_dropped_caller_stops_its_execution_before_freeing_its_slot():
             directory = None
             for _ in range(200):
                 await asyncio.sleep(0.05)
-                busy = [child for child in backend.supervisor._children.values()
+                busy = [child for supervisor in backend.supervisors for child in supervisor._children.values()
                         if os.path.exists(os.path.join(child.scratch, "running"))]
                 if busy:
                     directory = busy[0].scratch

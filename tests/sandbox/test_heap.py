@@ -62,14 +62,14 @@ def test_the_template_keeps_its_heap_on_huge_pages_while_it_forks():
         backend = Backend(Limits(timeout_seconds=20), spares=1, session_spares=1)
         try:
             for i in range(15):  # every path the template serves: one-shot runs, sessions, their ends
-                assert (await backend.run(f"print({i})")).stdout == f"{i}\n"
+                assert (await backend.run(f"import numpy\nprint({i})")).stdout == f"{i}\n"  # warm: a library
                 session = await backend.open_session()
                 await session.run("x = 1")
                 await session.close()
             template = backend.supervisor._process.pid
             settled = _huge_pages_kib(template)
             for i in range(80):
-                assert (await backend.run(f"print({i})")).stdout == f"{i}\n"
+                assert (await backend.run(f"import numpy\nprint({i})")).stdout == f"{i}\n"
                 session = await backend.open_session()
                 await session.run("x = list(range(1000))")
                 await session.close()

@@ -106,7 +106,7 @@ async def _eventually(check, seconds: float = 10.0) -> bool:
 ATTACK = r'''
 import glob, json, os, signal
 me = os.getpid()
-victim, root, server, targets = VICTIM, ROOT, SERVER, TARGETS
+victim, roots, server, targets = VICTIM, ROOTS, SERVER, TARGETS  # roots: the warm and the lean template's
 seen = {"pid": me, "signalled": [], "read": [], "listed": [], "wrote": [], "pids": 0}
 
 def attempt(kind, label, action):
@@ -120,12 +120,14 @@ def read(path):
     with open(path, "rb") as f:
         f.read(64)
 
-for path in (f"{victim}/secret.txt", f"{root}", f"{victim}", "..", "/proc/1/environ", f"/proc/{server}/environ",
+for path in (f"{victim}/secret.txt", *roots, f"{victim}", "..", "/proc/1/environ", f"/proc/{server}/environ",
              f"/proc/{server}/mem", f"/proc/{server}/cwd", "/dev/shm", "/tmp"):
     attempt("read", path, lambda: read(path) if not os.path.isdir(path) else os.listdir(path))
-for path in glob.glob(f"{root}/*/o.txt") + glob.glob("../*/o.txt") + glob.glob("../*/secret.txt"):
+for path in [hit for root in roots for hit in glob.glob(f"{root}/*/o.txt")] + glob.glob("../*/o.txt") + \
+        glob.glob("../*/secret.txt"):
     attempt("read", path, lambda: read(path))
-for path in (f"{victim}/planted.txt", f"{root}/planted.txt", "../planted.txt", "/dev/shm/planted", "/tmp/planted"):
+for path in (f"{victim}/planted.txt", *[f"{root}/planted.txt" for root in roots], "../planted.txt",
+             "/dev/shm/planted", "/tmp/planted"):
     attempt("wrote", path, lambda: open(path, "w").write("planted"))
 try:
     listed = {int(p) for p in os.listdir("/proc") if p.isdigit()}
@@ -166,7 +168,8 @@ async def reach_others(backend) -> dict:
             "print(open('o.txt').read(), secret)"))
         await asyncio.sleep(1.0)  # the one-shot execution is running while the attack runs
         targets = sorted((descendants(os.getpid()) | {os.getpid()}) - {attacker.child.pid})
-        code = (ATTACK.replace("VICTIM", repr(victim.directory)).replace("ROOT", repr(backend.supervisor.root))
+        roots = [supervisor.root for supervisor in backend.supervisors]
+        code = (ATTACK.replace("VICTIM", repr(victim.directory)).replace("ROOTS", repr(roots))
                 .replace("SERVER", str(os.getpid())).replace("TARGETS", repr(targets)))
         attack = await attacker.run(code)
         done = await oneshot
@@ -179,7 +182,8 @@ async def reach_others(backend) -> dict:
             "victim_files": sorted(f.name for f in await victim.files()),
             "victim_secret": (await victim.read("secret.txt")).decode(),
             "planted_outside": [p for p in ("/tmp/planted", "/dev/shm/planted",
-                                            os.path.join(backend.supervisor.root, "planted.txt")) if os.path.exists(p)],
+                                            *[os.path.join(root, "planted.txt") for root in roots])
+                                if os.path.exists(p)],
         }
     finally:
         await victim.close()

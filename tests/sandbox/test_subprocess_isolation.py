@@ -65,10 +65,11 @@ def test_template_and_spares_never_hold_execution_data():
             running = asyncio.create_task(backend.run(
                 f"import time\nprint({running_marker!r}, flush=True)\nsecret = {running_marker!r}\ntime.sleep(3)"))
             await asyncio.sleep(1.5)
-            template = backend.supervisor._process.pid
-            spares = [child.pid for spares in backend.supervisor._spares.values() for child in spares]
+            templates = [supervisor._process.pid for supervisor in backend.supervisors]  # warm and lean
+            spares = [child.pid for supervisor in backend.supervisors for spares in supervisor._spares.values()
+                      for child in spares]
             needles = [m.encode() for m in markers]
-            found = {pid: await asyncio.to_thread(memory_holds, pid, needles) for pid in [template, *spares]}
+            found = {pid: await asyncio.to_thread(memory_holds, pid, needles) for pid in [*templates, *spares]}
             session_child = session.child.pid
             in_session = await asyncio.to_thread(memory_holds, session_child, needles)
             await running
@@ -95,8 +96,9 @@ SERVER = textwrap.dedent("""
         assert "chain started" in started.stdout, started
         in_flight = asyncio.create_task(backend.run("import time\\ntime.sleep(60)"))
         await asyncio.sleep(1)
-        children = backend.supervisor._children.values()
-        print(json.dumps({"template": backend.supervisor._process.pid, "root": backend.supervisor.root,
+        children = [child for supervisor in backend.supervisors for child in supervisor._children.values()]
+        print(json.dumps({"templates": [supervisor._process.pid for supervisor in backend.supervisors],
+                          "roots": [supervisor.root for supervisor in backend.supervisors],
                           "directories": [child.scratch for child in children]}), flush=True)
         await asyncio.sleep(600)
 
@@ -114,12 +116,12 @@ def test_nothing_survives_the_server(sig):
         assert len(processes_in(state["directories"])) >= 4  # a session with its chain, one running, spares
         server.send_signal(sig)
         server.wait(timeout=30)
-        assert eventually(lambda: not alive(state["template"])), "the template outlived the server"
+        assert eventually(lambda: not any(map(alive, state["templates"]))), "a template outlived the server"
         assert eventually(lambda: processes_in(state["directories"]) == []), processes_in(state["directories"])
         # what it left on disk (it could not clean up) is removed by the next server to start
-        assert os.path.isdir(state["root"])
+        assert all(map(os.path.isdir, state["roots"])) and len(state["roots"]) == 2
         asyncio.run(start_and_close(Backend(Limits())))
-        assert not os.path.exists(state["root"])
+        assert not any(map(os.path.exists, state["roots"]))
     finally:
         if server.poll() is None:
             server.kill()
@@ -169,10 +171,10 @@ NON_ROOT = textwrap.dedent("""
         out["locked"] = (await session.run(LOCKED)).stdout
         await session.close()
         out["session_directory_left"] = os.path.exists(session.directory)
-        out["root"] = backend.supervisor.root
+        out["roots"] = [supervisor.root for supervisor in backend.supervisors]
         out["namespaces"] = backend.supervisor.hello.get("pid_namespace")
         await backend.close()
-        out["root_left"] = os.path.exists(out["root"])
+        out["root_left"] = any(map(os.path.exists, out["roots"]))
         print(json.dumps(out), flush=True)
 
     asyncio.run(main())

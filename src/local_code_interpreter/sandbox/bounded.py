@@ -137,14 +137,18 @@ class Bounded:
         async with self.slot():
             return await self.backend.run(code, language)
 
-    async def open_session(self, language: str | None = None, limits: Limits | None = None):
+    async def open_session(self, language: str | None = None, limits: Limits | None = None,
+                           first_cell: str | None = None):
         open_session = getattr(self.backend, "open_session", None)
         if open_session is None:
             from .types import SandboxUnavailable
 
             raise SandboxUnavailable(f"the {self.name} sandbox cannot keep sessions")
+        extra = {"limits": limits} if limits is not None else {}
+        if first_cell is not None:
+            extra["first_cell"] = first_cell
         async with self.slot():
-            session = await (open_session(language, limits) if limits is not None else open_session(language))
+            session = await open_session(language, **extra)
         return BoundedSession(session, self)
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ import linecache
 import mimetypes
 import os
 import re
+import resource
 import signal
 import stat
 import struct
@@ -35,12 +36,15 @@ import threading
 import types
 
 # The modules model-written code reaches for most, imported once in the template so no child pays for them.
-WARM_MODULES = ("json", "math", "re", "random", "statistics", "datetime", "collections", "itertools",
-                "functools", "decimal", "fractions", "string", "textwrap", "traceback", "csv", "io",
-                "pathlib", "subprocess", "hashlib", "base64", "heapq", "bisect", "dataclasses", "typing",
-                "asyncio", "operator", "copy", "pprint", "time", "uuid", "zipfile", "gzip", "tempfile",
-                "shutil", "glob", "sqlite3", "urllib.parse", "unicodedata", "enum", "contextlib",
-                "numpy", "pandas", "matplotlib", "matplotlib.pyplot", "PIL.Image")
+# Every template warms the standard library's; the warm template also the libraries (about 70 MiB of heap, and
+# each of its children pays for that in fork, copy-on-write faults and exit: see `sandbox/startup.py`).
+STDLIB_WARM_MODULES = ("json", "math", "re", "random", "statistics", "datetime", "collections", "itertools",
+                       "functools", "decimal", "fractions", "string", "textwrap", "traceback", "csv", "io",
+                       "pathlib", "subprocess", "hashlib", "base64", "heapq", "bisect", "dataclasses", "typing",
+                       "asyncio", "operator", "copy", "pprint", "time", "uuid", "zipfile", "gzip", "tempfile",
+                       "shutil", "glob", "sqlite3", "urllib.parse", "unicodedata", "enum", "contextlib")
+LIBRARY_WARM_MODULES = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "PIL.Image")
+WARM_MODULES = STDLIB_WARM_MODULES + LIBRARY_WARM_MODULES
 # Read before numpy loads its BLAS: one thread each, so the template stays single-threaded and forkable.
 BLAS_THREAD_ENV = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                           "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -54,25 +58,35 @@ _HEADER = struct.Struct("!I")
 _THIS_FILE = __file__
 _running = False  # SIGINT interrupts a running cell only; between cells it is ignored
 _workdir = "."  # the session directory (the working directory when serve() started), even if a cell chdirs
+# A child of the lean template imports the libraries itself, if its code does: see `_LibraryImports`.
+MATPLOTLIB_HOME = ".matplotlib"  # in the session directory, as matplotlib keeps it in a home directory
+FIGURES_BACKEND = "module://local_code_interpreter.sandbox.figures"  # figures.BACKEND (that module needs matplotlib)
+_lean_fonts: dict[str, bytes] | None = None  # in a lean template: the font cache the warm one built, by file name
+_quiet: dict[str, tuple[int, int, int]] = {}  # files that set-up wrote during a cell: not the cell's own
 
 
-def prepare(mpl_config_dir: str | None = None) -> list[str]:
+def prepare(mpl_config_dir: str | None = None, lean: bool = False) -> list[str]:
     """Warm the template: imports, matplotlib set-up, mimetypes. Returns the warm modules that are missing.
 
     Call once, before any fork, in the process that will fork the children. `mpl_config_dir` (default:
     $MPLCONFIGDIR, else a directory of this uid under the temporary directory) holds matplotlib's font cache,
-    built here, so that no child (which cannot write there, nor needs a HOME) ever rebuilds it.
+    built here, so that no child (which cannot write there, nor needs a HOME) ever rebuilds it. `lean`: the
+    standard library's warm modules only (a child that imports a library later finds the same settings and
+    the font cache a warm template built).
     """
     os.environ.update(BLAS_THREAD_ENV)
     os.environ["MPLBACKEND"] = "Agg"
     os.environ["MPLCONFIGDIR"] = (mpl_config_dir or os.environ.get("MPLCONFIGDIR")
                                   or _private_dir(f"lci-matplotlib-{os.geteuid()}"))
     missing = []
-    for name in WARM_MODULES:
+    for name in STDLIB_WARM_MODULES if lean else WARM_MODULES:
         try:
             __import__(name)
         except ImportError:
             missing.append(name)
+    if lean:
+        global _lean_fonts
+        _lean_fonts = _font_cache(os.environ["MPLCONFIGDIR"])
     mimetypes.init()
     if "matplotlib.pyplot" in sys.modules:
         _warm_matplotlib()
@@ -94,6 +108,19 @@ def _private_dir(name: str) -> str:
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
             return tempfile.mkdtemp(prefix=name + "-")  # someone else's, or loose: do not trust it
     return path
+
+
+def _font_cache(directory: str) -> dict[str, bytes]:
+    """matplotlib's font cache files (fontlist-v*.json, built by the warm template), read while we may."""
+    found = {}
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith("fontlist-") and name.endswith(".json")]
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                found[name] = f.read()
+    except OSError:
+        pass  # none yet (matplotlib missing): a child that imports it builds its own
+    return found
 
 
 def _warm_matplotlib() -> None:
@@ -136,6 +163,9 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     _workdir = os.getcwd()
     sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
     sys.argv = [""]
+    if _lean_fonts is not None:
+        os.environ.update(BLAS_THREAD_ENV)  # as in the warm template: one BLAS thread (RLIMIT_NPROC counts them)
+        sys.meta_path.insert(0, _LibraryImports())
     signal.signal(signal.SIGINT, _on_sigint)
     me = os.getpid()
     if not _warm_up():
@@ -154,6 +184,51 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
         if os.getpid() != me:  # a fork the code made came back here: it must not answer for us
             os._exit(result["exit_code"])
         _write_frame(results_fd, result)
+
+
+class _LibraryImports:
+    """In a child of the lean template, what a warm child has from its template, when the code first needs it.
+
+    - The first import of a module outside the standard library raises the address space limit (soft) to the
+      hard one: what a warm template's child has (its libraries are mapped already). Until then a cell's
+      allocations meet the limit as soon as a warm child's would (MemoryError rather than the memory quota's kill).
+    - The first `import matplotlib` finds our figures back end and the font cache (written into `MATPLOTLIB_HOME`,
+      the only writable place, and not reported as the cell's files). Without them matplotlib would run fc-list
+      and rebuild its cache into the session directory (about 0.5 s, files the code never made) and capture no
+      chart. Then it steps aside.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def find_spec(self, name, path=None, target=None):  # noqa: ARG002 - the meta path finder protocol
+        if not self.raised and name.partition(".")[0] not in sys.stdlib_module_names:
+            self.raised = True
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (resource.getrlimit(resource.RLIMIT_AS)[1],) * 2)
+            except (OSError, ValueError):
+                pass
+        if name == "matplotlib":
+            sys.meta_path.remove(self)
+            _matplotlib_home()
+        return None  # the regular finders import it
+
+
+def _matplotlib_home() -> None:
+    home = os.path.join(_workdir, MATPLOTLIB_HOME)
+    try:
+        os.makedirs(home, exist_ok=True)
+        for name, data in (_lean_fonts or {}).items():
+            path = os.path.join(home, name)
+            if not os.path.lexists(path):
+                with open(path, "xb") as f:
+                    f.write(data)
+                info = os.stat(path, follow_symlinks=False)
+                _quiet[f"{MATPLOTLIB_HOME}/{name}"] = (info.st_size, info.st_mtime_ns, info.st_ino)
+    except OSError as error:
+        print(f"[matplotlib's font cache could not be set up ({error}); it builds its own]", file=sys.stderr)
+    os.environ.setdefault("MPLCONFIGDIR", home)
+    os.environ.setdefault("MPLBACKEND", FIGURES_BACKEND)
 
 
 def _warm_up() -> bool:
@@ -192,6 +267,8 @@ def run_cell(code: str, namespace: dict, filename: str = "<cell>") -> dict:
         exit_code, error = 1, _describe(exception)
     images = _capture_figures()
     _flush()
+    before.update(_quiet)  # what set-up wrote is reported only if the code then changes it
+    _quiet.clear()
     files = changed_files(before, snapshot(_workdir))
     return {"exit_code": exit_code, "value": value, "images": images, "files": files, "error": error}
 

@@ -243,7 +243,8 @@ class Backend:
         exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return result(NAME, stdout, stderr, exit_code, False, started)
 
-    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> HyperlightSession:
+    async def open_session(self, language: str | None = None, limits: Limits | None = None,
+                           first_cell: str | None = None) -> HyperlightSession:
         """A Sandbox kept between executions; SandboxUnavailable with the library's reason where none can start."""
         language = language or self.language
         if language not in LANGUAGES:

@@ -35,6 +35,9 @@ def read_only_paths() -> list[str]:
             paths.add(os.path.realpath(sysconfig.get_path(scheme_path, vars={"base": prefix, "platbase": prefix})))
     paths.add(os.path.join(os.path.realpath(sys.base_prefix), "lib"))  # libpython for shared builds
     paths.add(os.path.join(sys.prefix, "pyvenv.cfg"))  # a virtual environment's interpreter reads it at start
+    # This package's sandbox modules, wherever it is installed (a checkout too): a child that imports matplotlib
+    # itself loads our figures back end from here (`child._LibraryImports`).
+    paths.add(os.path.dirname(os.path.realpath(__file__)))
     return _SYSTEM_READ_ONLY + sorted(p for p in paths if os.path.exists(p))
 
 
@@ -49,14 +52,15 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
 
 
 def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]],
-          address_space: int, session: bool, parent: int) -> None:
+          address_space: tuple[int, int], session: bool, parent: int) -> None:
     """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
 
     It dies with `parent` (the template): the parent-death signal is set after the uid change, which would clear
     it, and the parent is checked once it is set, in case it died before.
 
-    `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS in bytes
-    (the template's own size plus the memory limit: the warm modules are mapped already). A session gets no
+    `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS (soft, hard)
+    in bytes (the template's own size plus the memory limit: the warm modules are mapped already; hard, for a lean
+    template's child, what a warm one's has: see `child._LibraryImports`). A session gets no
     CPU-time limit: its executions add up; the wall-clock deadline bounds each one instead.
     """
     os.fchdir(scratch_fd)
@@ -92,11 +96,14 @@ def _host_parent() -> int:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-def _set_limits(*pairs: tuple[int, int]) -> None:
+def _set_limits(*pairs: tuple[int, int | tuple[int, int]]) -> None:
+    """Each limit to `value`, soft and hard, or to (soft, hard); never above what we were given."""
     for limit, value in pairs:
-        hard = resource.getrlimit(limit)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above what we were given
-        resource.setrlimit(limit, (value, value))
+        soft, hard = value if isinstance(value, tuple) else (value, value)
+        given = resource.getrlimit(limit)[1]
+        if given != resource.RLIM_INFINITY:
+            soft, hard = min(soft, given), min(hard, given)
+        resource.setrlimit(limit, (soft, hard))
 
 
 def seccomp_works() -> bool:

@@ -268,7 +268,8 @@ class Backend:
             stderr.write(f"{message}\n".encode("utf-8", "replace"))
         return result(NAME, stdout, stderr, exit_code, timed_out, started)
 
-    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> MontySession:
+    async def open_session(self, language: str | None = None, limits: Limits | None = None,
+                           first_cell: str | None = None) -> MontySession:
         """A stateful session (with its own `limits` if given); no worker is held while it is idle."""
         language = language or self.language
         if language != "python":

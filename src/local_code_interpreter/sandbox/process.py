@@ -1,7 +1,9 @@
 """The `subprocess` back end: full CPython in confined children forked from a pristine template.
 
 A one-shot run takes a spare child (forked and confined before the request), gives it one cell and ends it;
-a session keeps its child. `supervisor.py` runs the children, `template.py` forks them.
+a session keeps its child. `supervisor.py` runs the children, `template.py` forks them. There are two templates,
+each with its own supervisor and spares: the warm one (NumPy, pandas, matplotlib) and the lean one (the standard
+library); the code a child runs first picks its template (`startup.py`).
 """
 
 from __future__ import annotations
@@ -12,27 +14,30 @@ import secrets
 import sys
 import time
 
-from . import files, isolation, landlock
+from . import files, isolation, landlock, startup
 from .supervisor import CHILD_DESCRIPTORS, FORK_DESCRIPTORS, Child, Supervisor, result_fields
 from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
 NAME = "subprocess"
 GRACE_SECONDS = 1.0
-SPARES = SESSION_SPARES = 2  # confined children kept ready: for one-shot runs, for new sessions
+SPARES = SESSION_SPARES = 2  # confined children kept ready: for one-shot runs, for new sessions (each template)
+TEMPLATES = 2  # warm and lean
 
 
 def descriptors(max_sessions: int, max_concurrency: int) -> int:
     """Descriptors the server may hold with `max_sessions` sessions and `max_concurrency` runs or session starts at
     once (`Bounded`): per child its four pipe ends and its directory (`supervisor.Child`), for every session, every
-    run in flight and the spares of both kinds; per fork in flight (those runs and starts, and one refill of each
-    kind of spare) the child's four ends until the template has them; the sandbox's root directory and the
-    template's socket. Evicted sessions are closed in the background: `max_concurrency` more children cover them."""
-    children = max_sessions + 2 * max_concurrency + SPARES + SESSION_SPARES
-    return CHILD_DESCRIPTORS * children + FORK_DESCRIPTORS * (max_concurrency + 2) + 2
+    run in flight and the spares of both kinds of both templates; per fork in flight (those runs and starts, and
+    one refill of each kind of spare of each template) the child's four ends until the template has them; per
+    template its root directory's lock and its socket. Evicted sessions are closed in the background:
+    `max_concurrency` more children cover them."""
+    children = max_sessions + 2 * max_concurrency + TEMPLATES * (SPARES + SESSION_SPARES)
+    return CHILD_DESCRIPTORS * children + FORK_DESCRIPTORS * (max_concurrency + 2 * TEMPLATES) + 2 * TEMPLATES
 
 
 class Backend:
-    """One supervisor (and its template), started on first use and again if the template ever dies."""
+    """Two supervisors (warm and lean, each with its template), started on first use and again if a template
+    ever dies. `supervisor` is the warm one's."""
 
     name = NAME
 
@@ -43,13 +48,23 @@ class Backend:
         self.grace_seconds = grace_seconds
         self.supervisor = Supervisor(limits, spares=spares, session_spares=session_spares,
                                      grace_seconds=grace_seconds)
+        self.lean = Supervisor(limits, spares=spares, session_spares=session_spares, grace_seconds=grace_seconds,
+                               warm_peer=self.supervisor)
         self._sessions: set[SubprocessSession] = set()
 
+    @property
+    def supervisors(self) -> tuple[Supervisor, Supervisor]:
+        return self.supervisor, self.lean
+
+    def _for(self, code: str | None) -> Supervisor:
+        return self.supervisor if startup.needs_libraries(code) else self.lean
+
     async def start(self) -> None:
-        """Start the template now (and fork the spares) rather than on the first execution."""
-        await self.supervisor.start()
-        self.supervisor.prefill(self.limits, session=False)
-        self.supervisor.prefill(self.limits, session=True)
+        """Start the templates now (and fork the spares) rather than on the first execution."""
+        for supervisor in self.supervisors:
+            await supervisor.start()
+            supervisor.prefill(self.limits, session=False)
+            supervisor.prefill(self.limits, session=True)
 
     def _check(self, language: str | None) -> None:
         language = language or self.language
@@ -59,21 +74,23 @@ class Backend:
     async def run(self, code: str, language: str | None = None) -> ExecutionResult:
         self._check(language)
         started = time.perf_counter()
-        child = await self.supervisor.child(self.limits, session=False)
+        child = await self._for(code).child(self.limits, session=False)
         try:
             cell = await child.run(code, grace_seconds=0)
         except asyncio.CancelledError:  # the caller went away: its execution ends before its slot is free
             await asyncio.shield(child.gone())
             raise
         finally:
-            self.supervisor.release(child)  # killed now; its directory removed in the background
+            child.supervisor.release(child)  # killed now; its directory removed in the background
         fields = result_fields(cell, self.limits, session=False, grace_seconds=0)
         return ExecutionResult(sandbox=NAME, duration_ms=round((time.perf_counter() - started) * 1000, 3), **fields)
 
-    async def open_session(self, language: str | None = None, limits: Limits | None = None) -> "SubprocessSession":
+    async def open_session(self, language: str | None = None, limits: Limits | None = None,
+                           first_cell: str | None = None) -> "SubprocessSession":
+        """`first_cell`, when known, picks the template (`startup.py`); without it the session starts warm."""
         self._check(language)
         limits = limits or self.limits
-        child = await self.supervisor.child(limits, session=True)
+        child = await self._for(first_cell).child(limits, session=True)
         session = SubprocessSession(self, child, limits)
         self._sessions.add(session)
         return session
@@ -81,7 +98,8 @@ class Backend:
     async def close(self) -> None:
         for session in list(self._sessions):
             await session.close()
-        await self.supervisor.close()
+        for supervisor in self.supervisors:
+            await supervisor.close()
 
 
 class SubprocessSession:
@@ -115,7 +133,7 @@ class SubprocessSession:
                 raise
             fields = result_fields(cell, self.limits, session=True, grace_seconds=self.backend.grace_seconds)
             if not self.child.alive:
-                self.backend.supervisor.release(self.child)
+                self.child.supervisor.release(self.child)
             return ExecutionResult(sandbox=NAME, duration_ms=round((time.perf_counter() - started) * 1000, 3),
                                    **fields)
 

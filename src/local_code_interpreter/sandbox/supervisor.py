@@ -368,8 +368,12 @@ class Child:
 class Supervisor:
     """Talks to one template (started on first use, again if it dies) and keeps spare children."""
 
-    def __init__(self, limits: Limits, spares: int = 2, session_spares: int = 1, grace_seconds: float = 1.0):
+    def __init__(self, limits: Limits, spares: int = 2, session_spares: int = 1, grace_seconds: float = 1.0,
+                 warm_peer: "Supervisor | None" = None):
         self.limits = limits
+        # Given, this one's template is lean (`startup.py`) and `warm_peer` supervises the warm one: that starts
+        # first (its font cache built, its address space known: the floor of the lean template's children's).
+        self.warm_peer = warm_peer
         self.spare_counts = {False: spares, True: session_spares}
         self.grace_seconds = grace_seconds
         self.hello: dict = {}
@@ -390,6 +394,8 @@ class Supervisor:
 
     # The template -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.warm_peer is not None:
+            await self.warm_peer.start()
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
@@ -408,10 +414,11 @@ class Supervisor:
                 os.close(os.open(os.path.join(self.root, LOCK_NAME), os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
                 await asyncio.to_thread(remove_stale_roots, os.path.dirname(self.root))
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            lean = [] if self.warm_peer is None else ["--lean", str(self.warm_peer.hello.get("vm_size", 0))]
             self._process = await asyncio.create_subprocess_exec(
                 # -s -P, not -I: isolated mode would ignore PYTHONMALLOC; the environment is ours alone anyway
                 sys.executable, "-s", "-P", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
-                str(theirs.fileno()), env=dict(TEMPLATE_ENV), pass_fds=(theirs.fileno(),), cwd="/",
+                str(theirs.fileno()), *lean, env=dict(TEMPLATE_ENV), pass_fds=(theirs.fileno(),), cwd="/",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             theirs.close()

@@ -1,7 +1,8 @@
 """The pristine template: the process every confined child is forked from. It only forks and reaps.
 
-Run as `python -s -P -m local_code_interpreter.sandbox.template FD` with an environment of only its allocator
-settings (`supervisor.TEMPLATE_ENV`). It pins the numeric
+Run as `python -s -P -m local_code_interpreter.sandbox.template FD [--lean BYTES]` with an environment of only its
+allocator settings (`supervisor.TEMPLATE_ENV`); `--lean` warms the standard library only (`startup.py` says
+which children are forked from which), BYTES being the warm template's address space. It pins the numeric
 libraries to one thread (a multi-threaded process cannot fork safely), calls `child.prepare()` once (warm
 imports: NumPy, pandas, matplotlib with Agg, ...), takes malloc's holes in its warm heap (`heap.py`: it stays on
 huge pages while it forks), builds the seccomp program and opens the Landlock base rules once, and
@@ -88,7 +89,7 @@ def namespace_flags() -> tuple[int, str]:
 
 
 class Template:
-    def __init__(self, control: socket.socket, heap_detail: str = ""):
+    def __init__(self, control: socket.socket, heap_detail: str = "", address_floor: int = 0):
         self.control = control
         self.heap_detail = heap_detail
         self.pid = os.getpid()
@@ -96,7 +97,11 @@ class Template:
         self.landlock_abi = landlock.abi_version()
         # Above the numbers a child takes for its own pipes (0-4) and the received ones: they must survive both.
         self.rules = [(_above(fd, 64), access) for fd, access in isolation.landlock_rules(self.landlock_abi)]
+        # A child's address space limit is this plus its memory limit. A lean template's children may raise theirs
+        # (soft) up to the warm template's size plus the limit (hard) when they first import a library
+        # (`child._LibraryImports`), so they have as much left for their data as a warm template's child.
         self.vm_size = _vm_size()
+        self.address_floor = max(self.vm_size, address_floor)
         self.children: dict[int, str] = {}  # live (unreaped) child pid -> request id
         self.budget_cache = (0.0, 0)
         self.sweep_at: float | None = None
@@ -178,7 +183,8 @@ class Template:
             return
         limits = Limits(**request["limits"])
         budget = self._process_budget(limits) + (SESSION_NPROC_HEADROOM if request.get("session") else 0)
-        address_space = self.vm_size + limits.memory_mb * 1024 * 1024
+        address_space = (self.vm_size + limits.memory_mb * 1024 * 1024,
+                         self.address_floor + limits.memory_mb * 1024 * 1024)
         try:
             pid = clone(self.flags)
         except OSError as error:
@@ -242,7 +248,7 @@ class Template:
 
 
 def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int,
-           rules: list[tuple[int, int]], budget: int, address_space: int, session: bool) -> None:
+           rules: list[tuple[int, int]], budget: int, address_space: tuple[int, int], session: bool) -> None:
     """In the new child: become its own session, take its descriptors, confine itself, serve cells."""
     status = 1
     try:
@@ -337,11 +343,12 @@ def main() -> None:
     LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:
         return
-    missing = child.prepare()  # warm imports, matplotlib's font cache, then gc.freeze()
+    lean = sys.argv[2:3] == ["--lean"]  # then argv[3]: the warm template's address space, the floor for ours
+    missing = child.prepare(lean=lean)  # warm imports, matplotlib's font cache, then gc.freeze()
     if missing:
         print(f"sandbox template: warm modules not installed: {', '.join(missing)}", file=sys.stderr)
     _, heap_detail = heap.fill_holes()  # last: so that what the template allocates from now on comes from the top
-    Template(control, heap_detail).serve()
+    Template(control, heap_detail, int(sys.argv[3]) if lean else 0).serve()
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ class Sandbox(Protocol):
 
     async def run(self, code: str, language: str | None = None) -> ExecutionResult: ...
 
-    async def open_session(self, language: str | None = None) -> Session: ...  # SandboxUnavailable if it cannot
+    # SandboxUnavailable if it cannot. Back ends may also take `limits=` and `first_cell=` (the code the session
+    # will run first, when known: the subprocess back end picks the template to fork from by it).
+    async def open_session(self, language: str | None = None) -> Session: ...
 
     async def close(self) -> None: ...
