@@ -328,12 +328,11 @@ class SessionManager:
         return entry
 
     async def _open(self, entry: _Entry, first_cell: str | None) -> None:
-        extra = {} if first_cell is None else {"first_cell": first_cell}
+        extra = {} if self.session_limits is None else {"limits": self.session_limits}
+        if first_cell is not None:
+            extra["first_cell"] = first_cell  # the back end may pick how to start by it
         try:
-            if self.session_limits is None:
-                entry.session = await self.sandbox.open_session(self.language, **extra)
-            else:
-                entry.session = await self.sandbox.open_session(self.language, self.session_limits, **extra)
+            entry.session = await self.sandbox.open_session(self.language, **extra)
         except BaseException:
             self._forget(entry)  # nothing was opened: free the slot
             raise
