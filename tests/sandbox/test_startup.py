@@ -78,3 +78,42 @@ def test_a_session_starts_from_the_template_its_first_cell_needs_and_can_do_ever
     assert len(later.images) == 1 and later.images[0].media_type == "image/png"  # the chart, without savefig
     assert later.files == [] and later.stderr == "", (later.files, later.stderr)  # no cache rebuilt, no fc-list
     assert kept.value == "1"
+
+
+ENVIRONMENT = ("import json, os, subprocess\n"
+               "seen = subprocess.run(['env'], capture_output=True, text=True).stdout.splitlines()\n"
+               "print(json.dumps([dict(os.environ), dict(line.split('=', 1) for line in seen), os.getcwd()]))")
+
+
+@pytest.mark.parametrize("first_cell, template", [(ENVIRONMENT, "lean"), ("import numpy\n" + ENVIRONMENT, "warm")])
+def test_a_child_of_either_template_sees_only_the_sandbox_environment_and_its_own_home(first_cell, template):
+    """The template fixes its environment once (`isolation.fix_environment`); each child sets only HOME and TMPDIR.
+    What Python sees and what a program the code starts sees are the same, and nothing of the template's own
+    (GLIBC_TUNABLES, PYTHONMALLOC, MPLCONFIGDIR) is in either."""
+    import json
+
+    from local_code_interpreter.sandbox.child import BLAS_THREAD_ENV
+    from local_code_interpreter.sandbox.isolation import SANDBOX_ENV
+    from local_code_interpreter.sandbox.process import Backend
+
+    async def scenario():
+        backend = Backend(LIMITS, spares=1, session_spares=1)
+        try:
+            results = []
+            for _ in range(2):  # two children of the same template: each has its own home
+                session = await backend.open_session(first_cell=first_cell)
+                assert session.child.supervisor is (backend.lean if template == "lean" else backend.supervisor)
+                results.append(await session.run(first_cell))
+                await session.close()
+            return results
+        finally:
+            await backend.close()
+
+    homes = set()
+    for result in asyncio.run(scenario()):
+        assert result.exit_code == 0, result.stderr[-1500:]
+        python, program, home = json.loads(result.stdout)
+        expected = {**SANDBOX_ENV, **(BLAS_THREAD_ENV if template == "lean" else {}), "HOME": home, "TMPDIR": home}
+        assert python == expected and program == expected, (python, program)
+        homes.add(home)
+    assert len(homes) == 2

@@ -163,8 +163,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     _workdir = os.getcwd()
     sys.modules["__main__"] = main  # pickle, dataclasses and typing find what the cells define
     sys.argv = [""]
-    if _lean_fonts is not None:
-        os.environ.update(BLAS_THREAD_ENV)  # as in the warm template: one BLAS thread (RLIMIT_NPROC counts them)
+    if _lean_fonts is not None:  # (the lean template gave us the BLAS settings: one thread, as in a warm one)
         sys.meta_path.insert(0, _LibraryImports())
     signal.signal(signal.SIGINT, _on_sigint)
     me = os.getpid()

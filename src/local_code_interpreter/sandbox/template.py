@@ -347,6 +347,8 @@ def main() -> None:
     missing = child.prepare(lean=lean)  # warm imports, matplotlib's font cache, then gc.freeze()
     if missing:
         print(f"sandbox template: warm modules not installed: {', '.join(missing)}", file=sys.stderr)
+    # Children see only the sandbox's environment; a lean one also the BLAS settings, as it may load NumPy itself.
+    isolation.fix_environment(child.BLAS_THREAD_ENV if lean else None)
     _, heap_detail = heap.fill_holes()  # last: so that what the template allocates from now on comes from the top
     Template(control, heap_detail, int(sys.argv[3]) if lean else 0).serve()
 
