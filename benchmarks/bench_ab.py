@@ -5,15 +5,17 @@
                                                 [--pause 30]
 
 REF is any git commit of this repository (for example the last release tag, or `HEAD~5`); it is checked out in a
-temporary worktree and its server runs with that tree first on PYTHONPATH (the venv's packages are shared; the
-sandbox template starts with a clean environment, so it runs this tree's template and child in both: the figures
-compare the server processes, which is what they measure).
+temporary worktree and its server runs with that tree first on PYTHONPATH (the venv's packages are shared). Its
+sandbox templates run that tree's code too (`supervisor.template_env`), for commits from the one that made them
+do so on; before it, both servers forked this tree's template and children, so only the server figures compare.
 Each round starts the old and then the new server (`bench_server.Server`), sends `--requests` sequential
 `/v1/responses` `print(i*3)` requests on one keep-alive connection after 100 to warm up, and prints the server
-process's user+system CPU per request, the wall time per request and the p50 latency: `new` mode starts a
-conversation with each request (a new sandbox session each), `turns` continues one conversation (its live session;
-the history kept up to the bound), `spaced` starts a conversation with each request but sends one every `--pause`
-ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth of `--requests`).
+process's user+system CPU per request, the sandbox's (its templates and the children they reaped; children still
+alive at the end, the replica's sessions, are not counted), the wall time per request and the p50 latency: `new`
+mode starts a conversation with each request (a new sandbox session each), `turns` continues one conversation (its
+live session; the history kept up to the bound), `spaced` starts a conversation with each request but sends one
+every `--pause` ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth
+of `--requests`).
 Then the means, and the load average. Figures only, no assertion.
 """
 
@@ -35,8 +37,9 @@ sys.path.insert(0, HERE)
 import bench_server  # noqa: E402  (one server harness for every benchmark)
 
 
-def measure(mode: str, requests: int, pythonpath: str | None, pause: float = 0.03) -> tuple[float, float, float]:
-    """(server CPU ms per request, wall ms per request, p50 ms) for one server run."""
+def measure(mode: str, requests: int, pythonpath: str | None,
+            pause: float = 0.03) -> tuple[float, float, float, float]:
+    """(server CPU ms per request, sandbox CPU ms per request, wall ms per request, p50 ms) for one server run."""
     saved = os.environ.get("PYTHONPATH")
     if pythonpath:
         os.environ["PYTHONPATH"] = pythonpath
@@ -54,7 +57,7 @@ def measure(mode: str, requests: int, pythonpath: str | None, pause: float = 0.0
                 bench_server.request(client, "/v1/responses", i)
         if mode == "spaced":
             requests = max(1, requests // 5)
-        cpu0, started = server.cpu(), time.perf_counter()
+        cpu0, sandbox0, started = server.cpu(), server.sandbox_cpu(), time.perf_counter()
         if mode in ("new", "spaced"):
             times = []
             with httpx.Client(base_url=server.base, timeout=60) as client:
@@ -64,10 +67,17 @@ def measure(mode: str, requests: int, pythonpath: str | None, pause: float = 0.0
                     times.append(bench_server.request(client, "/v1/responses", i))
         else:
             times = bench_server.conversation(server.base, "/v1/responses", requests, 1000)
-        return ((server.cpu() - cpu0) * 1000 / requests, (time.perf_counter() - started) * 1000 / requests,
+        wall = (time.perf_counter() - started) * 1000 / requests
+        return ((server.cpu() - cpu0) * 1000 / requests, (server.sandbox_cpu() - sandbox0) * 1000 / requests, wall,
                 statistics.median(times))
     finally:
         server.stop()
+
+
+def _figures(row: tuple[float, float, float, float]) -> str:
+    cpu, sandbox, wall, p50 = row
+    return (f"server CPU {cpu:.2f} ms/req, sandbox CPU {sandbox:.2f} ms/req, wall {wall:.2f} ms/req, "
+            f"p50 {p50:.2f} ms")
 
 
 def main() -> int:
@@ -84,16 +94,16 @@ def main() -> int:
                    capture_output=True)
     try:
         for mode in modes:
-            figures: dict[str, list[tuple[float, float, float]]] = {"old": [], "new": []}
+            figures: dict[str, list[tuple[float, float, float, float]]] = {"old": [], "new": []}
             for n in range(args.rounds):
                 for name, path in (("old", os.path.join(worktree, "src")), ("new", None)):
-                    cpu, wall, p50 = measure(mode, args.requests, path, args.pause / 1000)
-                    figures[name].append((cpu, wall, p50))
+                    row = measure(mode, args.requests, path, args.pause / 1000)
+                    figures[name].append(row)
                     print(f"{mode} round {n + 1} {name:>3} ({args.ref if name == 'old' else 'this tree'}): "
-                          f"server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req, p50 {p50:.2f} ms", flush=True)
+                          + _figures(row), flush=True)
             for name in ("old", "new"):
-                cpu, wall, p50 = (statistics.mean(row[k] for row in figures[name]) for k in range(3))
-                print(f"{mode} {name:>3} mean: server CPU {cpu:.2f} ms/req, wall {wall:.2f} ms/req, p50 {p50:.2f} ms")
+                mean = tuple(statistics.mean(row[k] for row in figures[name]) for k in range(4))
+                print(f"{mode} {name:>3} mean: " + _figures(mean))
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", worktree], capture_output=True)
     print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")

@@ -434,3 +434,55 @@ def test_a_template_killed_outright_is_logged_and_replaced(own_template, run, ca
     assert not session.alive
     assert caplog.text.count("the sandbox template ended without a word (killed?)") == 1, caplog.text
     assert "by itself" not in caplog.text, caplog.text
+
+
+def test_the_templates_run_the_servers_own_copy_of_the_package_not_the_installed_one(tmp_path):
+    """A server run from another copy of the package (a worktree, an unpacked release) forks its children from a
+    template of that same copy: the supervisor and the template speak one protocol version, and a benchmark of an
+    older commit measures that commit's sandbox."""
+    import shutil
+    import subprocess
+    import sys
+
+    import local_code_interpreter
+
+    copy = tmp_path / "copy"
+    shutil.copytree(os.path.dirname(local_code_interpreter.__file__), copy / "local_code_interpreter",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.chmod(tmp_path, 0o755)
+    program = """
+import asyncio, sys
+import local_code_interpreter
+from local_code_interpreter.sandbox import Limits
+from local_code_interpreter.sandbox.process import Backend
+
+async def main():
+    backend = Backend(Limits(timeout_seconds=30))
+    try:
+        for code in ("import sys", "import numpy, sys"):  # the lean template, then the warm one
+            name = "sys.modules['local_code_interpreter.sandbox.child'].__file__"
+            result = await backend.run(f"{code}\\nprint({name})")
+            print(result.stdout.strip() or result.stderr)
+    finally:
+        await backend.close()
+print(local_code_interpreter.__file__)
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(copy)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    server, lean, warm = done.stdout.split()
+    assert server == str(copy / "local_code_interpreter" / "__init__.py")
+    assert lean == warm == str(copy / "local_code_interpreter" / "sandbox" / "child.py"), done.stdout
+
+
+def test_a_package_installed_in_a_site_directory_gets_no_pythonpath_in_front_of_the_standard_library(monkeypatch):
+    import site
+
+    from local_code_interpreter.sandbox import supervisor
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(supervisor.__file__))))
+    monkeypatch.setattr(site, "getsitepackages", lambda: ["/elsewhere", root + "/"])
+    assert supervisor.template_env() == supervisor.TEMPLATE_ENV
+    monkeypatch.setattr(site, "getsitepackages", lambda: ["/elsewhere"])
+    assert supervisor.template_env() == {**supervisor.TEMPLATE_ENV, "PYTHONPATH": root}

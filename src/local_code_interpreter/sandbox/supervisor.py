@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import site
 import socket
 import struct
 import sys
@@ -66,6 +67,17 @@ TEMPLATE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PYTHONMALLOC": "mal
 _READ_CHUNK = 65536
 STOPPED_NOTICE_SECONDS = 2.0  # how long a template that stops on its own waits to be explained by the server's stop
 _MAX_RESULT_FRAME = 64 * 1024 * 1024
+
+
+def template_env() -> dict[str, str]:
+    """`TEMPLATE_ENV`, plus PYTHONPATH naming where this package was imported from when that is not a site
+    directory (a checkout's or a worktree's `src`): the template always runs the server's own copy of the package,
+    never another one installed in the same interpreter. A site directory needs no entry: the interpreter finds
+    it by itself, behind the standard library (PYTHONPATH would put it in front)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if root in {os.path.abspath(path) for path in site.getsitepackages()}:
+        return dict(TEMPLATE_ENV)
+    return {**TEMPLATE_ENV, "PYTHONPATH": root}
 
 
 def frame(message: dict) -> bytes:
@@ -418,7 +430,8 @@ class Supervisor:
             self._process = await asyncio.create_subprocess_exec(
                 # -s -P, not -I: isolated mode would ignore PYTHONMALLOC; the environment is ours alone anyway
                 sys.executable, "-s", "-P", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
-                str(theirs.fileno()), *lean, env=dict(TEMPLATE_ENV), pass_fds=(theirs.fileno(),), cwd="/",
+                str(theirs.fileno()), *lean, env=template_env(),
+                pass_fds=(theirs.fileno(),), cwd="/",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             theirs.close()
