@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import functools
 import os
+import time
 
 import pytest
 
@@ -295,6 +296,74 @@ def test_a_session_that_keeps_a_cpu_busy_between_executions_is_ended_and_its_own
     assert not ended_alive, "the spinning session was still alive after 10 s"
     assert again.stdout == "fresh\n" and "fresh session" in again.notice
     assert sleeper_alive and alice.value == "'alice'" and not alice.notice
+
+
+SPINNER = "import threading\ndef spin():\n    while True:\n        pass\nthreading.Thread(target=spin, daemon=True).start()"
+# The session's own REPL loop replaced by the code (it runs in that process): it spins between cells in the one
+# thread the child has, and still reads the next cell when one comes. No thread, no process: "quiet".
+REPL_SPINNER = ("import sys, time\nrepl = sys.modules['local_code_interpreter.sandbox.child']\nread = repl._read_frame\n"
+                "def spinning_read(fd):\n    import os, select\n"
+                "    while not select.select([fd], [], [], 0)[0]:\n        pass\n    return read(fd)\n"
+                "repl._read_frame = spinning_read")
+
+
+async def _until_ended(session, seconds: float, every: float | None = None, sessions=None, key=None) -> float:
+    """Seconds until `session` ended (None-like inf if it did not within `seconds`); a cell every `every` s."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if not session.alive:
+            return time.monotonic() - started
+        if every is not None:
+            await sessions.run(key, "pass")
+        await asyncio.sleep(every if every is not None else 0.1)
+    return float("inf")
+
+
+def test_a_spinning_thread_is_counted_however_often_its_session_sends_cells():
+    """The CPU a session's own process uses between cells is read by the server at every cell's start and end,
+    so cells sent more often than the idle watch checks (here every 0.3 s) do not hide a spinner: it is ended
+    once it has used the limit. Before, a cell between two checks voided the interval and it spun on."""
+    async def body():
+        async with manager("subprocess", limits=Limits(timeout_seconds=1.0)) as (sessions, sandbox):
+            await sessions.run(("mallory", "c"), SPINNER)
+            return await _until_ended(sandbox.opened[0], 15, every=0.3, sessions=sessions, key=("mallory", "c"))
+
+    assert go(body()) < 10, "the spinner was still alive after 15 s of cells every 0.3 s"
+
+
+def test_a_session_whose_code_replaced_its_own_repl_to_spin_is_ended_though_it_has_one_thread():
+    """The code runs in the REPL's process, so it can make the REPL itself spin between cells: one thread, no
+    process, which the idle watch used to skip as quiet. Its own CPU is read at each check now."""
+    async def body():
+        async with manager("subprocess", limits=Limits(timeout_seconds=1.0)) as (sessions, sandbox):
+            await sessions.run(("mallory", "c"), REPL_SPINNER)
+            return await _until_ended(sandbox.opened[0], 15)
+
+    assert go(body()) < 10, "the spinning REPL was still alive after 15 s"
+
+
+def test_cpu_used_during_cells_and_many_quick_cells_do_not_count_as_idle():
+    """Only gaps count: a cell keeping two threads busy (GIL-free hashing) for 1.5 s, more CPU than the 2 s limit
+    in all, and 300 quick cells leave the session alive with next to nothing counted."""
+    busy = ("import hashlib, threading, time\ndata = b'x' * (64 << 20)\ndef work():\n"
+            "    end = time.monotonic() + 1.5\n    while time.monotonic() < end:\n        hashlib.sha256(data).digest()\n"
+            "threads = [threading.Thread(target=work) for _ in range(2)]\n[t.start() for t in threads]\n"
+            "[t.join() for t in threads]\nx = 1")
+
+    async def body():
+        async with manager("subprocess", limits=Limits(timeout_seconds=2.0, memory_mb=512)) as (sessions, sandbox):
+            first = await sessions.run(("alice", "c"), busy)
+            for _ in range(300):
+                await sessions.run(("alice", "c"), "x += 1")
+            await asyncio.sleep(2.5)  # two idle checks
+            last = await sessions.run(("alice", "c"), "x")
+            child = sandbox.opened[0].child
+            return first, last, child.idle_cpu, sandbox.opened[0].alive
+
+    first, last, idle_cpu, alive = go(body())
+    assert first.exit_code == 0 and not first.timed_out, first.stderr[-1000:]
+    assert last.value == "301" and alive and not last.notice, last
+    assert idle_cpu < 0.5, idle_cpu
 
 
 @backend_param("monty", "subprocess")

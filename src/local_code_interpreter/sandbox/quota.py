@@ -138,11 +138,28 @@ def cpu_of_tree(root: int) -> float:
     return total / _TICKS
 
 
-def quiet(pid: int) -> bool:
-    """Whether a process can change nothing while it waits: one thread and no child (an idle session's REPL)."""
+def own_cpu(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds its threads used, reaped children not counted; how many threads it has), or None once it is
+    gone. Raw bytes: a session's child is read at every cell's start and end."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            threads = int(f.read().rsplit(")", 1)[1].split()[17])
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        fields = data.rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[17])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def quiet(pid: int, threads: int | None = None) -> bool:
+    """Whether a process has no other thread and no child (an idle session's REPL, when its own CPU does not
+    move: see `Child.idle_cpu`); `threads` if already read (`own_cpu`)."""
+    try:
+        if threads is None:
+            with open(f"/proc/{pid}/stat") as f:
+                threads = int(f.read().rsplit(")", 1)[1].split()[17])
         if threads != 1:
             return False
         with open(f"/proc/{pid}/task/{pid}/children") as f:  # its only thread's children: no listing needed

@@ -65,6 +65,7 @@ LOCK_NAME = ".server-lives"  # marks a root locked (flock) by its live server
 # huge page is split on the child's first write, so only the 4 KiB it touches is copied.
 TEMPLATE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PYTHONMALLOC": "malloc"}
 _READ_CHUNK = 65536
+_TICK = 1 / os.sysconf("SC_CLK_TCK")  # the resolution of a process's CPU figures in /proc
 STOPPED_NOTICE_SECONDS = 2.0  # how long a template that stops on its own waits to be explained by the server's stop
 _MAX_RESULT_FRAME = 64 * 1024 * 1024
 
@@ -120,8 +121,11 @@ class Child:
         self.uploaded = 0  # ...and how many have started: a measurement that overlapped one does not count
         self.born = time.monotonic()
         self.cells = 0  # cells sent to it so far
-        self.idle_cpu = 0.0  # CPU seconds its processes used while no cell ran (see `idle_cpu_over`)...
-        self._idle_mark: tuple[int, float] | None = None  # ...measured from here: (cells then, CPU then)
+        # CPU seconds a session's child used while no cell ran, over its life (see `count_idle`): its own
+        # threads' in every gap between cells, its other processes' between two idle checks with no cell between.
+        self.idle_cpu = 0.0
+        self._own_mark: float | None = None  # its own CPU where the current gap began (a cell's end, a check)
+        self._idle_mark: tuple[int, float] | None = None  # its other processes' CPU: (cells then, CPU then)
         loop = asyncio.get_running_loop()
         for name, fd in self.streams.items():
             os.set_blocking(fd, False)
@@ -247,6 +251,10 @@ class Child:
         self.cells += 1
         cell.done = loop.create_future()
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
+        if self.session and self.alive and (own := self._own_cpu()) is not None \
+                and self.count_idle(own, allowance=_TICK):
+            log.warning("a sandbox session was ended: %s", _IDLE_KILLS["cpu"](limits))
+            self.kill("cpu")
         if not self.alive:
             cell.status = self.exited.result() if self.exited.done() else None
             cell.killed = self.killed
@@ -291,6 +299,8 @@ class Child:
             if over:
                 self.kill("scratch")
                 cell.killed = "scratch"
+        if self.session and self.alive:
+            self._own_mark = self._own_cpu()  # the next gap begins
         self._drain_streams()
         cell.killed = cell.killed or self.killed
         self.cell = None
@@ -328,16 +338,28 @@ class Child:
             return "processes"  # a session's RLIMIT_NPROC has headroom (see template.SESSION_NPROC_HEADROOM)
         return ""
 
-    def idle_cpu_over(self) -> str:
-        """Code a session left running between executions (a thread, a process) may use at most `timeout_seconds`
-        of CPU in all, over the session's life: a session that looks idle cannot keep a CPU from everyone else
-        until it expires. Measured by the idle watch (a worker thread), between two checks with no cell between.
-        """
-        now = quota.cpu_of_tree(self.pid)
-        mark, self._idle_mark = self._idle_mark, (self.cells, now)
-        if mark is not None and mark[0] == self.cells:
-            self.idle_cpu += max(0.0, now - mark[1])
-        return "cpu" if self.idle_cpu > self.limits.timeout_seconds else ""
+    def count_idle(self, own: float, others: float | None = None, allowance: float = 0.0) -> bool:
+        """Count CPU used while no cell ran; whether the session is now past what it may use so.
+
+        Code a session left running between executions (a thread, a process, or its own REPL loop replaced: the
+        code runs in that process) may use at most `timeout_seconds` of CPU in all, over the session's life, so
+        a session that looks idle cannot keep a CPU from everyone else until it expires. `own` is the child
+        process's CPU now (all its threads; read by the server, never reported by the child): what it used since
+        the current gap began counts, however often cells come. `others`, its other processes' (a tree walk, so
+        only by the idle watch), counts between two checks with no cell between. `allowance`: what the REPL
+        itself may use in the gap (a cell's start allows one clock tick, the figures' resolution)."""
+        if self._own_mark is not None:
+            self.idle_cpu += max(0.0, own - self._own_mark - allowance)
+        self._own_mark = own
+        if others is not None:
+            mark, self._idle_mark = self._idle_mark, (self.cells, others)
+            if mark is not None and mark[0] == self.cells:
+                self.idle_cpu += max(0.0, others - mark[1])
+        return self.idle_cpu > self.limits.timeout_seconds
+
+    def _own_cpu(self) -> float | None:
+        reading = quota.own_cpu(self.pid) if self.pid is not None else None
+        return reading[0] if reading is not None else None
 
     # The end ------------------------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -659,11 +681,16 @@ class Supervisor:
                 if not key[1] and spares and spares[0].born < stale:
                     self._cleanup(spares.pop(0))
                     self._refill(key)
-            idle = {child: child.uploaded for child in self._children.values() if child.session and
-                    child.cell is None and child.alive and child.pid is not None and not child.uploads}
+            idle = {child: (child.uploaded, child.cells) for child in self._children.values() if child.session
+                    and child.cell is None and child.alive and child.pid is not None and not child.uploads}
             if idle:  # one thread hop for all of them: a hop each cost ~135 us per idle session every second
-                for child, over in await asyncio.to_thread(_over_quota_while_idle, list(idle)):
-                    if child.alive and child.uploaded == idle[child]:  # no upload began while it was measured
+                for child, over, own, others in await asyncio.to_thread(_measure_idle, list(idle)):
+                    uploaded, cells = idle[child]
+                    if not child.alive or child.cells != cells or child.cell is not None:
+                        continue  # a cell began meanwhile: its start counted the gap
+                    if child.count_idle(own, others) and not over:
+                        over = "cpu"
+                    if over and child.uploaded == uploaded:  # no upload began while it was measured
                         log.warning("an idle sandbox session was ended: %s", _IDLE_KILLS[over](child.limits))
                         child.kill(over)
 
@@ -684,16 +711,21 @@ def _fork_fields(limits: Limits, session: bool) -> bytes:
     return json.dumps({"limits": asdict(limits), "session": session}, separators=(",", ":"))[1:-1].encode()
 
 
-def _over_quota_while_idle(children: list[Child]) -> list[tuple[Child, str]]:
-    """(child, quota it is over) for the idle sessions that are over one; a quiet child (one thread, no process
-    of its own) cannot have grown since its last cell and is not measured. Runs in a worker thread."""
+def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float | None]]:
+    """(child, quota it is over or "", its own CPU, its other processes' CPU or None) for each idle session still
+    there. A quiet child (one thread, no process of its own) has only its own CPU read: its directory, memory and
+    processes cannot have grown since its last cell. Runs in a worker thread; the CPU is counted on the event
+    loop (`Child.count_idle`), which knows whether a cell began meanwhile."""
     found = []
     for child in children:
-        if child.pid is None or quota.quiet(child.pid):
-            continue
-        over = child.over_quota() or child.idle_cpu_over()
-        if over:
-            found.append((child, over))
+        reading = quota.own_cpu(child.pid) if child.pid is not None else None
+        if reading is None:
+            continue  # gone
+        own, threads = reading
+        if quota.quiet(child.pid, threads):
+            found.append((child, "", own, None))
+        else:
+            found.append((child, child.over_quota(), own, quota.cpu_of_tree(child.pid) - own))
     return found
 
 
