@@ -452,8 +452,7 @@ class Supervisor:
             self._process = await asyncio.create_subprocess_exec(
                 # -s -P, not -I: isolated mode would ignore PYTHONMALLOC; the environment is ours alone anyway
                 sys.executable, "-s", "-P", "-X", "utf8", "-m", "local_code_interpreter.sandbox.template",
-                str(theirs.fileno()), *lean, env=template_env(),
-                pass_fds=(theirs.fileno(),), cwd="/",
+                str(theirs.fileno()), *lean, env=template_env(), pass_fds=(theirs.fileno(),), cwd="/",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             theirs.close()
