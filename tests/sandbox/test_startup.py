@@ -117,3 +117,30 @@ def test_a_child_of_either_template_sees_only_the_sandbox_environment_and_its_ow
         assert python == expected and program == expected, (python, program)
         homes.add(home)
     assert len(homes) == 2
+
+
+def test_a_lean_sessions_listing_leaves_out_matplotlibs_font_cache_but_not_the_codes_own_files():
+    """A lean child writes the font cache into `.matplotlib/` when its code first imports matplotlib: set-up,
+    so the session's listing leaves it out (it is still readable by name); what the code writes there is listed."""
+    from local_code_interpreter.sandbox.process import Backend
+
+    async def scenario():
+        backend = Backend(LIMITS, spares=1, session_spares=1)
+        try:
+            session = await backend.open_session(first_cell="x = 1")
+            assert session.child.supervisor is backend.lean
+            chart = await session.run("import os, matplotlib.pyplot as plt\nplt.plot([1, 2])\n"
+                                      "open('.matplotlib/notes.txt', 'w').write('mine')\n"
+                                      "print(sorted(os.listdir('.matplotlib')))")
+            listing = [info.name for info in await session.files()]
+            cache = [name for name in eval(chart.stdout) if name.startswith("fontlist-")]
+            readable = await session.read(f".matplotlib/{cache[0]}") if cache else b""
+            await session.close()
+            return chart, listing, cache, readable
+        finally:
+            await backend.close()
+
+    chart, listing, cache, readable = asyncio.run(scenario())
+    assert chart.exit_code == 0 and len(chart.images) == 1, chart.stderr[-1500:]
+    assert cache and readable.startswith(b"{"), (cache, readable[:100])  # the cache is there, and readable
+    assert listing == [".matplotlib/notes.txt"], listing

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import sys
 import time
 
 from . import files, isolation, landlock, startup
+from .child import MATPLOTLIB_HOME
 from .supervisor import CHILD_DESCRIPTORS, FORK_DESCRIPTORS, Child, Supervisor, result_fields
 from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
@@ -22,6 +24,7 @@ NAME = "subprocess"
 GRACE_SECONDS = 1.0
 SPARES = SESSION_SPARES = 2  # confined children kept ready: for one-shot runs, for new sessions (each template)
 TEMPLATES = 2  # warm and lean
+_FONT_CACHE = re.compile(re.escape(MATPLOTLIB_HOME) + r"/fontlist-v[^/]+\.json")
 
 
 def descriptors(max_sessions: int, max_concurrency: int) -> int:
@@ -154,7 +157,11 @@ class SubprocessSession:
                                                quota_bytes=self.limits.scratch_mb * 1024 * 1024)
 
     async def files(self) -> list[FileInfo]:
-        return await asyncio.to_thread(files.listing, self._directory())
+        """Every file in the directory but matplotlib's font cache, which a lean child writes into
+        `child.MATPLOTLIB_HOME` when its code first imports matplotlib (as matplotlib keeps it in a home
+        directory): set-up, not anything the code made. It can still be read by name."""
+        return [info for info in await asyncio.to_thread(files.listing, self._directory())
+                if not _FONT_CACHE.fullmatch(info.name)]
 
     async def read(self, name: str) -> bytes:
         name = files.check_name(name)
