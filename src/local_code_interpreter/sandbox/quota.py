@@ -124,11 +124,20 @@ def pss(pid: int) -> int:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_of_tree(root: int) -> float:
-    """CPU seconds a process and its descendants used, with what each reaped of its own children (0 for one that
-    is gone)."""
+def session_of(pid: int) -> int | None:
+    """The session id of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_of_tree(root: int, more: list[int] = ()) -> float:
+    """CPU seconds a process and its descendants (and the processes `more`) used, with what each reaped of its
+    own children (0 for one that is gone)."""
     total = 0
-    for pid in tree(root):
+    for pid in [*tree(root), *more]:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()

@@ -331,7 +331,7 @@ class Child:
             return "scratch"
         if self.pid is None:
             return ""
-        processes = quota.tree(self.pid)
+        processes = self.processes()
         if sum(quota.pss(pid) for pid in processes) > self.limits.memory_mb * 1024 * 1024:
             return "memory"
         if self.session and len(processes) > self.limits.max_processes + 1:
@@ -356,6 +356,10 @@ class Child:
             if mark is not None and mark[0] == self.cells:
                 self.idle_cpu += max(0.0, others - mark[1])
         return self.idle_cpu > self.limits.timeout_seconds
+
+    def processes(self) -> list[int]:
+        """Its process, its descendants, and the processes of its session that left its tree (`adopted`)."""
+        return quota.tree(self.pid) + self.supervisor.adopted(self.pid)
 
     def _own_cpu(self) -> float | None:
         reading = quota.own_cpu(self.pid) if self.pid is not None else None
@@ -531,6 +535,21 @@ class Supervisor:
             for child in spares:
                 self._cleanup(child)
         self._spares.clear()
+
+    def adopted(self, session: int | None) -> list[int]:
+        """The processes of a child's session that left its tree, with their descendants. Without PID namespaces
+        an orphan (a double fork) is re-parented to the template, a subreaper, not to the child, yet stays in the
+        child's session (the child leads its own): its memory, CPU and count are the session's all the same.
+        With namespaces orphans go to the child (its namespace's init), so there are none. One read of the
+        template's children when all are known; safe from a worker thread (no iteration over our own state)."""
+        process = self._process
+        if session is None or process is None or self.hello.get("pid_namespace"):
+            return []
+        found: list[int] = []
+        for pid in quota.children(process.pid):
+            if pid not in self._children and quota.session_of(pid) == session:
+                found += quota.tree(pid)
+        return found
 
     def signal(self, child: Child, op: str) -> None:
         if child.pid is not None and child.pid in self._children and self._sock is not None:
@@ -721,10 +740,11 @@ def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float 
         if reading is None:
             continue  # gone
         own, threads = reading
-        if quota.quiet(child.pid, threads):
+        adopted = child.supervisor.adopted(child.pid)
+        if quota.quiet(child.pid, threads) and not adopted:
             found.append((child, "", own, None))
         else:
-            found.append((child, child.over_quota(), own, quota.cpu_of_tree(child.pid) - own))
+            found.append((child, child.over_quota(), own, quota.cpu_of_tree(child.pid, adopted) - own))
     return found
 
 

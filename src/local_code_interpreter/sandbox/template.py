@@ -233,7 +233,7 @@ class Template:
         frozen: set[int] = set()
         while True:
             roots = [pid for pid in quota.children(self.pid)
-                     if everything or (pid not in self.children and _session_of(pid) not in live_sessions)]
+                     if everything or (pid not in self.children and quota.session_of(pid) not in live_sessions)]
             found = {pid for root in roots for pid in quota.tree(root)} - frozen
             if not found:
                 break
@@ -306,14 +306,6 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _session_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _count_tasks(uid: int) -> int:
