@@ -542,13 +542,17 @@ class Supervisor:
         child's session (the child leads its own): its memory, CPU and count are the session's all the same.
         With namespaces orphans go to the child (its namespace's init), so there are none. One read of the
         template's children when all are known; safe from a worker thread (no iteration over our own state)."""
+        return self.adoptions().get(session, []) if session is not None else []
+
+    def adoptions(self) -> dict[int, list[int]]:
+        """Every session's processes that left its child's tree (see `adopted`), by session id."""
         process = self._process
-        if session is None or process is None or self.hello.get("pid_namespace"):
-            return []
-        found: list[int] = []
+        if process is None or self.hello.get("pid_namespace"):
+            return {}
+        found: dict[int, list[int]] = {}
         for pid in quota.children(process.pid):
-            if pid not in self._children and quota.session_of(pid) == session:
-                found += quota.tree(pid)
+            if pid not in self._children and (session := quota.session_of(pid)) is not None:
+                found.setdefault(session, []).extend(quota.tree(pid))
         return found
 
     def signal(self, child: Child, op: str) -> None:
@@ -731,16 +735,17 @@ def _fork_fields(limits: Limits, session: bool) -> bytes:
 
 def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float | None]]:
     """(child, quota it is over or "", its own CPU, its other processes' CPU or None) for each idle session still
-    there. A quiet child (one thread, no process of its own) has only its own CPU read: its directory, memory and
-    processes cannot have grown since its last cell. Runs in a worker thread; the CPU is counted on the event
-    loop (`Child.count_idle`), which knows whether a cell began meanwhile."""
+    there. A quiet child (one thread, no process of its own, none adopted) has only its own CPU read: its
+    directory, memory and processes cannot have grown since its last cell. Runs in a worker thread; the CPU is
+    counted on the event loop (`Child.count_idle`), which knows whether a cell began meanwhile."""
     found = []
+    adoptions = children[0].supervisor.adoptions() if children else {}  # the children of one supervisor
     for child in children:
         reading = quota.own_cpu(child.pid) if child.pid is not None else None
         if reading is None:
             continue  # gone
         own, threads = reading
-        adopted = child.supervisor.adopted(child.pid)
+        adopted = adoptions.get(child.pid, [])
         if quota.quiet(child.pid, threads) and not adopted:
             found.append((child, "", own, None))
         else:
