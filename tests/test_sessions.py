@@ -342,6 +342,26 @@ def test_a_session_whose_code_replaced_its_own_repl_to_spin_is_ended_though_it_h
     assert go(body()) < 10, "the spinning REPL was still alive after 15 s"
 
 
+# The REPL replaced so that between cells it runs a process that spins for 0.25 s and reaps it before reading
+# the next cell (they come every 0.3 s): no check falls in a gap without a cell, and the child has one thread.
+REPL_SPAWNER = ("import subprocess, sys\nrepl = sys.modules['local_code_interpreter.sandbox.child']\n"
+                "read = repl._read_frame\n"
+                "spin = 'import time\\nend = time.time() + 0.25\\nwhile time.time() < end: pass'\n"
+                "def spawning_read(fd):\n    subprocess.run([sys.executable, '-c', spin])\n    return read(fd)\n"
+                "repl._read_frame = spawning_read")
+
+
+def test_a_session_whose_repl_runs_and_reaps_a_spinning_process_between_cells_is_ended():
+    """The CPU of the processes the child reaped is its own CPU (the kernel adds it to the child's at the
+    reaping), read at every cell's start and end like its threads'."""
+    async def body():
+        async with manager("subprocess", limits=Limits(timeout_seconds=1.0)) as (sessions, sandbox):
+            await sessions.run(("mallory", "c"), REPL_SPAWNER)
+            return await _until_ended(sandbox.opened[0], 20, every=0.3, sessions=sessions, key=("mallory", "c"))
+
+    assert go(body()) < 15, "the session was still alive after 20 s"
+
+
 def test_cpu_used_during_cells_and_many_quick_cells_do_not_count_as_idle():
     """Only gaps count: a cell keeping two threads busy (GIL-free hashing) for 1.5 s, more CPU than the 2 s limit
     in all, and 300 quick cells leave the session alive with next to nothing counted."""

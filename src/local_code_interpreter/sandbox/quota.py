@@ -148,7 +148,7 @@ def cpu_of_tree(root: int, more: list[int] = ()) -> float:
 
 
 def own_cpu(pid: int) -> tuple[float, int] | None:
-    """(CPU seconds its threads used, reaped children not counted; how many threads it has), or None once it is
+    """(CPU seconds its threads and the children it reaped used; how many threads it has), or None once it is
     gone. Raw bytes: a session's child is read at every cell's start and end."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
@@ -157,7 +157,7 @@ def own_cpu(pid: int) -> tuple[float, int] | None:
         finally:
             os.close(fd)
         fields = data.rsplit(b")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[17])
+        return sum(int(value) for value in fields[11:15]) / _TICKS, int(fields[17])  # utime, stime, cutime, cstime
     except (OSError, IndexError, ValueError):
         return None
 

@@ -344,9 +344,10 @@ class Child:
         Code a session left running between executions (a thread, a process, or its own REPL loop replaced: the
         code runs in that process) may use at most `timeout_seconds` of CPU in all, over the session's life, so
         a session that looks idle cannot keep a CPU from everyone else until it expires. `own` is the child
-        process's CPU now (all its threads; read by the server, never reported by the child): what it used since
-        the current gap began counts, however often cells come. `others`, its other processes' (a tree walk, so
-        only by the idle watch), counts between two checks with no cell between. `allowance`: what the REPL
+        process's CPU now (all its threads, and the processes it reaped; read by the server, never reported by
+        the child): what it used since the current gap began counts, however often cells come. `others`, its
+        live processes' (a tree walk, so only by the idle watch), counts between two checks with no cell
+        between. `allowance`: what the REPL
         itself may use in the gap (a cell's start allows one clock tick, the figures' resolution)."""
         if self._own_mark is not None:
             self.idle_cpu += max(0.0, own - self._own_mark - allowance)
