@@ -341,12 +341,16 @@ REPL_SPAWNER = ("import subprocess, sys\nrepl = sys.modules['local_code_interpre
                 "repl._read_frame = spawning_read")
 
 
-@pytest.mark.parametrize("attack", [SPINNER, REPL_SPAWNER], ids=["a spinning thread", "a reaped spinning process"])
+PROCESS_SPINNER = "import subprocess, sys\nspinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])"
+
+
+@pytest.mark.parametrize("attack", [SPINNER, REPL_SPAWNER, PROCESS_SPINNER],
+                         ids=["a spinning thread", "a reaped spinning process", "a spinning process"])
 def test_cpu_spent_between_cells_is_counted_however_often_the_session_sends_cells(attack):
     """The CPU of a session's own process (its threads, and the processes it reaped: the kernel adds theirs to
-    it) is read by the server at every cell's start and end, so cells sent more often than the idle watch checks
-    (here every 0.3 s) do not hide a spinner: the session is ended once it has used the limit. Before, a cell
-    between two checks voided the interval and it spun on."""
+    it) and of its live processes is read by the server at every cell's start and end, so cells sent more often
+    than the idle watch checks (here every 0.3 s) do not hide a spinner: the session is ended once it has used
+    the limit. Before, a cell between two checks voided the interval and it spun on."""
     async def body():
         async with manager("subprocess", limits=Limits(timeout_seconds=1.0)) as (sessions, sandbox):
             await sessions.run(("mallory", "c"), attack)

@@ -121,11 +121,12 @@ class Child:
         self.uploaded = 0  # ...and how many have started: a measurement that overlapped one does not count
         self.born = time.monotonic()
         self.cells = 0  # cells sent to it so far
-        # CPU seconds a session's child used while no cell ran, over its life (see `count_idle`): its own
-        # threads' in every gap between cells, its other processes' between two idle checks with no cell between.
+        # CPU seconds a session's child used while no cell ran, over its life, in every gap between cells (see
+        # `count_idle`), from where the current gap began (a cell's end, an idle check): its own process's CPU
+        # and its live processes' (0 when it had none).
         self.idle_cpu = 0.0
-        self._own_mark: float | None = None  # its own CPU where the current gap began (a cell's end, a check)
-        self._idle_mark: tuple[int, float] | None = None  # its other processes' CPU: (cells then, CPU then)
+        self._own_mark: float | None = None
+        self._others_mark: float | None = None
         loop = asyncio.get_running_loop()
         for name, fd in self.streams.items():
             os.set_blocking(fd, False)
@@ -251,8 +252,8 @@ class Child:
         self.cells += 1
         cell.done = loop.create_future()
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
-        if self.session and self.alive and (own := self._own_cpu()) is not None \
-                and self.count_idle(own, allowance=_TICK):
+        if self.session and self.alive and (now := self.cpu_now(others=bool(self._others_mark))) is not None \
+                and self.count_idle(*now, allowance=_TICK):
             log.warning("a sandbox session was ended: %s", _IDLE_KILLS["cpu"](limits))
             self.kill("cpu")
         if not self.alive:
@@ -299,8 +300,8 @@ class Child:
             if over:
                 self.kill("scratch")
                 cell.killed = "scratch"
-        if self.session and self.alive:
-            self._own_mark = self._own_cpu()  # the next gap begins
+        if self.session and self.alive:  # the next gap begins
+            self._own_mark, self._others_mark = self.cpu_now(others=True) or (None, None)
         self._drain_streams()
         cell.killed = cell.killed or self.killed
         self.cell = None
@@ -343,28 +344,39 @@ class Child:
 
         Code a session left running between executions (a thread, a process, or its own REPL loop replaced: the
         code runs in that process) may use at most `timeout_seconds` of CPU in all, over the session's life, so
-        a session that looks idle cannot keep a CPU from everyone else until it expires. `own` is the child
-        process's CPU now (all its threads, and the processes it reaped; read by the server, never reported by
-        the child): what it used since the current gap began counts, however often cells come. `others`, its
-        live processes' (a tree walk, so only by the idle watch), counts between two checks with no cell
-        between. `allowance`: what the REPL
-        itself may use in the gap (a cell's start allows one clock tick, the figures' resolution)."""
+        a session that looks idle cannot keep a CPU from everyone else until it expires. What it used since the
+        current gap began counts, however often cells come (all read by the server, never reported by the
+        child): `own`, the child process's CPU now (all its threads, and the processes it reaped), and
+        `others`, its live processes' (None: not read now; a process started within the gap counts from the
+        next gap on). `allowance`: what the REPL itself may use in a gap (a cell's start allows one clock tick,
+        the figures' resolution)."""
         if self._own_mark is not None:
             self.idle_cpu += max(0.0, own - self._own_mark - allowance)
         self._own_mark = own
         if others is not None:
-            mark, self._idle_mark = self._idle_mark, (self.cells, others)
-            if mark is not None and mark[0] == self.cells:
-                self.idle_cpu += max(0.0, others - mark[1])
+            if self._others_mark is not None:
+                self.idle_cpu += max(0.0, others - self._others_mark)
+            self._others_mark = others
         return self.idle_cpu > self.limits.timeout_seconds
+
+    def cpu_now(self, others: bool) -> tuple[float, float | None] | None:
+        """(its own process's CPU, its live processes' CPU) now, or None once it is gone. Its live processes'
+        only if `others`, and then 0 without a tree walk when it has none (one thread and no child, none
+        adopted: the common case, one more read)."""
+        reading = quota.own_cpu(self.pid) if self.pid is not None else None
+        if reading is None:
+            return None
+        own, threads = reading
+        if not others:
+            return own, None
+        adopted = self.supervisor.adopted(self.pid)
+        if quota.quiet(self.pid, threads) and not adopted:
+            return own, 0.0
+        return own, quota.cpu_of_tree(self.pid, adopted) - own
 
     def processes(self) -> list[int]:
         """Its process, its descendants, and the processes of its session that left its tree (`adopted`)."""
         return quota.tree(self.pid) + self.supervisor.adopted(self.pid)
-
-    def _own_cpu(self) -> float | None:
-        reading = quota.own_cpu(self.pid) if self.pid is not None else None
-        return reading[0] if reading is not None else None
 
     # The end ------------------------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -734,11 +746,12 @@ def _fork_fields(limits: Limits, session: bool) -> bytes:
     return json.dumps({"limits": asdict(limits), "session": session}, separators=(",", ":"))[1:-1].encode()
 
 
-def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float | None]]:
-    """(child, quota it is over or "", its own CPU, its other processes' CPU or None) for each idle session still
-    there. A quiet child (one thread, no process of its own, none adopted) has only its own CPU read: its
-    directory, memory and processes cannot have grown since its last cell. Runs in a worker thread; the CPU is
-    counted on the event loop (`Child.count_idle`), which knows whether a cell began meanwhile."""
+def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float]]:
+    """(child, quota it is over or "", its own CPU, its live processes' CPU) for each idle session still there
+    (as `Child.cpu_now`, with the quotas). A quiet child (one thread, no process of its own, none adopted) has
+    only its own CPU read: its directory, memory and processes cannot have grown since its last cell. Runs in a
+    worker thread; the CPU is counted on the event loop (`Child.count_idle`), which knows whether a cell began
+    meanwhile."""
     found = []
     adoptions = children[0].supervisor.adoptions() if children else {}  # the children of one supervisor
     for child in children:
@@ -748,7 +761,7 @@ def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float 
         own, threads = reading
         adopted = adoptions.get(child.pid, [])
         if quota.quiet(child.pid, threads) and not adopted:
-            found.append((child, "", own, None))
+            found.append((child, "", own, 0.0))
         else:
             found.append((child, child.over_quota(), own, quota.cpu_of_tree(child.pid, adopted) - own))
     return found
