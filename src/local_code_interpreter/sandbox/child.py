@@ -60,6 +60,7 @@ _running = False  # SIGINT interrupts a running cell only; between cells it is i
 _workdir = "."  # the session directory (the working directory when serve() started), even if a cell chdirs
 # A child of the lean template imports the libraries itself, if its code does: see `_LibraryImports`.
 MATPLOTLIB_HOME = ".matplotlib"  # in the session directory, as matplotlib keeps it in a home directory
+FONT_CACHE = re.compile(r"fontlist-v[^/]+\.json")  # the names of matplotlib's font cache files
 FIGURES_BACKEND = "module://local_code_interpreter.sandbox.figures"  # figures.BACKEND (that module needs matplotlib)
 _lean_fonts: dict[str, bytes] | None = None  # in a lean template: the font cache the warm one built, by file name
 _quiet: dict[str, tuple[int, int, int]] = {}  # files that set-up wrote during a cell: not the cell's own
@@ -114,7 +115,7 @@ def _font_cache(directory: str) -> dict[str, bytes]:
     """matplotlib's font cache files (fontlist-v*.json, built by the warm template), read while we may."""
     found = {}
     try:
-        names = [name for name in os.listdir(directory) if name.startswith("fontlist-") and name.endswith(".json")]
+        names = [name for name in os.listdir(directory) if FONT_CACHE.fullmatch(name)]
         for name in names:
             with open(os.path.join(directory, name), "rb") as f:
                 found[name] = f.read()

@@ -9,7 +9,7 @@ import signal
 import sys
 import sysconfig
 
-from . import landlock, seccomp
+from . import landlock, quota, seccomp
 from .quota import SCRATCH_ENTRIES
 from .libc import LIBC
 from .types import Layer, Limits
@@ -104,14 +104,12 @@ def fix_environment(extra: dict[str, str] | None = None) -> None:
 
 def _host_parent() -> int:
     """The parent's pid as the host sees it: `os.getppid()` is 0 in a new PID namespace (the parent is outside it),
-    while /proc, still the host's mount here, names it in the host's numbering. Raw bytes, not a text file: this
-    runs in every child, where each object Python touches first costs a copy-on-write fault."""
-    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        stat = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return int(stat.rsplit(b")", 1)[1].split()[1])
+    while /proc, still the host's mount here, names it in the host's numbering. (Raw bytes: this runs in every
+    child, where each object Python touches first costs a copy-on-write fault.)"""
+    fields = quota.stat_fields("self")
+    if fields is None:
+        raise OSError("cannot read /proc/self/stat")
+    return int(fields[1])
 
 
 def _set_limits(*pairs: tuple[int, int | tuple[int, int]]) -> None:

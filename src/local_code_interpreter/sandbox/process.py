@@ -16,7 +16,7 @@ import sys
 import time
 
 from . import files, isolation, landlock, startup
-from .child import MATPLOTLIB_HOME
+from .child import FONT_CACHE, MATPLOTLIB_HOME
 from .supervisor import CHILD_DESCRIPTORS, FORK_DESCRIPTORS, Child, Supervisor, result_fields
 from .types import (BackendReport, ExecutionResult, FileInfo, Limits, SandboxUnavailable)
 
@@ -24,7 +24,7 @@ NAME = "subprocess"
 GRACE_SECONDS = 1.0
 SPARES = SESSION_SPARES = 2  # confined children kept ready: for one-shot runs, for new sessions (each template)
 TEMPLATES = 2  # warm and lean
-_FONT_CACHE = re.compile(re.escape(MATPLOTLIB_HOME) + r"/fontlist-v[^/]+\.json")
+_FONT_CACHE = re.compile(re.escape(MATPLOTLIB_HOME) + "/" + FONT_CACHE.pattern)
 
 
 def descriptors(max_sessions: int, max_concurrency: int) -> int:

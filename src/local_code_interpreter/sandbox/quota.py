@@ -124,53 +124,49 @@ def pss(pid: int) -> int:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def session_of(pid: int) -> int | None:
-    """The session id of a process, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def cpu_of_tree(root: int, more: list[int] = ()) -> float:
-    """CPU seconds a process and its descendants (and the processes `more`) used, with what each reaped of its
-    own children (0 for one that is gone)."""
-    total = 0
-    for pid in [*tree(root), *more]:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / _TICKS
-
-
-def own_cpu(pid: int) -> tuple[float, int] | None:
-    """(CPU seconds its threads and the children it reaped used; how many threads it has), or None once it is
-    gone. Raw bytes: a session's child is read at every cell's start and end."""
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (the first is the state), or None once it is gone.
+    Raw bytes: read at every session cell's start and end, and in every child (`isolation._host_parent`)."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, 4096)
         finally:
             os.close(fd)
-        fields = data.rsplit(b")", 1)[1].split()
-        return sum(int(value) for value in fields[11:15]) / _TICKS, int(fields[17])  # utime, stime, cutime, cstime
-    except (OSError, IndexError, ValueError):
+        return data.rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
         return None
 
 
-def quiet(pid: int, threads: int | None = None) -> bool:
-    """Whether a process has no other thread and no child (an idle session's REPL, when its own CPU does not
-    move: see `Child.idle_cpu`); `threads` if already read (`own_cpu`)."""
+def _cpu(fields: list[bytes]) -> int:
+    return sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime: clock ticks
+
+
+def session_of(pid: int) -> int | None:
+    """The session id of a process, or None once it is gone."""
+    fields = stat_fields(pid)
+    return int(fields[3]) if fields else None
+
+
+def cpu_of_tree(root: int, more: list[int] = ()) -> float:
+    """CPU seconds a process and its descendants (and the processes `more`) used, with what each reaped of its
+    own children (0 for one that is gone)."""
+    return sum(_cpu(fields) for pid in [*tree(root), *more] if (fields := stat_fields(pid))) / _TICKS
+
+
+def own_cpu(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds its threads and the children it reaped used; how many threads it has), or None once it is
+    gone."""
+    fields = stat_fields(pid)
+    return (_cpu(fields) / _TICKS, int(fields[17])) if fields else None
+
+
+def quiet(pid: int, threads: int) -> bool:
+    """Whether a process with `threads` threads (`own_cpu`) has no other thread and no child (an idle session's
+    REPL, when its own CPU does not move: see `Child.idle_cpu`)."""
+    if threads != 1:
+        return False
     try:
-        if threads is None:
-            with open(f"/proc/{pid}/stat") as f:
-                threads = int(f.read().rsplit(")", 1)[1].split()[17])
-        if threads != 1:
-            return False
         with open(f"/proc/{pid}/task/{pid}/children") as f:  # its only thread's children: no listing needed
             return not f.read().split()
     except (OSError, IndexError, ValueError):

@@ -253,7 +253,7 @@ class Child:
         cell.done = loop.create_future()
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
         if self.session and self.alive and (now := self.cpu_now(others=bool(self._others_mark))) is not None \
-                and self.count_idle(*now, allowance=_TICK):
+                and self.count_idle(*now[:2], allowance=_TICK):
             log.warning("a sandbox session was ended: %s", _IDLE_KILLS["cpu"](limits))
             self.kill("cpu")
         if not self.alive:
@@ -301,7 +301,7 @@ class Child:
                 self.kill("scratch")
                 cell.killed = "scratch"
         if self.session and self.alive:  # the next gap begins
-            self._own_mark, self._others_mark = self.cpu_now(others=True) or (None, None)
+            self._own_mark, self._others_mark, _ = self.cpu_now(others=True) or (None, None, False)
         self._drain_streams()
         cell.killed = cell.killed or self.killed
         self.cell = None
@@ -359,20 +359,22 @@ class Child:
             self._others_mark = others
         return self.idle_cpu > self.limits.timeout_seconds
 
-    def cpu_now(self, others: bool) -> tuple[float, float | None] | None:
-        """(its own process's CPU, its live processes' CPU) now, or None once it is gone. Its live processes'
-        only if `others`, and then 0 without a tree walk when it has none (one thread and no child, none
-        adopted: the common case, one more read)."""
+    def cpu_now(self, others: bool, adopted: list[int] | None = None) -> tuple[float, float | None, bool] | None:
+        """(its own process's CPU, its live processes' CPU, whether it is quiet) now, or None once it is gone.
+        Its live processes' only if `others` (`adopted`, if already known: `Supervisor.adopted`), and then 0
+        without a tree walk when it is quiet: one thread and no child, none adopted (the common case, one more
+        read). Safe from a worker thread."""
         reading = quota.own_cpu(self.pid) if self.pid is not None else None
         if reading is None:
             return None
         own, threads = reading
         if not others:
-            return own, None
-        adopted = self.supervisor.adopted(self.pid)
+            return own, None, False
+        if adopted is None:
+            adopted = self.supervisor.adopted(self.pid)
         if quota.quiet(self.pid, threads) and not adopted:
-            return own, 0.0
-        return own, quota.cpu_of_tree(self.pid, adopted) - own
+            return own, 0.0, True
+        return own, quota.cpu_of_tree(self.pid, adopted) - own, False
 
     def processes(self) -> list[int]:
         """Its process, its descendants, and the processes of its session that left its tree (`adopted`)."""
@@ -755,15 +757,10 @@ def _measure_idle(children: list[Child]) -> list[tuple[Child, str, float, float]
     found = []
     adoptions = children[0].supervisor.adoptions() if children else {}  # the children of one supervisor
     for child in children:
-        reading = quota.own_cpu(child.pid) if child.pid is not None else None
-        if reading is None:
-            continue  # gone
-        own, threads = reading
-        adopted = adoptions.get(child.pid, [])
-        if quota.quiet(child.pid, threads) and not adopted:
-            found.append((child, "", own, 0.0))
-        else:
-            found.append((child, child.over_quota(), own, quota.cpu_of_tree(child.pid, adopted) - own))
+        now = child.cpu_now(others=True, adopted=adoptions.get(child.pid, []))
+        if now is not None:  # else gone
+            own, others, quiet = now
+            found.append((child, "" if quiet else child.over_quota(), own, others))
     return found
 
 
