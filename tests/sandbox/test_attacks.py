@@ -236,11 +236,13 @@ print("ESCAPED wrote", written)
     assert escaped(result) == [] and result.exit_code != 0
 
 
-def test_scratch_total_size_is_capped(lab, backend):
-    code = """
+@pytest.mark.parametrize("delay", [0, 0.5], ids=["at-once", "after-several-checks"])
+def test_scratch_total_size_is_capped(lab, backend, delay):
+    code = f"""
 import time
+time.sleep({delay})  # later: the quota is checked again and again while the cell runs, not only once
 for n in range(200):
-    with open(f"part{n}", "wb") as f:
+    with open(f"part{{n}}", "wb") as f:
         f.write(b"x" * 2**20)  # each file under the per-file cap, 200 MiB in all against scratch_mb=4
     time.sleep(0.01)
 print("ESCAPED wrote 200 MiB")

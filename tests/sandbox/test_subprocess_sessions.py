@@ -153,6 +153,19 @@ def test_replacing_a_file_by_upload_is_not_over_quota_while_both_exist(session, 
     assert run(session.read("data.bin")).endswith(b"y")
 
 
+def test_a_failing_quota_check_is_reported_and_the_cell_still_ends(session, run, monkeypatch, caplog):
+    """A check that raises (a tree vanishing mid-walk, a bug) must neither end the cell nor vanish unreported."""
+    def broken(self):
+        raise OSError("the scratch tree could not be walked")
+
+    monkeypatch.setattr(type(session.child), "over_quota", broken)
+    with caplog.at_level("WARNING", logger="local_code_interpreter"):
+        result = run(session.run("import time\ntime.sleep(0.5)\nprint('done')"))
+    assert (result.stdout, result.exit_code) == ("done\n", 0) and session.alive
+    assert [r for r in caplog.records if "quota check failed" in r.getMessage()
+            and "could not be walked" in str(r.exc_info[1])]
+
+
 def test_files_round_trip_and_quota(session, run):
     info = run(session.upload("data/input.csv", b"a,b\n1,2\n"))
     assert (info.name, info.size) == ("data/input.csv", 8)

@@ -81,6 +81,11 @@ def template_env() -> dict[str, str]:
     return {**TEMPLATE_ENV, "PYTHONPATH": root}
 
 
+def _resolve(future: asyncio.Future | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 def frame(message: dict) -> bytes:
     data = json.dumps(message).encode()
     return HEADER.pack(len(data)) + data
@@ -97,7 +102,11 @@ class Cell:
     interrupted: bool = False  # stopped by SIGINT within the grace period: the session survives
     killed: str = ""  # why the supervisor killed the child: "timeout", "flood", "scratch", "memory"
     status: int | None = None  # the child's exit status when it died
-    done: asyncio.Future = field(default=None, repr=False)
+    finished: bool = False  # its reply came, or the child ended without one
+    # What `Child.run` awaits while it waits for the end (`Child._finished_within`), resolved by whoever ends it;
+    # and the pending quota check (`Child._watch_quotas`), a timer handle while the cell runs.
+    waiter: asyncio.Future | None = field(default=None, repr=False)
+    watch: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class Child:
@@ -204,9 +213,9 @@ class Child:
 
     def _finish(self, reply: dict | None) -> None:
         cell = self.cell
-        if cell is not None and not cell.done.done():
-            cell.reply = reply
-            cell.done.set_result(None)
+        if cell is not None and not cell.finished:
+            cell.reply, cell.finished = reply, True
+            _resolve(cell.waiter)
 
     def log_exit_by_itself(self, status: int) -> None:
         """Nobody asked it to end and no cell was running: its setup or warm-up failed (a spare), or something of
@@ -247,10 +256,8 @@ class Child:
     # Running a cell -----------------------------------------------------------------------------------
     async def run(self, code: str, grace_seconds: float) -> Cell:
         limits = self.limits
-        loop = asyncio.get_running_loop()
         cell = self.cell = self.between  # what came between cells is shown with this one
         self.cells += 1
-        cell.done = loop.create_future()
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
         if self.session and self.alive and (now := self.cpu_now(others=bool(self._others_mark))) is not None \
                 and self.count_idle(*now[:2], allowance=_TICK):
@@ -260,35 +267,30 @@ class Child:
             cell.status = self.exited.result() if self.exited.done() else None
             cell.killed = self.killed
             return cell
-        monitor = loop.create_task(self._watch_quotas())
+        self._watch_quotas(cell)
         try:
             await self._send_cell(frame({"code": code}))
-            try:
-                await asyncio.wait_for(asyncio.shield(cell.done), limits.timeout_seconds)
-            except asyncio.TimeoutError:
+            if not await self._finished_within(cell, limits.timeout_seconds):
                 cell.timed_out = True
                 if self.session and grace_seconds > 0:
                     self.supervisor.signal(self, "interrupt")
-                    try:
-                        await asyncio.wait_for(asyncio.shield(cell.done), grace_seconds)
-                        cell.interrupted = cell.reply is not None
-                    except asyncio.TimeoutError:
-                        pass
+                    cell.interrupted = await self._finished_within(cell, grace_seconds) and cell.reply is not None
                 if not cell.interrupted:
                     self.kill("timeout")
-                    try:
-                        await asyncio.wait_for(asyncio.shield(cell.done), 10)
-                    except asyncio.TimeoutError:
+                    if not await self._finished_within(cell, 10):
                         log.warning("sandbox child %s outlived SIGKILL by 10 s", self.pid)
         except BaseException:
             self.kill("cancelled")  # the caller went away: so does its execution
             raise
         finally:
-            monitor.cancel()
+            if cell.watch is not None:
+                cell.watch.cancel()
+                cell.watch = None  # a check in flight now changes nothing
         if cell.reply is None:  # it died: its status comes from the template, after its pipes closed
-            try:
-                cell.status = await asyncio.wait_for(asyncio.shield(self.exited), 10)
-            except asyncio.TimeoutError:
+            await asyncio.wait([self.exited], timeout=10)
+            if self.exited.done():
+                cell.status = self.exited.result()
+            else:
                 log.warning("sandbox child %s closed its pipes but did not exit", self.pid)
         if self.session and self.alive and cell.reply is not None:
             # Quick cells each adding a little must not pass the disk quota between two periodic checks. A
@@ -307,14 +309,44 @@ class Child:
         self.cell = None
         return cell
 
-    async def _watch_quotas(self) -> None:
-        """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while a cell runs."""
-        while True:
-            await asyncio.sleep(isolation.QUOTA_CHECK_SECONDS)
-            over = await asyncio.to_thread(self.over_quota)
-            if over:
+    async def _finished_within(self, cell: Cell, seconds: float) -> bool:
+        """Whether the cell finished (its reply, or the child's end) within `seconds`; the cell is not touched.
+        One future, resolved directly by `_finish` or by a timer: `wait_for(shield(...))` took a chain of four
+        callbacks, each a pass of the event loop, between the reply and the waiting execution."""
+        if cell.finished:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = cell.waiter = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            cell.waiter = None
+        return cell.finished
+
+    def _watch_quotas(self, cell: Cell) -> None:
+        """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while `cell` runs, each check in a worker thread.
+        A timer, not a task: most cells end before the first check, and then only the timer is cancelled. The
+        watch stops when `run` sets `cell.watch` to None."""
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            if cell.watch is not None:
+                loop.run_in_executor(None, self.over_quota).add_done_callback(checked)
+
+        def checked(future: asyncio.Future) -> None:
+            if cell.watch is None or future.cancelled():
+                return  # the cell ended meanwhile
+            if future.exception() is not None:
+                log.warning("a sandbox quota check failed; this execution's quotas are no longer checked while it "
+                            "runs", exc_info=future.exception())
+            elif over := future.result():
                 self.kill(over)
-                return
+            else:
+                cell.watch = loop.call_later(isolation.QUOTA_CHECK_SECONDS, check)
+
+        cell.watch = loop.call_later(isolation.QUOTA_CHECK_SECONDS, check)
 
     @contextlib.contextmanager
     def uploading(self):
@@ -391,9 +423,8 @@ class Child:
     async def gone(self) -> None:
         """Kill it and wait until it and every process it started have exited."""
         self.kill(self.killed or "ended")
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), 10)
-        except asyncio.TimeoutError:
+        await asyncio.wait([self.exited], timeout=10)  # never cancels `exited`, which others may await too
+        if not self.exited.done():
             log.warning("sandbox child %s did not exit within 10 s of SIGKILL", self.pid)
 
     async def dispose(self) -> None:
