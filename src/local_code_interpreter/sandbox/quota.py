@@ -124,16 +124,20 @@ def pss(pid: int) -> int:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def stat_fields(pid: int | str) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (the first is the state), or None once it is gone.
-    Raw bytes: read at every session cell's start and end, and in every child (`isolation._host_parent`)."""
+def _read_proc(path: str) -> bytes:
+    """The first 4 KiB of a /proc file, raw: three system calls where `open()` makes six or more. These files are
+    read at every session cell's start and end, and in every child (`isolation._host_parent`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        return data.rsplit(b")", 1)[1].split()
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (the first is the state), or None once it is gone."""
+    try:
+        return _read_proc(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
@@ -167,7 +171,6 @@ def quiet(pid: int, threads: int) -> bool:
     if threads != 1:
         return False
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:  # its only thread's children: no listing needed
-            return not f.read().split()
-    except (OSError, IndexError, ValueError):
+        return not _read_proc(f"/proc/{pid}/task/{pid}/children").strip()  # its only thread's: no listing needed
+    except OSError:
         return True  # gone
