@@ -32,6 +32,7 @@ def test_a_first_cell_of_the_standard_library_only_starts_lean(code):
     "def plot():\n    import matplotlib.pyplot as plt",
     "import mymodule  # an uploaded file",
     "np = __import__('numpy')",
+    "np = __\uff49\uff4d\uff50\uff4f\uff52\uff54__('numpy')",  # fullwidth letters: NFKC makes it __import__
     "import importlib\nimportlib.import_module('pandas')",
     "%matplotlib inline\nimport math",  # a notebook line: not Python as it stands
     "print(",

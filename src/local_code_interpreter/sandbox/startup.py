@@ -31,6 +31,10 @@ def needs_libraries(code: str | None) -> bool:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):  # a notebook line, or NUL: the child explains; start as before
         return True
+    if code.isascii() and "import" not in code:
+        # Nothing to find: every import and every name in `_DYNAMIC` spells "import", and ASCII source cannot
+        # reach it through the NFKC normalization of identifiers. Most first cells; the walk would double the cost.
+        return False
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             if any(_outside_stdlib(alias.name) for alias in node.names):
