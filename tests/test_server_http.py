@@ -97,9 +97,13 @@ def test_token_is_enforced_when_set():
         assert "1" in good.responses.create(model="local-code-interpreter", input="print(1)").output_text
 
 
-def test_sigterm_stops_within_two_seconds():
-    with running_service() as (base, process, _):
-        client(base).responses.create(model="local-code-interpreter", input="print(1)")  # warm, with a sandbox child
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_serves_a_conversation_and_sigterm_stops_it_within_two_seconds_on_either_event_loop(loop):
+    with running_service(env=clean_env(LCI_EVENT_LOOP=loop)) as (base, process, _):
+        first = client(base).responses.create(model="local-code-interpreter", input="x = 6 * 7")
+        second = client(base).responses.create(model="local-code-interpreter", input="print(x)",
+                                               previous_response_id=first.id)  # the conversation's live session
+        assert "42" in second.output_text
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(5)
@@ -108,7 +112,7 @@ def test_sigterm_stops_within_two_seconds():
     assert elapsed < 2.0
     assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
     log = process.stdout.read()
-    assert "Traceback" not in log and "Finished server process" in log
+    assert "Traceback" not in log and "Finished server process" in log and f"event loop {loop}" in log
 
 
 def test_unreachable_model_gives_a_clear_reply_and_health_stays():

@@ -152,6 +152,6 @@ def run_service(args: argparse.Namespace, settings: Settings) -> int:
     from . import chat, server
 
     if args.devui:
-        asyncio.run(server.serve(settings, open_browser=not args.no_browser))
+        server.run(settings, open_browser=not args.no_browser)
         return 0
     return asyncio.run(chat.run(settings, interactive=args.interactive))

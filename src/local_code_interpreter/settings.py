@@ -41,6 +41,7 @@ ENV = {
     # Serving (the HTTP layer and the lean /v1/responses path): see ServingSettings.
     "log_format": "LCI_LOG_FORMAT",
     "access_log": "LCI_ACCESS_LOG",
+    "event_loop": "LCI_EVENT_LOOP",
     "max_body_bytes": "LCI_MAX_BODY_BYTES",
     "read_timeout": "LCI_READ_TIMEOUT_SECONDS",
     "max_connections": "LCI_MAX_CONNECTIONS",
@@ -81,6 +82,9 @@ class ServingSettings:
 
     log_format: str = "text"  # "text" | "json"
     access_log: bool = True
+    # "uvloop" (libuv's loop: about a sixth less server CPU per request here) or Python's own "asyncio"; "auto" is
+    # uvloop where it is installed (Linux and macOS), else asyncio.
+    event_loop: str = "auto"
     max_body_bytes: int = 1024 * 1024
     read_timeout: float = 10.0  # a whole request (headers and body) must arrive within this
     max_connections: int = 0  # 0: derived from the open-file limit
@@ -262,11 +266,15 @@ def load_serving(pick, number) -> ServingSettings:
     access, source = pick("access_log", "on")
     if str(access).lower() not in ("on", "off", "true", "false", "1", "0"):
         raise ConfigError(f"{source} must be 'on' or 'off', got {access!r}")
+    event_loop, source = pick("event_loop", "auto")
+    if event_loop not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(f"{source} must be 'auto', 'uvloop' or 'asyncio', got {event_loop!r}")
     hosts, _ = pick("allowed_hosts", "")
     mib = 1024 * 1024
     return ServingSettings(
         log_format=log_format,
         access_log=str(access).lower() in ("on", "true", "1"),
+        event_loop=event_loop,
         max_body_bytes=number("max_body_bytes", mib, low=1024, high=1024 * mib),
         read_timeout=number("read_timeout", 10.0, float, low=0.5, high=3600),
         max_connections=number("max_connections", 0, low=0, high=1_000_000),

@@ -10,6 +10,8 @@ def test_defaults_and_environment():
     default = load({}, environ={}).serving
     assert (default.log_format, default.access_log, default.max_body_bytes, default.read_timeout) == \
         ("text", True, 1024 * 1024, 10.0)
+    assert default.event_loop == "auto" and load({}, environ={"LCI_EVENT_LOOP": "asyncio"}).serving.event_loop \
+        == "asyncio"
     s = load({}, environ={"LCI_LOG_FORMAT": "json", "LCI_ACCESS_LOG": "off", "LCI_MAX_BODY_BYTES": "2048",
                           "LCI_READ_TIMEOUT_SECONDS": "2.5", "LCI_ALLOWED_HOSTS": "Interp.Example.com, b",
                           "LCI_CONVERSATIONS_MAX": "7", "LCI_CONVERSATION_MAX_ITEMS": "9"}).serving
@@ -21,6 +23,7 @@ def test_defaults_and_environment():
 @pytest.mark.parametrize("env, variable", [
     ({"LCI_LOG_FORMAT": "xml"}, "LCI_LOG_FORMAT"),
     ({"LCI_ACCESS_LOG": "maybe"}, "LCI_ACCESS_LOG"),
+    ({"LCI_EVENT_LOOP": "tokio"}, "LCI_EVENT_LOOP"),
     ({"LCI_MAX_BODY_BYTES": "ten"}, "LCI_MAX_BODY_BYTES"),
     ({"LCI_READ_TIMEOUT_SECONDS": "0"}, "LCI_READ_TIMEOUT_SECONDS"),
     ({"LCI_CONVERSATIONS_MAX": "-1"}, "LCI_CONVERSATIONS_MAX"),
@@ -46,3 +49,18 @@ def test_connection_cap_leaves_room_for_every_sessions_descriptors():
     assert sandbox_descriptors("subprocess", 100, 64) - held >= 5 * 60
     assert sandbox_descriptors("monty", 100, 4) == 0  # its sessions are in-process state
     assert default_max_connections(held) == max(16, default_max_connections() - held)
+
+
+def test_the_event_loop_is_uvloop_where_installed_and_asyncio_on_request_or_without_it(monkeypatch):
+    import asyncio
+    import sys
+
+    import uvloop
+
+    from local_code_interpreter.server import runner
+
+    assert (runner("auto"), runner("uvloop"), runner("asyncio")) == (uvloop.run, uvloop.run, asyncio.run)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed (Windows, say): import fails
+    assert runner("auto") is asyncio.run
+    with pytest.raises(ConfigError, match="LCI_EVENT_LOOP=asyncio"):
+        runner("uvloop")
