@@ -153,6 +153,25 @@ def test_replacing_a_file_by_upload_is_not_over_quota_while_both_exist(session, 
     assert run(session.read("data.bin")).endswith(b"y")
 
 
+def test_cells_leave_no_reference_cycles_of_ours_for_the_garbage_collector(session, run):
+    """Every object of a cell (its buffers, its quota watch) is freed as it ends, not by a later collection: a
+    cycle per request is work for every later collection of a long-running server."""
+    import gc
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays in gc.garbage
+    try:
+        for code in ("print(1)", "import time\ntime.sleep(0.35)"):  # the second outlives several quota checks
+            assert run(session.run(code)).exit_code == 0
+        gc.collect()
+        ours = [type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("local_code_interpreter")
+                or getattr(o, "__module__", "").startswith("local_code_interpreter")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []
+
+
 def test_a_failing_quota_check_is_reported_and_the_cell_still_ends(session, run, monkeypatch, caplog):
     """A check that raises (a tree vanishing mid-walk, a bug) must neither end the cell nor vanish unreported."""
     def broken(self):
@@ -249,8 +268,8 @@ def test_a_session_can_still_fork_after_others_started(backend, run):
 def test_a_session_is_held_to_its_process_count(backend, run):
     session = run(backend.open_session(limits=replace(LIMITS, max_processes=4, timeout_seconds=10)))
     try:
-        result = run(session.run("import subprocess, time\nprocs = [subprocess.Popen(['sleep', '30']) for _ in range(8)]"
-                                 "\ntime.sleep(30)"))
+        result = run(session.run("import subprocess, time\n"
+                                 "procs = [subprocess.Popen(['sleep', '30']) for _ in range(8)]\ntime.sleep(30)"))
         assert "more than 4 processes" in result.stderr and not session.alive, result
     finally:
         run(session.close())

@@ -328,25 +328,25 @@ class Child:
     def _watch_quotas(self, cell: Cell) -> None:
         """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while `cell` runs, each check in a worker thread.
         A timer, not a task: most cells end before the first check, and then only the timer is cancelled. The
-        watch stops when `run` sets `cell.watch` to None."""
-        loop = asyncio.get_running_loop()
+        watch stops when `run` sets `cell.watch` to None. (Methods, not closures calling each other: those would
+        make a reference cycle per cell, its buffers freed only by the garbage collector.)"""
+        cell.watch = asyncio.get_running_loop().call_later(isolation.QUOTA_CHECK_SECONDS, self._check_quotas, cell)
 
-        def check() -> None:
-            if cell.watch is not None:
-                loop.run_in_executor(None, self.over_quota).add_done_callback(checked)
+    def _check_quotas(self, cell: Cell) -> None:
+        if cell.watch is not None:
+            asyncio.get_running_loop().run_in_executor(None, self.over_quota).add_done_callback(
+                functools.partial(self._checked_quotas, cell))
 
-        def checked(future: asyncio.Future) -> None:
-            if cell.watch is None or future.cancelled():
-                return  # the cell ended meanwhile
-            if future.exception() is not None:
-                log.warning("a sandbox quota check failed; this execution's quotas are no longer checked while it "
-                            "runs", exc_info=future.exception())
-            elif over := future.result():
-                self.kill(over)
-            else:
-                cell.watch = loop.call_later(isolation.QUOTA_CHECK_SECONDS, check)
-
-        cell.watch = loop.call_later(isolation.QUOTA_CHECK_SECONDS, check)
+    def _checked_quotas(self, cell: Cell, future: asyncio.Future) -> None:
+        if cell.watch is None or future.cancelled():
+            return  # the cell ended meanwhile
+        if future.exception() is not None:
+            log.warning("a sandbox quota check failed; this execution's quotas are no longer checked while it runs",
+                        exc_info=future.exception())
+        elif over := future.result():
+            self.kill(over)
+        else:
+            self._watch_quotas(cell)
 
     @contextlib.contextmanager
     def uploading(self):
