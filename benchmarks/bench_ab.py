@@ -2,7 +2,7 @@
 (the same command varies by ±15 % from run to run) only alternating rounds compare two versions fairly.
 
     .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|spaced|both]
-                                                [--pause 30]
+                                                [--pause 30] [--old-env K=V ...] [--new-env K=V ...]
 
 REF is any git commit of this repository (for example the last release tag, or `HEAD~5`); it is checked out in a
 temporary worktree and its server runs with that tree first on PYTHONPATH (the venv's packages are shared). Its
@@ -16,7 +16,8 @@ mode starts a conversation with each request (a new sandbox session each), `turn
 live session; the history kept up to the bound), `spaced` starts a conversation with each request but sends one
 every `--pause` ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth
 of `--requests`).
-Then the means, and the load average. Figures only, no assertion.
+`--old-env`/`--new-env` give one side settings of its own: `HEAD --old-env LCI_EVENT_LOOP=asyncio` compares the
+event loops on the same code. Then the means, and the load average. Figures only, no assertion.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ import bench_server  # noqa: E402  (one server harness for every benchmark)
 
 
 def measure(mode: str, requests: int, pythonpath: str | None,
-            pause: float = 0.03) -> tuple[float, float, float, float]:
+            pause: float = 0.03, env: dict[str, str] | None = None) -> tuple[float, float, float, float]:
     """(server CPU ms per request, sandbox CPU ms per request, wall ms per request, p50 ms) for one server run."""
     saved = os.environ.get("PYTHONPATH")
     if pythonpath:
         os.environ["PYTHONPATH"] = pythonpath
     try:
-        server = bench_server.Server({})
+        server = bench_server.Server(env or {})
     finally:
         if pythonpath:
             if saved is None:
@@ -87,7 +88,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--mode", choices=("new", "turns", "spaced", "both"), default="both")
     parser.add_argument("--pause", type=float, default=30.0, help="milliseconds between spaced requests")
+    parser.add_argument("--old-env", action="append", default=[], metavar="K=V",
+                        help="a setting for REF's server only (e.g. LCI_EVENT_LOOP=asyncio); repeatable")
+    parser.add_argument("--new-env", action="append", default=[], metavar="K=V",
+                        help="a setting for this tree's server only; repeatable")
     args = parser.parse_args()
+    envs = {"old": dict(item.split("=", 1) for item in args.old_env),
+            "new": dict(item.split("=", 1) for item in args.new_env)}
     modes = ("new", "turns", "spaced") if args.mode == "both" else (args.mode,)
     worktree = tempfile.mkdtemp(prefix="lci-bench-ab-")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "--force", worktree, args.ref], check=True,
@@ -97,7 +104,7 @@ def main() -> int:
             figures: dict[str, list[tuple[float, float, float, float]]] = {"old": [], "new": []}
             for n in range(args.rounds):
                 for name, path in (("old", os.path.join(worktree, "src")), ("new", None)):
-                    row = measure(mode, args.requests, path, args.pause / 1000)
+                    row = measure(mode, args.requests, path, args.pause / 1000, envs[name])
                     figures[name].append(row)
                     print(f"{mode} round {n + 1} {name:>3} ({args.ref if name == 'old' else 'this tree'}): "
                           + _figures(row), flush=True)
