@@ -82,8 +82,8 @@ class ServingSettings:
 
     log_format: str = "text"  # "text" | "json"
     access_log: bool = True
-    # "uvloop" (libuv's loop: 5-10 % less server CPU per request here) or Python's own "asyncio"; "auto" is uvloop
-    # where it is installed (Linux and macOS), else asyncio.
+    # "uvloop" (libuv's loop: about 10 % less server CPU per new conversation here) or Python's own "asyncio"; "auto"
+    # is uvloop where it is installed (Linux and macOS), else asyncio.
     event_loop: str = "auto"
     max_body_bytes: int = 1024 * 1024
     read_timeout: float = 10.0  # a whole request (headers and body) must arrive within this
