@@ -147,3 +147,14 @@ def test_queue_settings():
     assert (load({}, {}).queue_timeout_seconds, load({}, {}).queue_length) == (30.0, 64)
     settings = load({}, {"LCI_QUEUE_TIMEOUT_SECONDS": "2.5", "LCI_QUEUE_LENGTH": "0"})
     assert (settings.queue_timeout_seconds, settings.queue_length) == (2.5, 0)
+
+
+def test_every_setting_is_documented_in_the_readme():
+    """A variable the service reads but the README's table leaves out is a setting nobody can find."""
+    import os
+
+    from local_code_interpreter.settings import ENV
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert [name for name in ENV.values() if f"| `{name}` |" not in readme] == []
