@@ -11,15 +11,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from skips import ci_failure_message, in_ci, is_tool_missing  # noqa: E402
 
-# In-process tests run on the event loop the service runs on (`server.runner`: uvloop where installed); the
-# service tests cover the asyncio one as well. LCI_TEST_EVENT_LOOP=asyncio runs them all on that.
-if os.environ.get("LCI_TEST_EVENT_LOOP", "auto") != "asyncio":
-    try:
-        import uvloop
-    except ImportError:
-        pass
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+from local_code_interpreter.server import runner  # noqa: E402
+
+# In-process tests run on the event loop the service picks (`server.runner`: uvloop where installed); the service
+# tests cover the asyncio one as well. LCI_TEST_EVENT_LOOP=asyncio runs them all on that.
+if runner(os.environ.get("LCI_TEST_EVENT_LOOP", "auto")) is not asyncio.run:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _skip_reason(report) -> str:

@@ -207,9 +207,9 @@ def run(settings: Settings, open_browser: bool = False) -> None:
 
 def runner(choice: str) -> Callable[[Coroutine], object]:
     """How to run the service on the event loop `choice` names: "uvloop" (libuv's, its transports and timers in
-    C: server CPU per new conversation about 10 % below asyncio's here, per turn about the same; `bench_ab.py HEAD
-    --old-env LCI_EVENT_LOOP=asyncio`),
-    "asyncio" (Python's own), or "auto": uvloop where it is installed (Linux and macOS), else asyncio."""
+    C: about 10 % less server CPU per new conversation than asyncio here, per turn about the same: `bench_ab.py
+    HEAD --old-env LCI_EVENT_LOOP=asyncio`), "asyncio" (Python's own), or "auto": uvloop where it is installed
+    (Linux and macOS), else asyncio."""
     if choice != "asyncio":
         try:
             import uvloop
