@@ -172,17 +172,33 @@ def test_cells_leave_no_reference_cycles_of_ours_for_the_garbage_collector(sessi
     assert ours == []
 
 
-def test_a_failing_quota_check_is_reported_and_the_cell_still_ends(session, run, monkeypatch, caplog):
-    """A check that raises (a tree vanishing mid-walk, a bug) must neither end the cell nor vanish unreported."""
+def test_a_failing_quota_check_is_reported_once_and_the_cell_still_ends(session, run, monkeypatch, caplog):
+    """A check that raises (a tree vanishing mid-walk, a bug) must neither end the cell nor vanish unreported, nor
+    fill the log: one warning however many checks fail."""
     def broken(self):
         raise OSError("the scratch tree could not be walked")
 
     monkeypatch.setattr(type(session.child), "over_quota", broken)
     with caplog.at_level("WARNING", logger="local_code_interpreter"):
-        result = run(session.run("import time\ntime.sleep(0.5)\nprint('done')"))
+        result = run(session.run("import time\ntime.sleep(0.5)\nprint('done')"))  # several checks fail
     assert (result.stdout, result.exit_code) == ("done\n", 0) and session.alive
-    assert [r for r in caplog.records if "quota check failed" in r.getMessage()
-            and "could not be walked" in str(r.exc_info[1])]
+    warnings = [r for r in caplog.records if "quota check failed" in r.getMessage()]
+    assert len(warnings) == 1 and "could not be walked" in str(warnings[0].exc_info[1])
+
+
+def test_the_quotas_are_still_checked_after_a_check_failed(session, run, monkeypatch):
+    """A failure must not leave the rest of the execution unchecked: a later check still ends it."""
+    calls = []
+
+    def first_fails_then_over(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the scratch tree could not be walked")
+        return "scratch"
+
+    monkeypatch.setattr(type(session.child), "over_quota", first_fails_then_over)
+    result = run(session.run("import time\ntime.sleep(5)\nprint('not stopped')"))
+    assert "not stopped" not in result.stdout and result.exit_code != 0 and not result.timed_out, result
 
 
 def test_files_round_trip_and_quota(session, run):

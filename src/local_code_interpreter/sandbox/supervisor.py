@@ -325,28 +325,31 @@ class Child:
             cell.waiter = None
         return cell.finished
 
-    def _watch_quotas(self, cell: Cell) -> None:
+    def _watch_quotas(self, cell: Cell, warned: bool = False) -> None:
         """Scratch tree and memory, every `QUOTA_CHECK_SECONDS` while `cell` runs, each check in a worker thread.
         A timer, not a task: most cells end before the first check, and then only the timer is cancelled. The
         watch stops when `run` sets `cell.watch` to None. (Methods, not closures calling each other: those would
-        make a reference cycle per cell, its buffers freed only by the garbage collector.)"""
-        cell.watch = asyncio.get_running_loop().call_later(isolation.QUOTA_CHECK_SECONDS, self._check_quotas, cell)
+        make a reference cycle per cell, its buffers freed only by the garbage collector.) A check that raises is
+        logged once per cell and the checks go on: a failure must not leave the rest of the execution unchecked."""
+        cell.watch = asyncio.get_running_loop().call_later(isolation.QUOTA_CHECK_SECONDS, self._check_quotas, cell,
+                                                           warned)
 
-    def _check_quotas(self, cell: Cell) -> None:
+    def _check_quotas(self, cell: Cell, warned: bool) -> None:
         if cell.watch is not None:
             asyncio.get_running_loop().run_in_executor(None, self.over_quota).add_done_callback(
-                functools.partial(self._checked_quotas, cell))
+                functools.partial(self._checked_quotas, cell, warned))
 
-    def _checked_quotas(self, cell: Cell, future: asyncio.Future) -> None:
+    def _checked_quotas(self, cell: Cell, warned: bool, future: asyncio.Future) -> None:
         if cell.watch is None or future.cancelled():
             return  # the cell ended meanwhile
         if future.exception() is not None:
-            log.warning("a sandbox quota check failed; this execution's quotas are no longer checked while it runs",
-                        exc_info=future.exception())
+            if not warned:
+                log.warning("a sandbox quota check failed (checking goes on)", exc_info=future.exception())
+            self._watch_quotas(cell, warned=True)
         elif over := future.result():
             self.kill(over)
         else:
-            self._watch_quotas(cell)
+            self._watch_quotas(cell, warned)
 
     @contextlib.contextmanager
     def uploading(self):
