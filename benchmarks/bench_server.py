@@ -5,23 +5,28 @@
                                                  [--no-kernel] [--env K=V ...]
 
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
-`execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses`
-requests with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation),
-then `--concurrent` requests from 4 concurrent callers. Prints, for the first and the last thousand requests:
-p50/p95 latency, the server's CPU per request (user+system of the server process, from /proc) and its log bytes
-per request; every thousand requests, the server's RSS, open descriptors and threads and the sandbox's PSS
-(the template and every live session child); the CPU per request of the server, the sandbox, this client and the
-whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests' p50/p95,
-beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine); the
-4-caller throughput and the server's CPU per request under it; the same within conversations (one conversation's
-server CPU split by the length of the history each turn sends: short, and at its 200-message cap); beside a Jupyter
-kernel's execute round trip for the same program (benchmarks/jupyter_kernel.py), back to back and spaced alike,
-measured in the same run; then the load average. Figures only, no assertion.
+`execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses` requests
+with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation), then
+`--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from 4 processes on the standard
+library's `http.client`, a load generator that leaves the server more of the 2 CPUs). Prints, for the first and the
+last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the server process, from
+/proc) and its log bytes per request; every thousand requests, the server's RSS, open descriptors and threads and
+the sandbox's PSS (the template and every live session child); the CPU per request of the server, the sandbox, this
+client and the whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests'
+p50/p95, beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine); the
+4-caller throughput and the server's CPU per request under it (and the callers' own, for the processes); the same
+within conversations (one conversation's server CPU split by the length of the history each turn sends: short, and
+at its 200-message cap); beside a Jupyter kernel's execute round trip for the same program
+(benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same run; then the load average.
+Figures only, no assertion.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import multiprocessing
 import os
 import resource
 import statistics
@@ -213,6 +218,40 @@ def concurrently(server: "Server", targets: list) -> tuple[float, float]:
     return time.perf_counter() - started, server.cpu() - cpu0
 
 
+def lean_caller(job: tuple[int, str, int, int]) -> float:
+    """One caller in a process of its own, on the standard library's HTTP client (one keep-alive connection):
+    `count` new conversations from index `first`. Returns its CPU seconds. httpx on a thread costs about three
+    times the CPU per request, and on 2 CPUs what the load generator burns the server does not get."""
+    port, path, first, count = job
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    cpu0 = _own_cpu()
+    for i in range(first, first + count):
+        connection.request("POST", path, json.dumps({"model": "local-code-interpreter", "input": f"print({i}*3)"}),
+                           {"content-type": "application/json"})
+        answer = connection.getresponse()
+        text = answer.read()
+        if answer.status != 200 or str(i * 3).encode() not in text:
+            raise SystemExit(f"request {i}: {answer.status} {text[:500]!r}")
+    connection.close()
+    return _own_cpu() - cpu0
+
+
+def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[float, float, float]:
+    """`total` new conversations from `CALLERS` processes at once (`lean_caller`): (wall seconds, server CPU
+    seconds, the callers' CPU seconds). The processes start before the clock does."""
+    share = total // CALLERS
+    with multiprocessing.get_context("fork").Pool(CALLERS) as pool:
+        pool.map(_nothing, range(CALLERS), chunksize=1)  # every worker is up
+        cpu0, started = server.cpu(), time.perf_counter()
+        spent = pool.map(lean_caller, [(server.port, path, first + k * share, share) for k in range(CALLERS)],
+                         chunksize=1)
+        return time.perf_counter() - started, server.cpu() - cpu0, sum(spent)
+
+
+def _nothing(_: int) -> None:
+    return None
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -318,6 +357,10 @@ def main() -> int:
         wall, cpu = concurrently(server, [lambda k=k: caller(k) for k in range(CALLERS)])
         print(f"{CALLERS} callers: {args.concurrent / wall:.0f} exec/s over {args.concurrent} requests, "
               f"server CPU {cpu * 1000 / args.concurrent:.2f} ms/req")
+        wall, cpu, callers = lean_callers(server, args.path, args.concurrent, 200000)
+        print(f"{CALLERS} callers, a process each on http.client: {args.concurrent / wall:.0f} exec/s over "
+              f"{args.concurrent} requests, server CPU {cpu * 1000 / args.concurrent:.2f} ms/req, callers' CPU "
+              f"{callers * 1000 / args.concurrent:.2f} ms/req")
         print("(each request above starts a conversation, so each pays a new sandbox session and, once the replica "
               "is full, the eviction of the least recently used one)")
 
