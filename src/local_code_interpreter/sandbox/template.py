@@ -31,7 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -51,8 +51,13 @@ _SWEEP_SECONDS = 0.05
 # bounds its own processes to `max_processes` by counting them (a one-shot run keeps the tight limit).
 SESSION_NPROC_HEADROOM = 512
 _MESSAGE = 65536
+_ANCILLARY = socket.CMSG_SPACE(len(CHILD_FDS) * 4)  # room for the descriptors of one fork request
+_SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads ends in, without the steps around it
 _PY = ctypes.PyDLL(None, use_errno=True)  # calls made with the GIL held: nothing runs between clone and fix-up
 _PY.syscall.restype = ctypes.c_long
+_PY.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong] + [ctypes.c_void_p] * 4
+_CLONE_NUMBER = _SYS_CLONE.get(os.uname().machine, -1)
+_SIGCHLD = int(signal.SIGCHLD)
 
 
 def clone(flags: int) -> int:
@@ -60,8 +65,7 @@ def clone(flags: int) -> int:
     if not flags:
         return os.fork()
     _PY.PyOS_BeforeFork()
-    pid = _PY.syscall(ctypes.c_long(_SYS_CLONE[os.uname().machine]), ctypes.c_ulong(flags | signal.SIGCHLD),
-                      None, None, None, None)
+    pid = _PY.syscall(_CLONE_NUMBER, flags | _SIGCHLD, None, None, None, None)
     if pid == 0:
         _PY.PyOS_AfterFork_Child()
         return 0
@@ -104,29 +108,32 @@ class Template:
         self.address_floor = max(self.vm_size, address_floor)
         self.children: dict[int, str] = {}  # live (unreaped) child pid -> request id
         self.budget_cache = (0.0, 0)
+        self.limits_seen: dict[tuple, Limits] = {}
         self.sweep_at: float | None = None
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        selector = selectors.DefaultSelector()
-        selector.register(wake_r, selectors.EVENT_READ, "wake")
-        selector.register(self.control, selectors.EVENT_READ, "control")
+        poller = select.epoll()
+        poller.register(wake_r, select.EPOLLIN)
+        control = self.control.fileno()
+        poller.register(control, select.EPOLLIN)
         self._send({"op": "hello", "pid_namespace": bool(self.flags), "namespace_detail": self.namespace_detail,
                     "vm_size": self.vm_size, "landlock_abi": self.landlock_abi, "heap": self.heap_detail})
         try:
             while True:
-                timeout = None if self.sweep_at is None else max(0.0, self.sweep_at - time.monotonic())
-                for key, _ in selector.select(timeout):
-                    if key.data == "control" and not self._read_control():
+                timeout = -1 if self.sweep_at is None else max(0.0, self.sweep_at - time.monotonic())
+                for fd, _ in poller.poll(timeout):
+                    if fd == control and not self._read_control():
                         return
-                    if key.data == "wake":
+                    if fd == wake_r:
                         _drain(wake_r)
                         self._reap()
                 if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
                     self._sweep()
         finally:
+            poller.close()
             self.stop()
 
     def stop(self) -> None:
@@ -140,27 +147,27 @@ class Template:
         while self.children and time.monotonic() < deadline:
             self._reap(block=True)
 
-    def _send(self, message: dict, fds: list[int] = ()) -> None:
-        data = json.dumps(message).encode()
+    def _send(self, message: dict) -> None:
+        self._send_raw(json.dumps(message).encode())
+
+    def _send_raw(self, data: bytes) -> None:
         try:
-            if fds:
-                socket.send_fds(self.control, [data], fds)
-            else:
-                self.control.send(data)
+            self.control.send(data)
         except OSError:
             pass  # the supervisor went away: the control socket's end stops us next
 
     def _read_control(self) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, _MESSAGE, len(CHILD_FDS))
+            data, ancillary, _, _ = self.control.recvmsg(_MESSAGE, _ANCILLARY)
         except (ConnectionResetError, BlockingIOError):
             return True
+        fds = _descriptors(ancillary)
         if not data:
             for fd in fds:
                 os.close(fd)
             return False  # the supervisor went away: so do we
         try:
-            request = json.loads(data)
+            request = _decode(data)
             op = request["op"]
             if op == "fork":
                 self._fork(request, fds)
@@ -181,7 +188,7 @@ class Template:
         if len(fds) != len(CHILD_FDS):
             self._send({"op": "failed", "id": request["id"], "error": f"expected {len(CHILD_FDS)} descriptors"})
             return
-        limits = Limits(**request["limits"])
+        limits = self._limits(request["limits"])
         budget = self._process_budget(limits) + (SESSION_NPROC_HEADROOM if request.get("session") else 0)
         address_space = (self.vm_size + limits.memory_mb * 1024 * 1024,
                          self.address_floor + limits.memory_mb * 1024 * 1024)
@@ -194,7 +201,15 @@ class Template:
             _child(self.pid, dict(zip(CHILD_FDS, fds)), limits, self.landlock_abi, self.rules, budget,
                    address_space, bool(request.get("session")))
         self.children[pid] = request["id"]
-        self._send({"op": "forked", "id": request["id"], "pid": pid})
+        self._send_raw(b'{"op":"forked","id":%d,"pid":%d}' % (request["id"], pid))
+
+    def _limits(self, fields: dict) -> Limits:
+        """The `Limits` these fields describe; the few distinct ones are built once (a fork touches less)."""
+        key = tuple(fields.items())
+        limits = self.limits_seen.get(key)
+        if limits is None:
+            limits = self.limits_seen[key] = Limits(**fields)
+        return limits
 
     def _process_budget(self, limits: Limits) -> int:
         """RLIMIT_NPROC counts every task of the uid, so the budget is what it has now plus the allowance."""
@@ -220,7 +235,7 @@ class Template:
             _, status = os.waitpid(pid, 0)
             if tracked:
                 del self.children[pid]
-                self._send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+                self._send_raw(b'{"op":"exited","pid":%d,"status":%d}' % (pid, os.waitstatus_to_exitcode(status)))
                 if not self.flags:
                     self.sweep_at = time.monotonic()
             block = False
@@ -273,6 +288,27 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
             pass
     finally:
         os._exit(status)
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an SCM_RIGHTS message carried (`socket.recv_fds`, without its Python-level steps)."""
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += memoryview(data)[:len(data) - len(data) % 4].cast("i").tolist()
+    return fds
+
+
+def _decode(data: bytes) -> dict:
+    """One control message (a JSON object), through the json module's C scanner directly."""
+    text = data.decode()
+    try:
+        request, end = _SCAN(text, 0)
+    except StopIteration:  # what the scanner raises for something that is no JSON value at all
+        raise ValueError("a control message is not JSON") from None
+    if not isinstance(request, dict) or text[end:].strip():
+        raise ValueError("a control message is not one JSON object")
+    return request
 
 
 def _above(fd: int, low: int) -> int:
