@@ -55,6 +55,16 @@ def test_state_and_values_persist(session, run):
     assert session.alive
 
 
+def test_a_session_starts_with_a_fresh_processs_signals_and_streams_not_the_templates(session, run):
+    """The template's SIGCHLD handler and wake-up descriptor stay behind; SIGTERM ends the code as it would any
+    process; the output streams are line-buffered UTF-8 of the child's own."""
+    result = run(session.run(
+        "import signal, sys\n"
+        "print(signal.getsignal(signal.SIGCHLD) is signal.SIG_DFL, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,"
+        " signal.set_wakeup_fd(-1), sys.stdout.line_buffering, sys.stderr.line_buffering, sys.stdout.encoding)"))
+    assert result.stdout == "True True -1 True True utf-8\n", result.stderr
+
+
 def test_timeout_interrupts_the_cell_and_the_session_survives(session, run):
     run(session.run("kept = 'still here'"))
     result = run(session.run("import time\ntime.sleep(30)"))

@@ -17,6 +17,7 @@ those pipes when the frame arrives has all of it. EOF on the cells pipe ends the
 
 from __future__ import annotations
 
+import _signal as _handlers  # the C half of `signal`, without its enum wrapping
 import ast
 import base64
 import builtins
@@ -166,7 +167,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     sys.argv = [""]
     if _lean_fonts is not None:  # (the lean template gave us the BLAS settings: one thread, as in a warm one)
         sys.meta_path.insert(0, _LibraryImports())
-    signal.signal(signal.SIGINT, _on_sigint)
+    _handlers.signal(_SIGINT, _on_sigint)  # not signal.signal: its enum wrapping costs a fresh child ~30 pages
     me = os.getpid()
     if not _warm_up():
         return 1
@@ -377,6 +378,9 @@ def display(*objects) -> None:
     """What notebook code calls out of habit: the repr of each object on stdout (figures are captured anyway)."""
     for item in objects:
         print(item if isinstance(item, str) else repr(item))
+
+
+_SIGINT = int(signal.SIGINT)
 
 
 def _on_sigint(signum, frame):

@@ -28,6 +28,7 @@ with the template (PDEATHSIG SIGKILL), and on SIGTERM or the control socket's en
 
 from __future__ import annotations
 
+import _signal as _handlers  # the C half of `signal`, without its enum wrapping (see _CHILD_HANDLERS)
 import ctypes
 import json
 import os
@@ -58,6 +59,10 @@ _PY.syscall.restype = ctypes.c_long
 _PY.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong] + [ctypes.c_void_p] * 4
 _CLONE_NUMBER = _SYS_CLONE.get(os.uname().machine, -1)
 _SIGCHLD = int(signal.SIGCHLD)
+# A new child's handlers, set through the C module with plain ints: `signal.signal` turns each previous handler
+# into an enum member, and that machinery is about 30 pages a fresh child would copy for nothing.
+_CHILD_HANDLERS = ((_SIGCHLD, _handlers.SIG_DFL), (int(signal.SIGTERM), _handlers.SIG_DFL),
+                   (int(signal.SIGINT), _handlers.default_int_handler))
 
 
 def clone(flags: int) -> int:
@@ -267,10 +272,9 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
     """In the new child: become its own session, take its descriptors, confine itself, serve cells."""
     status = 1
     try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _handlers.set_wakeup_fd(-1)
+        for sig, handler in _CHILD_HANDLERS:
+            _handlers.signal(sig, handler)
         os.setsid()
         high = {name: _above(fd, 16) for name, fd in fds.items()}  # out of the way of 0-4 first
         null = os.open("/dev/null", os.O_RDONLY)
@@ -278,9 +282,7 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
                            (high["results"], 4)):
             os.dup2(fd, target, inheritable=target < 3)  # the code's subprocesses get 0-2, never the cell pipes
         isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session, template)
-        sys.stdout.reconfigure(line_buffering=True)
-        sys.stderr.reconfigure(line_buffering=True)
-        status = child.serve(3, 4)
+        status = child.serve(3, 4)  # on fresh line-buffered streams of its own (`child._own_streams`)
     except BaseException as error:  # the setup failed: say so on stderr, never run unconfined code
         try:
             os.write(2, f"sandbox setup failed: {error!r}\n".encode())
