@@ -196,6 +196,22 @@ def test_a_file_landing_during_the_warm_up_does_not_end_the_child(tmp_path, monk
     assert module._warm_up()
 
 
+def test_the_templates_rehearsal_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The template runs the warm-up cell before any fork (`_rehearse`): it must leave no directory, no cell source,
+    no pending set-up files and the session directory setting as it was, and run nothing but the warm-up cell."""
+    from local_code_interpreter.sandbox import child as module
+
+    ran = []
+    execute = module._execute
+    monkeypatch.setattr(module, "_execute", lambda code, *rest: ran.append(code) or execute(code, *rest))
+    monkeypatch.setattr(module.tempfile, "tempdir", str(tmp_path))
+    before = module._workdir
+    module._rehearse()
+    assert ran == ["pass"] * module.REHEARSALS
+    assert list(tmp_path.iterdir()) == [] and module._workdir == before and not module._quiet
+    assert not [name for name in module.linecache.cache if "warm-up" in name]
+
+
 def test_main_namespace_is_a_real_module(child):
     """Pickle and dataclasses look classes up in sys.modules['__main__']: cells' definitions must be there."""
     code = ("import dataclasses, pickle, sys\n@dataclasses.dataclass\nclass Point:\n    x: 'int'\n"
