@@ -65,6 +65,18 @@ def test_a_session_starts_with_a_fresh_processs_signals_and_streams_not_the_temp
     assert result.stdout == "True True -1 True True utf-8\n", result.stderr
 
 
+def test_the_codes_temporary_files_work_and_stay_in_its_own_directory(backend, session, run):
+    """`tempfile` must not keep the template's temporary directory (its /tmp, closed to the code by Landlock): a
+    temporary file failed with PermissionError in every cell before, in sessions and one-shot runs alike."""
+    code = ("import os, tempfile\n"
+            "with tempfile.NamedTemporaryFile() as f, tempfile.TemporaryDirectory() as d:\n"
+            "    print(os.path.dirname(f.name) == os.getcwd(), os.path.dirname(d) == os.getcwd())\n"
+            "fd, path = tempfile.mkstemp()\nos.close(fd)\nos.remove(path)\n"
+            "print(tempfile.gettempdir() == os.environ['TMPDIR'] == os.getcwd())")
+    for result in (run(session.run(code)), run(backend.run(code))):
+        assert (result.stdout, result.exit_code) == ("True True\nTrue\n", 0), result.stderr
+
+
 def test_timeout_interrupts_the_cell_and_the_session_survives(session, run):
     run(session.run("kept = 'still here'"))
     result = run(session.run("import time\ntime.sleep(30)"))

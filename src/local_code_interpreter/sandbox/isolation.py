@@ -8,6 +8,7 @@ import resource
 import signal
 import sys
 import sysconfig
+import tempfile
 
 from . import landlock, quota, seccomp
 from .quota import SCRATCH_ENTRIES
@@ -86,7 +87,11 @@ def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: in
     _set_limits((resource.RLIMIT_NOFILE, limits.max_open_files))  # only now: the descriptors above were high
     if not _environment_fixed:
         fix_environment()
-    os.environ["HOME"] = os.environ["TMPDIR"] = os.getcwd()
+    home = os.getcwd()
+    os.environ["HOME"] = os.environ["TMPDIR"] = home
+    # The template has looked the temporary directory up already (its own /tmp, which Landlock closes to the code):
+    # `tempfile` would keep using that instead of TMPDIR, and every temporary file the code made would fail.
+    tempfile.tempdir = home
 
 
 _environment_fixed = False
