@@ -253,7 +253,7 @@ REHEARSALS = 10  # past CPython 3.11's quickening of a function (at its 8th call
 def _rehearse() -> None:
     """Run the warm-up cell here, in the template, a few times before any fork, in a throwaway directory: what a
     cell sets up lazily the first time (the C library's handle, caches, specialized bytecode) is then set up once
-    and shared, not copied page by page by every child (about 50 of a lean child's 700 copy-on-write faults). The
+    and shared, not copied page by page by every child (35-50 of a lean child's 700 copy-on-write faults). The
     cell is `pass`: no one's code or data is involved, and the template still never runs a request's."""
     global _workdir
     saved = _workdir
