@@ -144,6 +144,9 @@ class Template:
     def stop(self) -> None:
         """Kill every child and everything that left them, then reap. The supervisor hears it first: the exits
         that follow are the template's doing, not the children's."""
+        # Stopping already: a SIGTERM from now on (the server's death signal, a group-wide one) must neither cut
+        # the sweep short nor land in the interpreter's own shutdown (a traceback in the server's log).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._send({"op": "stopping"})
         for pid in list(self.children):
             _kill_group(pid)
