@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
-from types import SimpleNamespace
 
 import pytest
 
 from local_code_interpreter.sandbox import Limits
-from local_code_interpreter.sandbox.template import Template, _decode, _descriptors
+from local_code_interpreter.sandbox.template import _decode, _descriptors, _limits
 
 
 def test_a_control_message_decodes_to_the_object_sent_non_ascii_included():
@@ -50,12 +49,11 @@ def test_the_descriptors_passed_arrive_in_order_and_open():
 
 
 def test_limits_are_built_once_per_distinct_fields_and_never_confused():
-    owner = SimpleNamespace(limits_seen={})
     fields = {"timeout_seconds": 5.0, "memory_mb": 256, "max_processes": 8, "max_open_files": 8}
-    first = Template._limits(owner, fields)
-    assert first == Limits(**fields) and Template._limits(owner, dict(fields)) is first
+    first = _limits(tuple(fields.items()))
+    assert first == Limits(**fields) and _limits(tuple(dict(fields).items())) is first
     # the same values under other names are other limits
     swapped = {"timeout_seconds": 5.0, "memory_mb": 256, "max_processes": 8, "max_open_files": 9}
-    assert Template._limits(owner, swapped).max_open_files == 9
+    assert _limits(tuple(swapped.items())).max_open_files == 9
     crossed = {"timeout_seconds": 5.0, "memory_mb": 256, "max_open_files": 8, "max_processes": 9}
-    assert Template._limits(owner, crossed).max_processes == 9
+    assert _limits(tuple(crossed.items())).max_processes == 9

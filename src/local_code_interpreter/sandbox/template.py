@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import _signal as _handlers  # the C half of `signal`, without its enum wrapping (see _CHILD_HANDLERS)
 import ctypes
+import functools
 import json
 import os
 import select
@@ -113,7 +114,6 @@ class Template:
         self.address_floor = max(self.vm_size, address_floor)
         self.children: dict[int, str] = {}  # live (unreaped) child pid -> request id
         self.budget_cache = (0.0, 0)
-        self.limits_seen: dict[tuple, Limits] = {}
         self.sweep_at: float | None = None
 
     def serve(self) -> None:
@@ -196,7 +196,7 @@ class Template:
         if len(fds) != len(CHILD_FDS):
             self._send({"op": "failed", "id": request["id"], "error": f"expected {len(CHILD_FDS)} descriptors"})
             return
-        limits = self._limits(request["limits"])
+        limits = _limits(tuple(request["limits"].items()))
         budget = self._process_budget(limits) + (SESSION_NPROC_HEADROOM if request.get("session") else 0)
         address_space = (self.vm_size + limits.memory_mb * 1024 * 1024,
                          self.address_floor + limits.memory_mb * 1024 * 1024)
@@ -210,14 +210,6 @@ class Template:
                    address_space, bool(request.get("session")))
         self.children[pid] = request["id"]
         self._send_raw(b'{"op":"forked","id":%d,"pid":%d}' % (request["id"], pid))
-
-    def _limits(self, fields: dict) -> Limits:
-        """The `Limits` these fields describe; the few distinct ones are built once (a fork touches less)."""
-        key = tuple(fields.items())
-        limits = self.limits_seen.get(key)
-        if limits is None:
-            limits = self.limits_seen[key] = Limits(**fields)
-        return limits
 
     def _process_budget(self, limits: Limits) -> int:
         """RLIMIT_NPROC counts every task of the uid, so the budget is what it has now plus the allowance."""
@@ -293,6 +285,12 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
             pass
     finally:
         os._exit(status)
+
+
+@functools.lru_cache(maxsize=64)  # a few kinds of child per server, as `supervisor._fork_fields` sends them
+def _limits(fields: tuple[tuple[str, object], ...]) -> Limits:
+    """The `Limits` these (name, value) fields describe, each distinct one built once (a fork touches less)."""
+    return Limits(**dict(fields))
 
 
 def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
