@@ -190,7 +190,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     if open_browser:
         asyncio.get_running_loop().call_later(1.0, _open_browser, settings)
     first_check = asyncio.create_task(readiness.current())  # the first /ready answer is ready sooner
-    gc.freeze()  # what start-up built lives as long as the process: later collections need not walk it
+    settle_collector()
     try:
         await server.serve()
     finally:
@@ -198,6 +198,21 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
         readiness.stop()
         await sessions.close_all()
         await sandbox.close()
+
+
+# The youngest generation is collected every 10,000 net allocations of container objects, not CPython's 700. A
+# request allocates about 4,000: at 700 a collection caught most requests mid-flight, so their live objects were
+# walked, promoted, and counted towards the next full collection, which walks every kept conversation (66,000 objects
+# after 2,000 short turns). Measured with a `gc.callbacks` timer in the server, 4,000 short turns, twice each way:
+# the collector's CPU per turn fell from 0.133 to 0.070 ms (full collections' share from 0.083 to 0.019 ms).
+COLLECTOR_THRESHOLDS = (10_000, 10, 10)
+
+
+def settle_collector() -> None:
+    """Once start-up is done: what it built lives as long as the process, and no later collection walks it
+    (`gc.freeze`); and the thresholds above."""
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 def run(settings: Settings, open_browser: bool = False) -> None:
