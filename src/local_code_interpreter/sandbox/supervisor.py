@@ -259,7 +259,10 @@ class Child:
         cell = self.cell = self.between  # what came between cells is shown with this one
         self.cells += 1
         self.between = Cell(CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes))
-        if self.session and self.alive and (now := self.cpu_now(others=bool(self._others_mark))) is not None \
+        # The gap since the last cell's end (or idle check) is counted; a new session's first cell has none to
+        # count, and its end marks the first gap: no read now.
+        if self.session and self.alive and self._own_mark is not None \
+                and (now := self.cpu_now(others=bool(self._others_mark))) is not None \
                 and self.count_idle(*now[:2], allowance=_TICK):
             log.warning("a sandbox session was ended: %s", _IDLE_KILLS["cpu"](limits))
             self.kill("cpu")
