@@ -1,7 +1,7 @@
 """Server CPU per request of this tree beside another commit's, interleaved in the same run: on a noisy machine
 (the same command varies by ±15 % from run to run) only alternating rounds compare two versions fairly.
 
-    .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|spaced|both]
+    .venv/bin/python benchmarks/bench_ab.py REF [--rounds 3] [--requests 2000] [--mode new|turns|short|spaced|both]
                                                 [--pause 30] [--old-env K=V ...] [--new-env K=V ...]
 
 REF is any git commit of this repository (for example the last release tag, or `HEAD~5`); it is checked out in a
@@ -13,7 +13,8 @@ Each round starts the old and then the new server (`bench_server.Server`), sends
 process's user+system CPU per request, the sandbox's (its templates and the children they reaped; children still
 alive at the end, the replica's sessions, are not counted), the wall time per request and the p50 latency: `new`
 mode starts a conversation with each request (a new sandbox session each), `turns` continues one conversation (its
-live session; the history kept up to the bound), `spaced` starts a conversation with each request but sends one
+live session; the history kept up to the bound), `short` runs conversations of `bench_server.SHORT_TURNS` turns
+each (short histories, as most conversations are), `spaced` starts a conversation with each request but sends one
 every `--pause` ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth
 of `--requests`).
 `--old-env`/`--new-env` give one side settings of its own: `HEAD --old-env LCI_EVENT_LOOP=asyncio` compares the
@@ -66,6 +67,11 @@ def measure(mode: str, requests: int, pythonpath: str | None,
                     if mode == "spaced":
                         time.sleep(pause)
                     times.append(bench_server.request(client, "/v1/responses", i))
+        elif mode == "short":
+            times = []
+            for first in range(0, requests, bench_server.SHORT_TURNS):
+                times += bench_server.conversation(server.base, "/v1/responses",
+                                                   min(bench_server.SHORT_TURNS, requests - first), 1000 + first)
         else:
             times = bench_server.conversation(server.base, "/v1/responses", requests, 1000)
         wall = (time.perf_counter() - started) * 1000 / requests
@@ -86,7 +92,7 @@ def main() -> int:
     parser.add_argument("ref")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--mode", choices=("new", "turns", "spaced", "both"), default="both")
+    parser.add_argument("--mode", choices=("new", "turns", "short", "spaced", "both"), default="both")
     parser.add_argument("--pause", type=float, default=30.0, help="milliseconds between spaced requests")
     parser.add_argument("--old-env", action="append", default=[], metavar="K=V",
                         help="a setting for REF's server only (e.g. LCI_EVENT_LOOP=asyncio); repeatable")
@@ -95,7 +101,7 @@ def main() -> int:
     args = parser.parse_args()
     envs = {"old": dict(item.split("=", 1) for item in args.old_env),
             "new": dict(item.split("=", 1) for item in args.new_env)}
-    modes = ("new", "turns", "spaced") if args.mode == "both" else (args.mode,)
+    modes = ("new", "turns", "short", "spaced") if args.mode == "both" else (args.mode,)
     worktree = tempfile.mkdtemp(prefix="lci-bench-ab-")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "--force", worktree, args.ref], check=True,
                    capture_output=True)
