@@ -6,18 +6,20 @@
 
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
 `execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses` requests
-with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation), then
+with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation), then a
+thousand back to back on the standard library's `http.client` (latency without httpx's own CPU), then
 `--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from 4 processes on the standard
 library's `http.client`, a load generator that leaves the server more of the 2 CPUs). Prints, for the first and the
 last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the server process, from
 /proc) and its log bytes per request; every thousand requests, the server's RSS, open descriptors and threads and
 the sandbox's PSS (the template and every live session child); the CPU per request of the server, the sandbox, this
 client and the whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests'
-p50/p95, beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine); the
-4-caller throughput and the server's CPU per request under it (and the callers' own, for the processes); the same
-within conversations (one conversation's server CPU split by the length of the history each turn sends: short, and
-at its 200-message cap); beside a Jupyter kernel's execute round trip for the same program
-(benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same run; then the load average.
+p50/p95 beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine), and
+the `http.client` ones'; the 4-caller throughput and the server's CPU per request under it (and the callers' own,
+for the processes); the same within conversations (one conversation's server CPU split by the length of the
+history each turn sends: short, and at its 200-message cap); beside a Jupyter kernel's execute round trip for the
+same program (benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same run; then the load
+average.
 Figures only, no assertion.
 """
 
@@ -222,18 +224,26 @@ def lean_caller(job: tuple[int, str, int, int]) -> float:
     """One caller in a process of its own, on the standard library's HTTP client (one keep-alive connection):
     `count` new conversations from index `first`. Returns its CPU seconds. httpx on a thread costs about three
     times the CPU per request, and on 2 CPUs what the load generator burns the server does not get."""
-    port, path, first, count = job
+    return lean_requests(*job)[1]
+
+
+def lean_requests(port: int, path: str, first: int, count: int) -> tuple[list[float], float]:
+    """`count` new conversations from index `first` on `http.client` (one keep-alive connection), one after
+    another: (each one's latency in ms, this process's CPU seconds for all of them)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
     cpu0 = _own_cpu()
     for i in range(first, first + count):
+        started = time.perf_counter()
         connection.request("POST", path, json.dumps({"model": "local-code-interpreter", "input": f"print({i}*3)"}),
                            {"content-type": "application/json"})
         answer = connection.getresponse()
         text = answer.read()
+        times.append((time.perf_counter() - started) * 1000)
         if answer.status != 200 or str(i * 3).encode() not in text:
             raise SystemExit(f"request {i}: {answer.status} {text[:500]!r}")
     connection.close()
-    return _own_cpu() - cpu0
+    return times, _own_cpu() - cpu0
 
 
 def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[float, float, float]:
@@ -339,6 +349,11 @@ def main() -> int:
             woken = statistics.median(apart) - statistics.median(close)
             print(f"GET /health back to back p50 {statistics.median(close):.2f} ms, one every {args.pause:g} ms p50 "
                   f"{statistics.median(apart):.2f} ms (waking idle processes: {woken:.2f} ms)")
+        # The sequential figures above include httpx's own CPU (about 1 ms per request here, on the same 2 CPUs):
+        # the same requests from the standard library's client show what a lighter caller sees.
+        lean, lean_cpu = lean_requests(server.port, args.path, 70000, window)
+        print(f"new conversation back to back on http.client, {window} requests: p50 {statistics.median(lean):.2f} "
+              f"ms, p95 {pct(lean, 95):.2f} ms, this client's CPU {lean_cpu * 1000 / window:.2f} ms/req")
 
         done = 0
         lock = threading.Lock()
