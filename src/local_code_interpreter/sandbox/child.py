@@ -28,7 +28,6 @@ import mimetypes
 import os
 import re
 import resource
-import signal
 import stat
 import struct
 import sys
@@ -168,7 +167,7 @@ def serve(cells_fd: int = 3, results_fd: int = 4) -> int:
     sys.argv = [""]
     if _lean_fonts is not None:  # (the lean template gave us the BLAS settings: one thread, as in a warm one)
         sys.meta_path.insert(0, _LibraryImports())
-    _handlers.signal(_SIGINT, _on_sigint)  # not signal.signal: its enum wrapping costs a fresh child ~30 pages
+    _handlers.signal(_handlers.SIGINT, _on_sigint)  # not signal.signal: its enum wrapping costs a fresh child ~30 pages
     me = os.getpid()
     if not _warm_up():
         return 1
@@ -398,9 +397,6 @@ def display(*objects) -> None:
     """What notebook code calls out of habit: the repr of each object on stdout (figures are captured anyway)."""
     for item in objects:
         print(item if isinstance(item, str) else repr(item))
-
-
-_SIGINT = int(signal.SIGINT)
 
 
 def _on_sigint(signum, frame):

@@ -61,9 +61,9 @@ _PY.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong] + [ctypes.c_void_p] * 4
 _CLONE_NUMBER = _SYS_CLONE.get(os.uname().machine, -1)
 _SIGCHLD = int(signal.SIGCHLD)
 # A new child's handlers, set through the C module with plain ints: `signal.signal` turns each previous handler
-# into an enum member, and that machinery is about 30 pages a fresh child would copy for nothing.
-_CHILD_HANDLERS = ((_SIGCHLD, _handlers.SIG_DFL), (int(signal.SIGTERM), _handlers.SIG_DFL),
-                   (int(signal.SIGINT), _handlers.default_int_handler))
+# into an enum member, and that machinery is about 30 pages a fresh child would copy for nothing. SIGINT is not
+# among them: `child.serve` installs its own handler first thing (until then the template's SIG_IGN holds).
+_CHILD_HANDLERS = ((_handlers.SIGCHLD, _handlers.SIG_DFL), (_handlers.SIGTERM, _handlers.SIG_DFL))
 
 
 def clone(flags: int) -> int:
