@@ -110,6 +110,8 @@ def _nested(depth: int) -> bytes:
     (b'{"input": [{"role": "user", "content": 7}]}', "content"),
     (b'{"input": [{"type": "input_text", "text": 7}]}', "text"),
     (b'{"input": [{"type": "bogus"}]}', "Unsupported"),
+    (b'{"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}', "no function_call before it"),
+    (b'{"input": [{"type": "function_call", "call_id": 5, "name": "execute_code"}]}', "call_id"),
     (b'{"input": "print(1)", "stream": "yes"}', "stream"),
     (b'{"input": "print(1)", "model": 3}', "model"),
     (b'{"input": "print(1)", "metadata": []}', "metadata"),

@@ -50,6 +50,21 @@ def test_openai_client_continuity(service):
     assert in_conversation.conversation.id == "conv_lean_test"
 
 
+
+def test_openai_client_stateless_turns_send_the_output_back(service):
+    """The OpenAI API's stateless multi-turn: the client keeps the context, appending each response's output (here
+    the function call, its output and the message) and the next message; nothing is stored."""
+    c = client(service)
+    context: list = [{"role": "user", "content": "print(6 * 7)"}]
+    first = c.responses.create(model="m", input=context, store=False)
+    context += first.output
+    context.append({"role": "user", "content": "print(7 * 8)"})
+    second = c.responses.create(model="m", input=context, store=False)
+    assert second.status == "completed" and "56" in second.output_text
+    events = list(c.responses.create(model="m", input=context, store=False, stream=True))
+    assert events[-1].type == "response.completed" and "56" in events[-1].response.output_text
+
+
 class Recording:
     """The real monty back end, noting which conversation key each execution ran under."""
 

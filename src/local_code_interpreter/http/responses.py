@@ -1,9 +1,9 @@
 """`POST /v1/responses` for API clients: the lean path, built on `agent-framework-hosting-responses`.
 
 The request body is parsed here once (strict JSON: no NaN/Infinity, bounded nesting; types checked), turned into
-agent run arguments by `messages_from_responses_input`, run with `Agent.run` (streaming only when the client asked
-for it), and rendered by `responses_from_run` / `responses_from_streaming_run`. No Responses mapping is written
-here.
+agent run arguments by `messages_from_responses_input` (and the output items a client sends back, by
+`input_items.py`), run with `Agent.run` (streaming only when the client asked for it), and rendered by
+`responses_from_run` / `responses_from_streaming_run`. No Responses mapping is written here.
 
 Which requests go where: a request that names a DevUI entity (`metadata.entity_id`, which the DevUI web page always
 sends) or asks for DevUI's OpenAI proxy (`X-Proxy-Backend`) is handed to DevUI unchanged (its body replayed), inside
@@ -28,7 +28,6 @@ from typing import Any
 from agent_framework import AgentSession
 from agent_framework_hosting_responses import (
     create_response_id,
-    messages_from_responses_input,
     responses_from_run,
     responses_from_streaming_run,
     responses_session_id,
@@ -42,6 +41,7 @@ from ..conversation import in_conversation
 from . import stored
 from .errors import json_bytes, send_error, status_for
 from .history import ConversationStore, HistoryError
+from .input_items import messages_from_input
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 32
@@ -189,7 +189,7 @@ class ResponsesApp:
     async def _serve(self, request: dict, caller: identity.Caller, send: Send) -> None:
         try:
             session_id, is_conversation = responses_session_id(request)
-            messages = messages_from_responses_input(inline_files(request["input"]))  # attachments.py
+            messages = messages_from_input(inline_files(request["input"]))  # attachments.py, input_items.py
         except ValueError as error:
             raise BadRequest(str(error)) from None
         self.store.check_input(messages)
