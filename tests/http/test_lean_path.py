@@ -65,6 +65,24 @@ def test_openai_client_stateless_turns_send_the_output_back(service):
     assert events[-1].type == "response.completed" and "56" in events[-1].response.output_text
 
 
+
+def test_agent_framework_client_without_store_sends_its_history_and_is_served(service):
+    """Agent Framework's own Responses client as an outer agent's model: with `store: false` it keeps the session's
+    history itself and sends it whole, our function calls and their outputs included, on every turn."""
+    from agent_framework import Agent
+    from agent_framework.openai import OpenAIChatClient
+
+    async def turns() -> list[str]:
+        outer = Agent(client=OpenAIChatClient(model="local-code-interpreter", base_url=f"{service}/v1",
+                                              api_key="unused-on-loopback"), name="outer")
+        session = outer.create_session()
+        return [(await outer.run(code, session=session, options={"store": False})).text
+                for code in ("print(6 * 7)", "print(7 * 8)", "print(2 ** 10)")]
+
+    texts = asyncio.run(turns())
+    assert ["42" in texts[0], "56" in texts[1], "1024" in texts[2]] == [True, True, True], texts
+
+
 class Recording:
     """The real monty back end, noting which conversation key each execution ran under."""
 
