@@ -112,6 +112,7 @@ def _nested(depth: int) -> bytes:
     (b'{"input": [{"type": "bogus"}]}', "Unsupported"),
     (b'{"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]}', "no function_call before it"),
     (b'{"input": [{"type": "function_call", "call_id": 5, "name": "execute_code"}]}', "call_id"),
+    (b'{"input": "print(\\"\\ud800\\")"}', "surrogate"),
     (b'{"input": "print(1)", "stream": "yes"}', "stream"),
     (b'{"input": "print(1)", "model": 3}', "model"),
     (b'{"input": "print(1)", "metadata": []}', "metadata"),

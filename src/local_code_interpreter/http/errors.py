@@ -1,5 +1,5 @@
 """Errors in the OpenAI API's shape (`{"error": {"message", "type", "code"}}`), so OpenAI clients show the message,
-and the sandbox's errors mapped to their HTTP status."""
+and the sandbox's errors mapped to their HTTP status; and the small ASGI helpers the routes share."""
 
 from __future__ import annotations
 
@@ -48,6 +48,28 @@ async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[by
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+def header(scope: Scope, name: bytes) -> bytes:
+    """The request header `name` (lower case), or b""."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return b""
+
+
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives `body` (read already) once, then the client's own (its disconnect)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def status_for(error: BaseException) -> tuple[int, str] | None:

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from . import stored
-from .errors import json_bytes, send_error, status_for
+from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
 
@@ -58,7 +59,8 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_body(body: bytes) -> dict:
-    """A JSON object, or BadRequest: invalid JSON, NaN/Infinity, nesting deeper than MAX_DEPTH."""
+    """A JSON object, or BadRequest: invalid JSON, NaN/Infinity, nesting deeper than MAX_DEPTH, a string holding
+    half a surrogate pair (`"\\ud800"` alone: valid JSON, but no Unicode text; it cannot be encoded again)."""
     if _depth_exceeds(body, MAX_DEPTH):
         raise BadRequest(f"the request body is nested deeper than {MAX_DEPTH} levels", "invalid_json")
     try:
@@ -69,7 +71,27 @@ def parse_body(body: bytes) -> dict:
         raise BadRequest("the request body must be a JSON object", "invalid_json") from None
     if not isinstance(value, dict):
         raise BadRequest("the request body must be a JSON object", "invalid_json")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+        raise BadRequest("the request body has a string with half a surrogate pair (a lone \\uD800-\\uDFFF "
+                         "escape), which is not Unicode text", "invalid_json")
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")  # rare; only then are the strings walked
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _depth_exceeds(body: bytes, limit: int) -> bool:
@@ -177,7 +199,7 @@ class ResponsesApp:
             request = parse_body(body)
             metadata = request.get("metadata")
             entity = metadata.get("entity_id") if isinstance(metadata, dict) else None
-            if (entity is not None and entity != self.agent_name) or _header(scope, b"x-proxy-backend"):
+            if (entity is not None and entity != self.agent_name) or header(scope, b"x-proxy-backend"):
                 return await self._to_devui(scope, receive, send, request, body, caller)
             check_request(request)
             await self._serve(request, caller, send)
@@ -268,15 +290,7 @@ class ResponsesApp:
         conversation = request.get("conversation")
         if isinstance(conversation, dict):
             conversation = conversation.get("id")
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        replay = replayed(body, receive)
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         scope = dict(scope, headers=headers)
@@ -305,10 +319,3 @@ def _mapped(error: BaseException) -> tuple[int, str] | None:
             return mapped
         error, seen = error.__cause__ or error.__context__, seen + 1
     return None
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return b""
