@@ -26,6 +26,7 @@ from .http.files import LinkSigner, build_files_app
 from .auth.entra import EntraVerifier
 from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app, send_aca_error
 from .http.connections import accept_backlog, default_max_connections, protocol
+from .http.conversation_items import ConversationItems
 from .http.conversations import DeletesConversations
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
@@ -105,6 +106,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
+    devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's
     devui_app = DeletesConversations(devui_app, sessions, store.forget)  # a deleted conversation: history and session
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,
                                             end_session=sessions.close if sessions is not None else None),

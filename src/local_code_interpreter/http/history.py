@@ -168,10 +168,10 @@ class ConversationStore:
         conversation = self._new(owner, f"conv_{uuid.uuid4().hex}", None)
         return Continuation(conversation, [], 0)
 
-    def record(self, continuation: Continuation, response_id: str, turn: list[Message],
+    def record(self, continuation: Continuation, response_id: str | None, turn: list[Message],
                exchange: Exchange | None = None) -> None:
-        """Append the finished turn (and the `exchange` the client saw) and index the response; then enforce the
-        bounds."""
+        """Append the finished turn (and the `exchange` the client saw) and index the response (None: items a
+        client added to the conversation, no response); then enforce the bounds."""
         conversation = continuation.conversation
         key = (conversation.owner, conversation.id)
         if self._conversations.get(key) is not conversation:  # evicted while the run went on: keep nothing
@@ -183,9 +183,10 @@ class ConversationStore:
         conversation.sizes.append(size)
         conversation.items += len(turn)
         self._add_bytes(conversation, size)
-        self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
-        conversation.response_ids.append(response_id)
-        self._indexed.add(owner, 1)
+        if response_id is not None:
+            self._responses[response_id] = (key, conversation.first_turn + len(conversation.turns))
+            conversation.response_ids.append(response_id)
+            self._indexed.add(owner, 1)
         if len(conversation.response_ids) > self.bounds.max_items:  # responses past any kept history
             self._unindex_oldest(conversation)
         while self._indexed.total > self.bounds.max_conversations * 64:

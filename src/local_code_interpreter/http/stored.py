@@ -152,6 +152,11 @@ def page(items: list[Item], scope: Scope) -> bytes:
         if start < 0:
             raise BadQuery(f"'after': no item {query['after']!r} in this list")
     chunk = ordered[start:start + limit]
-    ends = json_bytes({"first_id": chunk[0][0] if chunk else None, "last_id": chunk[-1][0] if chunk else None,
-                   "has_more": start + limit < len(ordered)})
-    return b'{"object":"list","data":[' + b",".join(item for _, item in chunk) + b"]," + ends[1:]
+    return listing(chunk, start + limit < len(ordered))
+
+
+def listing(items: list[Item], has_more: bool = False) -> bytes:
+    """`items` ((id, JSON)) as an OpenAI list, their JSON copied."""
+    ends = json_bytes({"first_id": items[0][0] if items else None, "last_id": items[-1][0] if items else None,
+                       "has_more": has_more})
+    return b'{"object":"list","data":[' + b",".join(item for _, item in items) + b"]," + ends[1:]

@@ -1,0 +1,127 @@
+"""Items an API client puts into a conversation (`http/conversation_items.py`): kept with the lean path's history,
+seen by the next response, listed in order; a bad item adds nothing; the DevUI page's conversations stay DevUI's."""
+
+import asyncio
+
+import openai
+import pytest
+
+from inprocess import app_client
+from service import running_service
+
+
+@pytest.fixture(scope="module")
+def service():
+    with running_service() as (base, process, _seconds):
+        yield base
+
+
+def _kinds(items) -> list[tuple[str, str | None]]:
+    return [(item.type, getattr(item, "role", None)) for item in items]
+
+
+def test_openai_client_creates_adds_lists_and_continues(service):
+    c = openai.OpenAI(base_url=f"{service}/v1", api_key="unused-on-loopback", max_retries=0)
+    conversation = c.conversations.create(items=[{"type": "message", "role": "user", "content": "x = 5"}],
+                                          metadata={"topic": "test"})
+    assert c.conversations.retrieve(conversation.id).metadata == {"topic": "test"}
+    assert _kinds(c.conversations.items.list(conversation.id).data) == [("message", "user")]
+    c.responses.create(model="m", input="print(6 * 7)", conversation=conversation.id)
+    added = c.conversations.items.create(conversation.id, items=[{"role": "user", "content": "y = 6"}])
+    assert [item.content[0].text for item in added.data] == ["y = 6"] and added.first_id == added.data[0].id
+    c.responses.create(model="m", input="print(7 * 8)", conversation=conversation.id)
+    items = c.conversations.items.list(conversation.id, order="asc", limit=100).data
+    turn = [("message", "user"), ("function_call", None), ("function_call_output", None), ("message", "assistant")]
+    assert _kinds(items) == [("message", "user"), *turn, ("message", "user"), *turn]
+    texts = [item.content[0].text for item in items if item.type == "message" and item.role == "user"]
+    assert texts == ["x = 5", "print(6 * 7)", "y = 6", "print(7 * 8)"]
+    assert c.conversations.items.retrieve(added.data[0].id, conversation_id=conversation.id).id == added.data[0].id
+
+
+def test_the_next_response_sees_the_added_items_and_bad_items_add_nothing(monkeypatch):
+    from local_code_interpreter import offline
+
+    seen: list = []
+    original = offline._reply
+
+    def recording_reply(messages):
+        seen.append([(m.role, m.text) for m in messages])
+        return original(messages)
+
+    monkeypatch.setattr(offline, "_reply", recording_reply)
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            created = (await c.post("/v1/conversations", json={"items": [{"role": "user", "content": "a = 1"}]}))
+            cid = created.json()["id"]
+            added = await c.post(f"/v1/conversations/{cid}/items", json={"items": [
+                {"role": "user", "content": "b = 2"},
+                {"type": "function_call", "call_id": "call_1", "name": "execute_code", "arguments": '{"code": "1"}'},
+                {"type": "function_call_output", "call_id": "call_1", "output": "1"}]})
+            refused = [await c.post(f"/v1/conversations/{cid}/items", json=body) for body in (
+                {"items": [{"role": "user", "content": "c = 3"}, {"type": "function_call_output", "call_id": "x",
+                                                                  "output": "1"}]},
+                {"items": [{"role": "user", "content": str(n)} for n in range(21)]},
+                {"items": []}, {"items": "a = 1"}, {})]
+            bad_create = await c.post("/v1/conversations", json={"items": [{"role": "robot", "content": "x"}]})
+            listed = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()
+            seen.clear()
+            await c.post("/v1/responses", json={"input": "print(3)", "conversation": cid})
+            return created, added, refused, bad_create, listed
+
+    created, added, refused, bad_create, listed = asyncio.run(run())
+    assert created.status_code == 200 and added.status_code == 200
+    assert [item["type"] for item in added.json()["data"]] == ["message", "function_call", "function_call_output"]
+    assert [answer.status_code for answer in refused] == [400] * 5
+    assert "call_id 'x' has no function_call before it" in refused[0].json()["error"]["message"]
+    assert "at most 20 items" in refused[1].json()["error"]["message"]
+    assert bad_create.status_code == 400 and "role" in bad_create.json()["error"]["message"]
+    assert [item.get("role", item["type"]) for item in listed["data"]] == [
+        "user", "user", "function_call", "function_call_output"]  # the refused requests added nothing
+    assert seen[0] == [("user", "a = 1"), ("user", "b = 2"), ("assistant", ""), ("tool", ""), ("user", "print(3)")]
+
+
+def test_the_devui_pages_conversations_stay_devuis():
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = (await c.get("/v1/entities")).json()["entities"][0]["id"]
+            page = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()
+            added = await c.post(f"/v1/conversations/{page['id']}/items",
+                                 json={"items": [{"type": "message", "role": "user", "content": "hello"}]})
+            listed = (await c.get(f"/v1/conversations/{page['id']}/items")).json()
+            unknown = await c.post("/v1/conversations/conv_nobody_made/items",
+                                   json={"items": [{"role": "user", "content": "x"}]})
+            return c, page, added, listed, unknown
+
+    _c, page, added, listed, unknown = asyncio.run(run())
+    assert page["metadata"] == {"agent_id": page["metadata"]["agent_id"]}
+    # DevUI's own store took the item: its shape (content `text`, where the lean path keeps `input_text` as sent)
+    assert added.status_code == 200 and added.json()["data"][0]["content"][0]["type"] == "text"
+    assert [item["content"][0]["type"] for item in listed["data"]] == ["text"]
+    assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("path, body, words", [
+    ("/v1/conversations", b'{"items": [{"role": "user", "content": 5}]}', "content"),
+    ("/v1/conversations", b'{"metadata": ["a"]}', "metadata"),
+    ("/v1/conversations", b'{"metadata": {"k": 1}}', "metadata"),
+    ("/v1/conversations", b'{"items": [1]}', "object"),
+    ("/v1/conversations", b"not json", "JSON object"),
+    ("/v1/conversations", b'{"items": [{"role": "user", "content": "x"}], "x": NaN}', "NaN"),
+    ("/v1/conversations", b'{"metadata": {"k": "\\udc00"}}', "surrogate"),  # DevUI's answer: a 500
+    ("/v1/conversations/{page}/items", b'{"items": "a = 1"}', "non-empty array"),  # DevUI's own answer: a 500
+    ("/v1/conversations/{page}/items", b'{"items": [{"type": "input_text", "text": 5}]}', "text"),
+    ("/v1/conversations/{page}/items", b"[]", "JSON object"),
+])
+def test_malformed_items_are_400_in_openai_shape_on_either_store(path, body, words):
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = (await c.get("/v1/entities")).json()["entities"][0]["id"]
+            page = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()
+            return await c.post(path.format(page=page["id"]), content=body,
+                                headers={"content-type": "application/json"})
+
+    answer = asyncio.run(run())
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert {"message", "type", "code"} <= set(error) and words in error["message"], error
