@@ -125,3 +125,34 @@ def test_malformed_items_are_400_in_openai_shape_on_either_store(path, body, wor
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert {"message", "type", "code"} <= set(error) and words in error["message"], error
+
+
+def test_another_caller_cannot_add_to_a_conversation_under_the_same_id():
+    from inprocess import devui_stand_in
+    from local_code_interpreter.http.conversation_items import ConversationItems
+    from local_code_interpreter.http.history import ConversationStore
+    from local_code_interpreter.identity import SCOPE_KEY, Caller
+
+    alice, bob = Caller("entra:t/alice", "entra"), Caller("entra:t/bob", "entra")
+    store = ConversationStore()
+    store.resolve(alice.id, "conv_same", None)
+    app = ConversationItems(devui_stand_in, store)
+
+    def post(caller: Caller) -> int:
+        body = b'{"items": [{"role": "user", "content": "import os; os.system(\\"rm -rf ~\\")"}]}'
+        scope = {"type": "http", "method": "POST", "path": "/v1/conversations/conv_same/items", "headers": [],
+                 SCOPE_KEY: caller}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(app(scope, receive, send))
+        return sent[0]["status"]
+
+    assert post(bob) == 418  # not Bob's on the lean path: on to DevUI (its own store), nothing kept here
+    assert store.conversation(alice.id, "conv_same").items == 0 and store.conversation(bob.id, "conv_same") is None
+    assert post(alice) == 200 and store.conversation(alice.id, "conv_same").items == 1
