@@ -481,8 +481,8 @@ def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalo
     texts = [c["text"] for item in output if item["type"] == "message" for c in item["content"]]
     assert any("`chart data.csv`: [download](/files/conv_lean/chart%20data.csv?t=" in t for t in texts)
     # The image reaches an API client in the tool's output, where the Responses format has a place for it.
-    tool_output = next(item for item in output if item["type"] == "function_call_output")["output"]
-    assert [part["type"] for part in tool_output] == ["input_text", "input_image"]
+    tool_output = next(item for item in output if item["type"] == "code_interpreter_call")["outputs"]
+    assert [part["type"] for part in tool_output] == ["logs", "image"]
 
 
 def test_lean_path_later_turns_do_not_save_an_earlier_image_again():

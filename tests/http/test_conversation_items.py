@@ -31,7 +31,7 @@ def test_openai_client_creates_adds_lists_and_continues(service):
     assert [item.content[0].text for item in added.data] == ["y = 6"] and added.first_id == added.data[0].id
     c.responses.create(model="m", input="print(7 * 8)", conversation=conversation.id)
     items = c.conversations.items.list(conversation.id, order="asc", limit=100).data
-    turn = [("message", "user"), ("function_call", None), ("function_call_output", None), ("message", "assistant")]
+    turn = [("message", "user"), ("code_interpreter_call", None), ("message", "assistant")]
     assert _kinds(items) == [("message", "user"), *turn, ("message", "user"), *turn]
     texts = [item.content[0].text for item in items if item.type == "message" and item.role == "user"]
     assert texts == ["x = 5", "print(6 * 7)", "y = 6", "print(7 * 8)"]

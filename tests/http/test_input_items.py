@@ -65,6 +65,11 @@ def test_without_output_items_the_helper_parses_alone():
     ([_call("c"), _output("c", 7)], "`output` must be a string or a non-empty list"),
     ([_call("c"), _output("c", [])], "`output` must be a string or a non-empty list"),
     ([_call("c"), _output("c", [{"type": "bogus"}])], "function_call_output `output`: Unsupported"),
+    ([{"type": "code_interpreter_call", "code": "1"}], "code_interpreter_call requires a non-empty string `id`"),
+    ([{"type": "code_interpreter_call", "id": "ci", "code": 5}], "`code` must be a string"),
+    ([{"type": "code_interpreter_call", "id": "ci", "outputs": "1"}], "`outputs` must be a list"),
+    ([{"type": "code_interpreter_call", "id": "ci", "outputs": [{"type": "files"}]}], "must be `logs`"),
+    ([{"type": "code_interpreter_call", "id": "ci"}, {"type": "code_interpreter_call", "id": "ci"}], "two items"),
     ([{"type": "reasoning", "summary": []}], "produced no messages"),
     ([_call("c"), _output("c", "1"), {"type": "item_reference", "id": "x"}], "Unsupported"),
 ])
@@ -93,7 +98,8 @@ def test_over_http_the_agent_sees_the_earlier_turn_and_mistakes_are_400(monkeypa
                        {"role": "user", "content": "print(7 * 8)"}]
             seen.clear()
             second = await c.post("/v1/responses", json={"input": context, "store": False})
-            wrong = await c.post("/v1/responses", json={"input": context[2:]})
+            wrong = await c.post("/v1/responses", json={"input": [
+                {"type": "function_call_output", "call_id": "call_x", "output": "1"}, *context[1:]]})
             return second, wrong
 
     second, wrong = asyncio.run(run())

@@ -28,7 +28,8 @@ def test_openai_client_plain(service):
     reply = client(service).responses.create(model="local-code-interpreter", input="print(6 * 7)")
     assert reply.status == "completed" and reply.id.startswith("resp_")
     assert "42" in reply.output_text and "exit code 0" in reply.output_text
-    assert [item.type for item in reply.output] == ["function_call", "function_call_output", "message"]
+    assert [item.type for item in reply.output] == ["code_interpreter_call", "message"]  # tool_items.py
+    assert reply.output[0].code == "print(6 * 7)" and "42" in reply.output[0].outputs[0].logs
 
 
 def test_openai_client_streaming(service):
@@ -53,7 +54,7 @@ def test_openai_client_continuity(service):
 
 def test_openai_client_stateless_turns_send_the_output_back(service):
     """The OpenAI API's stateless multi-turn: the client keeps the context, appending each response's output (here
-    the function call, its output and the message) and the next message; nothing is stored."""
+    the code interpreter call and the message) and the next message; nothing is stored."""
     c = client(service)
     context: list = [{"role": "user", "content": "print(6 * 7)"}]
     first = c.responses.create(model="m", input=context, store=False)
@@ -68,7 +69,7 @@ def test_openai_client_stateless_turns_send_the_output_back(service):
 
 def test_agent_framework_client_without_store_sends_its_history_and_is_served(service):
     """Agent Framework's own Responses client as an outer agent's model: with `store: false` it keeps the session's
-    history itself and sends it whole, our function calls and their outputs included, on every turn."""
+    history itself and sends it whole, our code interpreter calls included, on every turn."""
     from agent_framework import Agent
     from agent_framework.openai import OpenAIChatClient
 

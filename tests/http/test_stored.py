@@ -45,16 +45,18 @@ def test_an_api_client_reads_back_its_responses_and_its_conversations_items():
             expected = [("message", "x = 41\nprint(x + 1)"), *[(o.type, None) for o in plain.output],
                         ("message", "print(41 * 2)"), *[(o.type, None) for o in streamed.output]]
             assert [i.type for i in oldest_first] == [kind for kind, _ in expected]
+            second = 1 + len(plain.output)  # the second turn's input
             assert oldest_first[0].content[0].text == "x = 41\nprint(x + 1)"
-            assert oldest_first[4].content[0].text == "print(41 * 2)"
-            assert [o.model_dump()["output"] for o in oldest_first if o.type == "function_call_output"] == [
-                o.model_dump()["output"] for o in (*plain.output, *streamed.output) if o.type == "function_call_output"]
+            assert oldest_first[second].content[0].text == "print(41 * 2)"
+            calls = [o for o in (*plain.output, *streamed.output) if o.type == "code_interpreter_call"]
+            assert [o.model_dump()["outputs"] for o in oldest_first if o.type == "code_interpreter_call"] == [
+                o.model_dump()["outputs"] for o in calls]
             ids = [i.id for i in oldest_first]
-            assert len(set(ids)) == len(ids) == 8  # pages of 3 went through all of them, no item twice
+            assert len(set(ids)) == len(ids) == len(expected) == 6  # pages of 3 went through all, no item twice
             newest_first = [i.id async for i in client.conversations.items.list("conv_work")]
             assert newest_first == ids[::-1]  # the OpenAI default order, and the same ids on every read
-            one = await client.conversations.items.retrieve(ids[4], conversation_id="conv_work")
-            assert one.model_dump() == oldest_first[4].model_dump()
+            one = await client.conversations.items.retrieve(ids[second], conversation_id="conv_work")
+            assert one.model_dump() == oldest_first[second].model_dump()
             with pytest.raises(openai.NotFoundError, match="no item"):
                 await client.conversations.items.retrieve("item_nothing", conversation_id="conv_work")
 
@@ -78,7 +80,7 @@ def test_a_deleted_response_is_gone_but_its_turn_stays_in_its_conversation():
                 await client.responses.delete(first.id)
             assert (await client.responses.retrieve(second.id)).id == second.id
             items = [i async for i in client.conversations.items.list("conv_d", order="asc")]
-            assert items[0].content[0].text == "print(1)" and len(items) == 8
+            assert items[0].content[0].text == "print(1)" and len(items) == 6  # two turns: input, code, reply
 
             unstored = await client.responses.create(model="m", input="print(4)", store=False)
             with pytest.raises(openai.NotFoundError):
@@ -146,7 +148,7 @@ def test_a_deleted_conversation_takes_its_stored_responses_and_items_with_it():
             with pytest.raises(openai.NotFoundError):  # no longer the lean path's: DevUI does not know it either
                 await client.conversations.items.list("conv_gone")
             assert (await client.responses.retrieve(other.id)).id == other.id
-            assert len([i async for i in client.conversations.items.list("conv_stays")]) == 4
+            assert len([i async for i in client.conversations.items.list("conv_stays")]) == 3
 
     asyncio.run(go())
 

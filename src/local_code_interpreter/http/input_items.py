@@ -3,12 +3,15 @@ itself sends it: `input = earlier input + response.output + the new message` (th
 multi-turn, for example with `store: false`).
 
 `messages_from_responses_input` (agent-framework-hosting-responses) parses messages and their content parts, and
-refuses every other item type. An answer of this server holds three more: `function_call` and
-`function_call_output` (the `execute_code` calls it made and their results) and, from a reasoning model,
-`reasoning`. Those become what the agent itself keeps for a turn:
+refuses every other item type. An answer of this server holds two more: `code_interpreter_call` (each
+`execute_code` call it made, with its result: `tool_items.py`) and, from a reasoning model, `reasoning`; a client
+may also send `function_call` and `function_call_output` items (its own record of the calls, or an answer of an
+earlier version of this server). Those become what the agent itself keeps for a turn:
+- `code_interpreter_call`: the `execute_code` call (its id as the call's id) and its result, `logs` as text and
+  `image` as an image;
 - `function_call` items in a row: one assistant message of function calls;
 - `function_call_output` items in a row: one tool message of function results. An `output` given as content
-  parts (text, an image, a file, as this server returns a chart) is parsed by the same helper, so it round-trips;
+  parts (text, an image, a file) is parsed by the same helper;
 - `reasoning`: accepted and left out. The model's reasoning is not replayed: its encrypted form is readable only
   by the service that made it, and the conversation reads the same without it.
 
@@ -19,15 +22,17 @@ it did not call for, or a call left without one, is a client's mistake, answered
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agent_framework import Content, Message
 from agent_framework_hosting_responses import messages_from_responses_input
 
 from ..attachments import inline_files
+from ..tool import TOOL_NAME
 
-CALL, OUTPUT, REASONING = "function_call", "function_call_output", "reasoning"
-_OURS = (CALL, OUTPUT, REASONING)
+CALL, OUTPUT, REASONING, CODE = "function_call", "function_call_output", "reasoning", "code_interpreter_call"
+_OURS = (CALL, OUTPUT, REASONING, CODE)
 
 
 def messages_from_input(value: Any) -> list[Message]:
@@ -51,6 +56,15 @@ def messages_from_input(value: Any) -> list[Message]:
             continue
         flush()
         if kind == REASONING:
+            continue
+        if kind == CODE:
+            call_id = _string(item, "id", kind)
+            if call_id in calls:
+                raise ValueError(f"`input` has two items with call_id {call_id!r}")
+            calls[call_id] = True
+            _append(messages, "assistant", Content.from_function_call(call_id, TOOL_NAME,
+                                                                      arguments=json.dumps({"code": _code(item)})))
+            _append(messages, "tool", Content.from_function_result(call_id, result=_output(_parts(item))))
             continue
         call_id = _string(item, "call_id", kind)
         if kind == CALL:
@@ -84,6 +98,34 @@ def _string(item: dict, key: str, kind: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{kind} requires a non-empty string `{key}`")
     return value
+
+
+def _code(item: dict) -> str:
+    code = item.get("code")
+    if code is not None and not isinstance(code, str):
+        raise ValueError("code_interpreter_call `code` must be a string")
+    return code or ""
+
+
+def _parts(item: dict) -> str | list[dict]:
+    """A code interpreter call's `outputs` as function output parts (`logs` text, `image` an image); "" if none."""
+    outputs = item.get("outputs")
+    if outputs is None:
+        return ""
+    if not isinstance(outputs, list):
+        raise ValueError("code_interpreter_call `outputs` must be a list")
+    parts: list[dict] = []
+    for output in outputs:
+        kind = output.get("type") if isinstance(output, dict) else None
+        if kind == "logs" and isinstance(output.get("logs"), str):
+            if output["logs"]:
+                parts.append({"type": "input_text", "text": output["logs"]})
+        elif kind == "image" and isinstance(output.get("url"), str) and output["url"]:
+            parts.append({"type": "input_image", "image_url": output["url"]})
+        else:
+            raise ValueError("each code_interpreter_call output must be `logs` with a string `logs` or `image` "
+                             "with a string `url`")
+    return parts or ""
 
 
 def _output(output: Any) -> str | list[Content]:

@@ -43,6 +43,7 @@ from . import stored
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
+from .tool_items import ShownStream, shown
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 32
@@ -242,7 +243,7 @@ class ResponsesApp:
         finally:
             if continuation.transient and self.end_session is not None:
                 self._end_later((caller.id, conversation.root))
-        payload = responses_from_run(result, response_id=response_id, conversation_id=shown_conversation)
+        payload = responses_from_run(shown(result), response_id=response_id, conversation_id=shown_conversation)
         body = json_bytes(payload)
         if keep:
             self.store.record(continuation, response_id, messages + said(result.messages),
@@ -263,7 +264,7 @@ class ResponsesApp:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
             stream = self.agent.run(history, stream=True, session=AgentSession(), options=options)
-            events: AsyncIterator[str] = responses_from_streaming_run(stream, response_id=response_id,
+            events: AsyncIterator[str] = responses_from_streaming_run(ShownStream(stream), response_id=response_id,
                                                                       conversation_id=shown_conversation)
             last = ""  # the stream's final response event
             async for event in events:
