@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The four Azure Container Apps sessions clients that tests/e2e/test_aca_clients.py drives against our /sessions
-# API, each in its own virtual environment under $LCI_TOOLS/aca-clients/NAME (their dependency trees conflict
-# with the service's pins and with each other), from the pinned list tests/e2e/clients/NAME.txt. A client whose
+# The API clients the e2e tests drive, unchanged: the four Azure Container Apps sessions clients against our
+# /sessions API (tests/e2e/test_aca_clients.py) and the OpenAI Agents SDK against /v1/responses
+# (tests/e2e/test_responses_clients.py), each in its own virtual environment under $LCI_TOOLS/aca-clients/NAME
+# (their dependency trees conflict with the service's pins and with each other), from the pinned list
+# tests/e2e/clients/NAME.txt. A client whose
 # list did not change since its last install is skipped, so a second run takes well under a second.
 source "$(dirname "$0")/../lib.sh"
 DEST="$LCI_TOOLS/aca-clients"

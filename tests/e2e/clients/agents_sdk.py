@@ -1,0 +1,69 @@
+"""Drive the lean `/v1/responses` with the OpenAI Agents SDK, unchanged, in its own virtual environment
+(scripts/tools/aca-clients.sh): `python agents_sdk.py BASE_URL TOKEN`. Prints one JSON report (the last line) that
+tests/e2e/test_responses_clients.py judges; a case that raises reports the exception instead of its answer.
+
+The SDK's model is our service (`OpenAIResponsesModel` on an `AsyncOpenAI` client): it runs every function call a
+response holds, so a server-side tool call shown as a `function_call` would fail the run ("Tool ... not found").
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from openai import AsyncOpenAI
+
+
+@function_tool
+def lookup(key: str) -> str:
+    """A tool of the client's own, beside the server's code interpreter."""
+    return f"value of {key}"
+
+
+async def case(report: dict, name: str, run) -> None:
+    try:
+        report[name] = await run()
+    except Exception as error:  # noqa: BLE001 - reported, judged by the test
+        report[name] = {"raised": f"{type(error).__name__}: {error}"}
+
+
+async def main(base: str, token: str) -> dict:
+    set_tracing_disabled(True)  # no trace export to OpenAI from a test
+    model = OpenAIResponsesModel(model="local-code-interpreter",
+                                 openai_client=AsyncOpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0))
+    agent = Agent(name="analyst", instructions="Run the user's code.", model=model)
+    report: dict = {}
+
+    async def plain():
+        result = await Runner.run(agent, "print(6 * 7)")
+        items = [(item.type, getattr(item.raw_item, "type", None)) for item in result.new_items]
+        return {"output": result.final_output, "items": items}
+
+    async def history():  # the SDK keeps the context itself and sends it whole
+        first = await Runner.run(agent, "print(6 * 7)")
+        second = await Runner.run(agent, first.to_input_list() + [{"role": "user", "content": "print(7 * 8)"}])
+        return {"output": second.final_output}
+
+    async def chained():  # server-side state: the same sandbox session through previous_response_id
+        first = await Runner.run(agent, "x = 41")
+        second = await Runner.run(agent, "print(x + 1)", previous_response_id=first.last_response_id)
+        return {"output": second.final_output}
+
+    async def streamed():
+        result = Runner.run_streamed(agent, "print(9 * 9)")
+        kinds = [event.type async for event in result.stream_events()]
+        return {"output": result.final_output, "events": sorted(set(kinds))}
+
+    async def own_tools():
+        helper = Agent(name="helper", instructions="Run the user's code.", model=model, tools=[lookup])
+        return {"output": (await Runner.run(helper, "print(2 ** 10)")).final_output}
+
+    for name, run in (("plain", plain), ("history", history), ("chained", chained), ("streamed", streamed),
+                      ("own_tools", own_tools)):
+        await case(report, name, run)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))

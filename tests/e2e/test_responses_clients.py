@@ -1,0 +1,48 @@
+"""The lean `/v1/responses` proven with the OpenAI Agents SDK, unchanged, in its own virtual environment
+(scripts/tools/aca-clients.sh; its pins conflict with the service's), against the real service process on the
+subprocess sandbox: the SDK's agent uses the service as its model.
+
+The SDK runs every function call a response holds; the service's own `execute_code` calls reach it as
+`code_interpreter_call` items (`http/tool_items.py`), done by the time it sees them, so each run completes: a plain
+run, the SDK's own history sent back whole (`to_input_list()`), a `previous_response_id` chain that keeps the
+sandbox session's state, a streamed run, and an agent with a function tool of its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from service import clean_env, running_service
+from skips import tool_missing
+
+pytestmark = pytest.mark.slow
+TOKEN = "devui-" + uuid.uuid4().hex
+TOOLS = Path(os.environ.get("LCI_TOOLS", Path.home() / ".cache" / "local-code-interpreter"))
+DRIVER = Path(__file__).parent / "clients" / "agents_sdk.py"
+
+
+def test_the_openai_agents_sdk_runs_its_agent_on_the_service(tmp_path):
+    python = TOOLS / "aca-clients" / "openai-agents" / "bin" / "python"
+    if not python.exists():
+        tool_missing("the OpenAI Agents SDK is not installed", "aca-clients.sh")
+    with running_service(clean_env(DEVUI_AUTH_TOKEN=TOKEN, LCI_SANDBOX="subprocess")) as (base, process, _):
+        env = clean_env(HOME=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+        env.pop("PYTHONPATH", None)
+        done = subprocess.run([str(python), str(DRIVER), base, TOKEN], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert process.poll() is None
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, answer in report.items():
+        assert "raised" not in answer, (name, answer)
+    assert "42" in report["plain"]["output"]
+    assert report["plain"]["items"] == [["tool_call_item", "code_interpreter_call"], ["message_output_item", "message"]]
+    assert "56" in report["history"]["output"]
+    assert "42" in report["chained"]["output"]  # x = 41 kept in the conversation's sandbox session
+    assert "81" in report["streamed"]["output"] and "raw_response_event" in report["streamed"]["events"]
+    assert "1024" in report["own_tools"]["output"]
