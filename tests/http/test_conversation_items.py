@@ -156,3 +156,21 @@ def test_another_caller_cannot_add_to_a_conversation_under_the_same_id():
     assert post(bob) == 418  # not Bob's on the lean path: on to DevUI (its own store), nothing kept here
     assert store.conversation(alice.id, "conv_same").items == 0 and store.conversation(bob.id, "conv_same") is None
     assert post(alice) == 200 and store.conversation(alice.id, "conv_same").items == 1
+
+
+def test_a_conversation_created_with_no_items_is_the_lean_paths_from_the_start():
+    """`conversations.create(items=[])`, as the OpenAI Agents SDK's conversation session starts one: later items
+    and turns go to the lean path's history, in order."""
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            created = await c.post("/v1/conversations", json={"items": []})
+            cid = created.json()["id"]
+            empty = (await c.get(f"/v1/conversations/{cid}/items")).json()
+            await c.post(f"/v1/conversations/{cid}/items", json={"items": [{"role": "user", "content": "x = 1"}]})
+            await c.post("/v1/responses", json={"input": "print(2)", "conversation": cid})
+            listed = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()
+            return created, empty, listed
+
+    created, empty, listed = asyncio.run(run())
+    assert created.status_code == 200 and empty["data"] == []
+    assert [item["type"] for item in listed["data"]] == ["message", "message", "code_interpreter_call", "message"]

@@ -84,7 +84,7 @@ class ConversationItems:
             if metadata is not None and not (isinstance(metadata, dict) and all(
                     isinstance(value, str) for value in metadata.values())):
                 raise BadRequest("'metadata' must be an object of string values", "invalid_type")
-            messages = self._parse(items) if items is not None else None
+            messages = self._parse(items) if items not in (None, []) else None  # `items=[]`: none, as in OpenAI's
         except (BadRequest, HistoryError) as error:
             return await send_error(send, error.status, str(error), error.code)
         status, held = await held_answer(self.app, scope, replayed(body, receive))
