@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 
-from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from agents import Agent, OpenAIConversationsSession, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
 from openai import AsyncOpenAI
 
 
@@ -30,8 +30,8 @@ async def case(report: dict, name: str, run) -> None:
 
 async def main(base: str, token: str) -> dict:
     set_tracing_disabled(True)  # no trace export to OpenAI from a test
-    model = OpenAIResponsesModel(model="local-code-interpreter",
-                                 openai_client=AsyncOpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0))
+    client = AsyncOpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0)
+    model = OpenAIResponsesModel(model="local-code-interpreter", openai_client=client)
     agent = Agent(name="analyst", instructions="Run the user's code.", model=model)
     report: dict = {}
 
@@ -55,12 +55,18 @@ async def main(base: str, token: str) -> dict:
         kinds = [event.type async for event in result.stream_events()]
         return {"output": result.final_output, "events": sorted(set(kinds))}
 
+    async def session():  # the SDK's history kept in a conversation of the service (the Conversations API)
+        kept = OpenAIConversationsSession(openai_client=client)
+        await Runner.run(agent, "print(6 * 7)", session=kept)
+        second = await Runner.run(agent, "print(7 * 8)", session=kept)
+        return {"output": second.final_output, "items": [item.get("type") for item in await kept.get_items()]}
+
     async def own_tools():
         helper = Agent(name="helper", instructions="Run the user's code.", model=model, tools=[lookup])
         return {"output": (await Runner.run(helper, "print(2 ** 10)")).final_output}
 
     for name, run in (("plain", plain), ("history", history), ("chained", chained), ("streamed", streamed),
-                      ("own_tools", own_tools)):
+                      ("session", session), ("own_tools", own_tools)):
         await case(report, name, run)
     return report
 
