@@ -31,6 +31,7 @@ from .http.conversations import DeletesConversations
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
 from .http.history import Bounds, ConversationStore
+from .http.model_list import ModelList
 from .http.responses import ResponsesApp
 from .http.stored import StoredResponses
 from .models import build_chat_client
@@ -108,6 +109,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's
     devui_app = DeletesConversations(devui_app, sessions, store.forget)  # a deleted conversation: history and session
+    devui_app = ModelList(devui_app, AGENT_NAME)  # GET /v1/models: the one model the server answers as
     router = Router(devui_app, ResponsesApp(agent, store, devui_app, AGENT_NAME, devui_entity_id,
                                             end_session=sessions.close if sessions is not None else None),
                     HealthApp(readiness), mounts)

@@ -288,3 +288,11 @@ def test_an_unstored_response_leaves_no_session_behind():
     unstored, stored = asyncio.run(run())
     assert (unstored["live"], unstored["created"], unstored["closed"]) == (0, 2, 2), unstored
     assert stored["live"] == 1, stored
+
+
+def test_openai_client_lists_the_model_the_server_answers_as(service):
+    c = client(service)
+    assert [model.id for model in c.models.list()] == ["local-code-interpreter"]
+    assert c.models.retrieve("local-code-interpreter").owned_by == "local-code-interpreter"
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        c.models.retrieve("gpt-4o")
