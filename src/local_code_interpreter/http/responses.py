@@ -3,7 +3,8 @@
 The request body is parsed here once (strict JSON: no NaN/Infinity, bounded nesting; types checked), turned into
 agent run arguments by `messages_from_responses_input` (and the output items a client sends back, by
 `input_items.py`), run with `Agent.run` (streaming only when the client asked for it), and rendered by
-`responses_from_run` / `responses_from_streaming_run`. No Responses mapping is written here.
+`responses_from_run` / `responses_from_streaming_run`, the agent's `execute_code` calls as code interpreter calls
+(`tool_items.py` swaps the contents). No Responses mapping is written here.
 
 Which requests go where: a request that names a DevUI entity (`metadata.entity_id`, which the DevUI web page always
 sends) or asks for DevUI's OpenAI proxy (`X-Proxy-Backend`) is handed to DevUI unchanged (its body replayed), inside
