@@ -5,9 +5,9 @@ subprocess sandbox: the SDK's agent uses the service as its model.
 The SDK runs every function call a response holds; the service's own `execute_code` calls reach it as
 `code_interpreter_call` items (`http/tool_items.py`), done by the time it sees them, so each run completes: a plain
 run, the SDK's own history sent back whole (`to_input_list()`), a `previous_response_id` chain that keeps the
-sandbox session's state, a streamed run, its conversation session (`OpenAIConversationsSession`: the history kept
-in a conversation through the Conversations API, `http/conversation_items.py`), and an agent with a function tool
-of its own.
+sandbox session's state, the same through a conversation it names (`conversation_id`), a streamed run, its
+conversation session (`OpenAIConversationsSession`: the history kept in a conversation through the Conversations
+API, `http/conversation_items.py`), and an agent with a function tool of its own.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_the_openai_agents_sdk_runs_its_agent_on_the_service(tmp_path):
     assert report["plain"]["items"] == [["tool_call_item", "code_interpreter_call"], ["message_output_item", "message"]]
     assert "56" in report["history"]["output"]
     assert "42" in report["chained"]["output"]  # x = 41 kept in the conversation's sandbox session
+    assert "42" in report["conversation"]["output"]  # y = 6 kept in the named conversation's session
     assert "81" in report["streamed"]["output"] and "raw_response_event" in report["streamed"]["events"]
     assert "56" in report["session"]["output"]  # its history kept by the Conversations API, items added in order
     assert report["session"]["items"] == ["message", "code_interpreter_call", "message"] * 2

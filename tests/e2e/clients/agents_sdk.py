@@ -50,6 +50,12 @@ async def main(base: str, token: str) -> dict:
         second = await Runner.run(agent, "print(x + 1)", previous_response_id=first.last_response_id)
         return {"output": second.final_output}
 
+    async def conversation():  # server-side state in a conversation the SDK names (`conversation_id`)
+        created = await client.conversations.create()
+        await Runner.run(agent, "y = 6", conversation_id=created.id)
+        second = await Runner.run(agent, "print(y * 7)", conversation_id=created.id)
+        return {"output": second.final_output}
+
     async def streamed():
         result = Runner.run_streamed(agent, "print(9 * 9)")
         kinds = [event.type async for event in result.stream_events()]
@@ -65,8 +71,8 @@ async def main(base: str, token: str) -> dict:
         helper = Agent(name="helper", instructions="Run the user's code.", model=model, tools=[lookup])
         return {"output": (await Runner.run(helper, "print(2 ** 10)")).final_output}
 
-    for name, run in (("plain", plain), ("history", history), ("chained", chained), ("streamed", streamed),
-                      ("session", session), ("own_tools", own_tools)):
+    for name, run in (("plain", plain), ("history", history), ("chained", chained), ("conversation", conversation),
+                      ("streamed", streamed), ("session", session), ("own_tools", own_tools)):
         await case(report, name, run)
     return report
 
