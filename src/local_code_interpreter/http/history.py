@@ -208,6 +208,20 @@ class ConversationStore:
         self._conversations[(owner, conversation_id)] = conversation
         return conversation
 
+    def pending_calls(self, owner: str, conversation_id: str | None, previous_response_id: str | None) -> set[str]:
+        """The function calls the history a request continues left without a result (a client's tool, answered by
+        that client); looked up only, nothing created or touched."""
+        conversation, upto = None, None
+        if previous_response_id is not None:
+            found = self._responses.get(previous_response_id)
+            if found and found[0][0] == owner:
+                conversation, upto = self._conversations.get(found[0]), found[1]
+        elif conversation_id is not None:
+            conversation = self._conversations.get((owner, conversation_id))
+        messages = conversation.messages(upto) if conversation is not None else []
+        calls = {c.call_id for m in messages for c in m.contents if c.type == "function_call"}
+        return calls - {c.call_id for m in messages for c in m.contents if c.type == "function_result"}
+
     def conversation(self, owner: str, conversation_id: str) -> Conversation | None:
         """The owner's kept conversation of that id (looking does not make it recently used)."""
         return self._conversations.get((owner, conversation_id))

@@ -16,13 +16,15 @@ earlier version of this server). Those become what the agent itself keeps for a 
   by the service that made it, and the conversation reads the same without it.
 
 Everything else goes to the helper, in order, and gets its errors. As in the OpenAI API, each call needs its
-output and each output its call (by `call_id`) within the `input`: this server runs its tool itself, so an output
-it did not call for, or a call left without one, is a client's mistake, answered 400 with the `call_id` named.
+output and each output its call (by `call_id`) within the `input`, except an output for a call the continued
+history left to the client (`pending`: a call of a tool of the client's own, `client_tools.py`); any other output,
+or a call left without one, is a client's mistake, answered 400 with the `call_id` named.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from typing import Any
 
 from agent_framework import Content, Message
@@ -35,14 +37,16 @@ CALL, OUTPUT, REASONING, CODE = "function_call", "function_call_output", "reason
 _OURS = (CALL, OUTPUT, REASONING, CODE)
 
 
-def messages_from_input(value: Any) -> list[Message]:
-    """The messages of a Responses `input` (string or list of items); ValueError names what is wrong."""
+def messages_from_input(value: Any, pending: Callable[[], Collection[str]] = frozenset) -> list[Message]:
+    """The messages of a Responses `input` (string or list of items); ValueError names what is wrong. `pending`
+    gives the calls the continued history leaves for the client to answer (asked only when an output needs it)."""
     if not isinstance(value, list) or not any(isinstance(item, dict) and item.get("type") in _OURS
                                               for item in value):
         return messages_from_responses_input(value)
     messages: list[Message] = []
     plain: list[Any] = []  # items for the helper, up to the next of ours
     calls: dict[str, bool] = {}  # call_id -> its output seen
+    waiting: Collection[str] | None = None  # `pending()`, once asked
 
     def flush() -> None:
         if plain:
@@ -77,10 +81,11 @@ def messages_from_input(value: Any) -> list[Message]:
             _append(messages, "assistant", Content.from_function_call(call_id, _string(item, "name", kind),
                                                                       arguments=arguments or None))
         else:
-            if calls.get(call_id) is not False:
+            if calls.get(call_id) is True:
+                raise ValueError(f"`input` has two function_call_output items with call_id {call_id!r}")
+            if call_id not in calls and call_id not in (waiting := pending() if waiting is None else waiting):
                 raise ValueError(f"function_call_output with call_id {call_id!r} has no function_call before it "
-                                 "in `input`" if call_id not in calls else
-                                 f"`input` has two function_call_output items with call_id {call_id!r}")
+                                 "in `input`, nor waiting in the conversation it continues")
             calls[call_id] = True
             _append(messages, "tool", Content.from_function_result(call_id, result=_output(item.get("output"))))
     flush()

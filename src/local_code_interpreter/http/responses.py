@@ -43,6 +43,7 @@ from ..conversation import in_conversation
 from . import stored
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
+from .client_tools import client_tools
 from .input_items import messages_from_input
 from .tool_items import ShownStream, shown
 
@@ -213,13 +214,15 @@ class ResponsesApp:
     async def _serve(self, request: dict, caller: identity.Caller, send: Send) -> None:
         try:
             session_id, is_conversation = responses_session_id(request)
-            messages = messages_from_input(inline_files(request["input"]))  # attachments.py, input_items.py
+            continued = (session_id if is_conversation else None, None if is_conversation else session_id)  # conv, prev
+            messages = messages_from_input(inline_files(request["input"]),  # attachments.py, input_items.py
+                                           lambda: self.store.pending_calls(caller.id, *continued))
+            tools = client_tools(request.get("tools"))
         except ValueError as error:
             raise BadRequest(str(error)) from None
         self.store.check_input(messages)
         keep = request.get("store", True)
-        continuation = self.store.resolve(caller.id, session_id if is_conversation else None,
-                                          None if is_conversation or session_id is None else session_id, keep)
+        continuation = self.store.resolve(caller.id, *continued, keep)
         conversation = continuation.conversation
         shown_conversation = conversation.id if is_conversation else None
         response_id = create_response_id()
@@ -230,12 +233,12 @@ class ResponsesApp:
         options = _options(request)
         try:
             if request.get("stream"):
-                await self._stream(send, history, options, request, messages, continuation, response_id,
+                await self._stream(send, history, options, tools, request, messages, continuation, response_id,
                                    shown_conversation, caller, keep)
                 return
             try:
                 with in_conversation(conversation.root, caller):
-                    result = await self.agent.run(history, session=AgentSession(), options=options)
+                    result = await self.agent.run(history, session=AgentSession(), options=options, tools=tools or None)
             except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
                 mapped = _mapped(error)
                 if mapped is None:
@@ -259,12 +262,12 @@ class ResponsesApp:
         self._ending.add(task)
         task.add_done_callback(self._ending.discard)
 
-    async def _stream(self, send, history, options, request, messages, continuation, response_id,
+    async def _stream(self, send, history, options, tools, request, messages, continuation, response_id,
                       shown_conversation, caller, keep) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
-            stream = self.agent.run(history, stream=True, session=AgentSession(), options=options)
+            stream = self.agent.run(history, stream=True, session=AgentSession(), options=options, tools=tools or None)
             events: AsyncIterator[str] = responses_from_streaming_run(ShownStream(stream), response_id=response_id,
                                                                       conversation_id=shown_conversation)
             last = ""  # the stream's final response event
