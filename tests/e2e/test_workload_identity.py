@@ -104,6 +104,22 @@ def test_code_runs_in_the_sandbox_and_the_answer_reaches_the_client(azure, servi
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_the_models_call_reaches_the_client_as_a_code_interpreter_call(service, mode, stream):
+    """The model's `execute_code` call, its arguments streamed in pieces by the model's service, reaches the client
+    as one `code_interpreter_call` with the whole code and what it printed (`http/tool_items.py`), no `function_call`
+    for the client to run."""
+    mode("ok")
+    if stream:
+        with service[1].responses.create(model=AGENT, input="What is 6*7? Run code.", stream=True) as events:
+            response = [e for e in events if e.type == "response.completed"][-1].response
+    else:
+        response = service[1].responses.create(model=AGENT, input="What is 6*7? Run code.")
+    assert [item.type for item in response.output] == ["code_interpreter_call", "message"]
+    call = response.output[0]
+    assert call.code == CODE and "answer=42" in call.outputs[0].logs
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
 def test_answer_is_not_repeated(service, mode, stream):
     mode("ok")
     text = ask(service[1], stream)
