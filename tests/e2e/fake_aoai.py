@@ -1,8 +1,9 @@
 """A stand-in for Azure OpenAI's Responses API (`POST /openai/v1/responses`), streaming and not.
 
 It accepts only a bearer token its Entra stand-in issued and only its one deployment. In mode "ok" it first
-asks for `execute_code` with `code`, then answers with a message quoting the tool's output. Modes 401, 403 and
-429 answer every request with that error, the way Azure OpenAI does.
+asks for `tool` (`execute_code` with `code`, or a tool of the API client's own with `arguments`), then answers with
+a message quoting the tool's output. Modes 401, 403 and 429 answer every request with that error, the way Azure
+OpenAI does.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class Aoai:
     deployment: str
     tokens: list[str]  # the access tokens Entra issued (shared with the Entra stand-in)
     code: str = "print(6*7)"
+    tool: str = "execute_code"  # the tool it calls first; another name: a client's own, called with `arguments`
+    arguments: dict = field(default_factory=dict)
     mode: object = "ok"  # "ok" | 401 | 403 | 429
     retry_after: int = 1
     attempts: list[dict] = field(default_factory=list)  # each request: time, headers, body, status
@@ -121,8 +124,9 @@ class AoaiHandler(BaseHTTPRequestHandler):
         output = _tool_output(attempt["body"].get("input"))
         n = next(_ids)
         if output is None:
-            return 200, {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": "execute_code",
-                         "arguments": json.dumps({"code": aoai.code}), "status": "completed"}
+            arguments = {"code": aoai.code} if aoai.tool == "execute_code" else aoai.arguments
+            return 200, {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": aoai.tool,
+                         "arguments": json.dumps(arguments), "status": "completed"}
         return 200, {"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
                      "content": [{"type": "output_text", "text": f"The sandbox printed:\n{output}", "annotations": []}]}
 

@@ -120,6 +120,32 @@ def test_the_models_call_reaches_the_client_as_a_code_interpreter_call(service, 
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_a_clients_own_tool_is_offered_to_the_model_and_its_output_continues_the_run(azure, service, mode, stream):
+    """A request's own function tool reaches the model beside `execute_code`; the model's call to it comes back to
+    the client as a `function_call` (the server does not run it), and the client's output, sent with
+    `previous_response_id`, is what the model reads next (`http/client_tools.py`)."""
+    mode("ok")
+    lookup = {"type": "function", "name": "lookup", "description": "The client's own store.",
+              "parameters": {"type": "object", "properties": {"key": {"type": "string"}}}}
+    azure.aoai.tool, azure.aoai.arguments = "lookup", {"key": "k"}
+    try:
+        kwargs = {"model": AGENT, "input": "Look k up.", "tools": [lookup]}
+        if stream:
+            with service[1].responses.create(stream=True, **kwargs) as events:
+                asked = [e for e in events if e.type == "response.completed"][-1].response
+        else:
+            asked = service[1].responses.create(**kwargs)
+        offered = {tool.get("name") for tool in azure.aoai.attempts[0]["body"]["tools"]}
+        assert offered == {"execute_code", "lookup"}
+        assert [(item.type, item.name) for item in asked.output] == [("function_call", "lookup")]
+        answered = service[1].responses.create(model=AGENT, previous_response_id=asked.id, tools=[lookup], input=[
+            {"type": "function_call_output", "call_id": asked.output[0].call_id, "output": "value-of-k"}])
+        assert "value-of-k" in answered.output_text
+    finally:
+        azure.aoai.tool = "execute_code"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
 def test_answer_is_not_repeated(service, mode, stream):
     mode("ok")
     text = ask(service[1], stream)
