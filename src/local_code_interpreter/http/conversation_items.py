@@ -31,7 +31,7 @@ from . import stored
 from .errors import header, held_answer, replayed, send_error, send_json
 from .history import ConversationStore, Exchange, HistoryError, Item
 from .input_items import messages_from_input
-from .responses import BadRequest, parse_body, read_body
+from .responses import BadRequest, check_metadata, parse_body, read_body
 
 _ITEMS = re.compile(r"^/v1/conversations/([^/]+)/items$")
 MAX_ITEMS = 20
@@ -81,9 +81,7 @@ class ConversationItems:
             return await self.app(scope, replayed(body, receive), send)  # the DevUI page's: DevUI's alone
         items = request.get("items")
         try:
-            if metadata is not None and not (isinstance(metadata, dict) and all(
-                    isinstance(value, str) for value in metadata.values())):
-                raise BadRequest("'metadata' must be an object of string values", "invalid_type")
+            check_metadata(metadata)
             messages = self._parse(items) if items not in (None, []) else None  # `items=[]`: none, as in OpenAI's
         except (BadRequest, HistoryError) as error:
             return await send_error(send, error.status, str(error), error.code)

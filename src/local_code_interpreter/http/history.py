@@ -137,12 +137,10 @@ class ConversationStore:
         """The conversation to continue (a new one when neither id is given; not kept when `keep` is false, as
         for `store: false`) and its history."""
         if previous_response_id is not None:
-            found = self._responses.get(previous_response_id)
-            conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
+            conversation, upto = self._responded(owner, previous_response_id)
             if conversation is None:
                 raise HistoryError(404, f"previous response {previous_response_id!r} not found (unknown, deleted, "
                                    "or its conversation was evicted)", "previous_response_not_found")
-            upto = found[1]
             if upto < conversation.first_turn:
                 raise HistoryError(404, f"previous response {previous_response_id!r} is older than the kept "
                                    "history of its conversation", "previous_response_not_found")
@@ -213,14 +211,18 @@ class ConversationStore:
         that client); looked up only, nothing created or touched."""
         conversation, upto = None, None
         if previous_response_id is not None:
-            found = self._responses.get(previous_response_id)
-            if found and found[0][0] == owner:
-                conversation, upto = self._conversations.get(found[0]), found[1]
+            conversation, upto = self._responded(owner, previous_response_id)
         elif conversation_id is not None:
             conversation = self._conversations.get((owner, conversation_id))
         messages = conversation.messages(upto) if conversation is not None else []
         calls = {c.call_id for m in messages for c in m.contents if c.type == "function_call"}
         return calls - {c.call_id for m in messages for c in m.contents if c.type == "function_result"}
+
+    def _responded(self, owner: str, response_id: str) -> tuple[Conversation | None, int]:
+        """The owner's kept conversation a response is in, and the turns it saw; (None, 0) if none."""
+        found = self._responses.get(response_id)
+        conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
+        return (conversation, found[1]) if conversation is not None else (None, 0)
 
     def conversation(self, owner: str, conversation_id: str) -> Conversation | None:
         """The owner's kept conversation of that id (looking does not make it recently used)."""
@@ -229,11 +231,10 @@ class ConversationStore:
     def exchange(self, owner: str, response_id: str) -> Exchange | None:
         """The owner's kept response of that id, as the client saw it; None if unknown, another caller's, not
         stored (`store: false`), deleted, or dropped with its turn or conversation."""
-        found = self._responses.get(response_id)
-        conversation = self._conversations.get(found[0]) if found and found[0][0] == owner else None
+        conversation, upto = self._responded(owner, response_id)
         if conversation is None:
             return None
-        index = found[1] - conversation.first_turn - 1
+        index = upto - conversation.first_turn - 1
         exchange = conversation.exchanges[index] if 0 <= index < len(conversation.exchanges) else None
         return exchange if exchange is not None and exchange.response_id == response_id else None
 

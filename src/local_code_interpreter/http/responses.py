@@ -41,9 +41,9 @@ from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from . import stored
+from .client_tools import client_tools
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
-from .client_tools import client_tools
 from .input_items import messages_from_input
 from .tool_items import ShownStream, shown
 
@@ -143,9 +143,7 @@ def check_request(request: dict) -> None:
             raise BadRequest(f"'{key}' must be {names}", "invalid_type")
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRequest(f"'{key}' must be a finite number", "invalid_type")
-    metadata = request.get("metadata") or {}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise BadRequest("'metadata' values must be strings", "invalid_type")
+    check_metadata(request.get("metadata"))
     if request.get("max_output_tokens") is not None and request["max_output_tokens"] < 1:
         raise BadRequest("'max_output_tokens' must be at least 1", "invalid_value")
     if request.get("background"):
@@ -153,6 +151,13 @@ def check_request(request: dict) -> None:
     text = request.get("input")
     if text is None or text in ("", []) or (isinstance(text, str) and not text.strip()):
         raise BadRequest("'input' is empty: send the message (for example code to run) as 'input'", "empty_input")
+
+
+def check_metadata(metadata: Any) -> None:
+    """`metadata`, when given, is an object of string values (as the OpenAI API takes it)."""
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise BadRequest("'metadata' must be an object of string values", "invalid_type")
 
 
 def _options(request: dict) -> dict:

@@ -66,18 +66,21 @@ class ShownStream:
         held: dict[str, str] = {}  # call id -> its arguments so far
         async for update in self.stream:
             contents: list[Content] = []
+            swapped = False
             for content in update.contents:
                 if _ours(content):
                     held[content.call_id] = (held.get(content.call_id, "") if content.merge_mode == "append"
                                              else "") + _text(content.arguments)
+                    swapped = True
                 elif content.type == "function_result" and content.call_id in held:
                     contents += _pair(content.call_id, _code(held.pop(content.call_id)), content)
+                    swapped = True
                 else:
                     contents.append(content)
+            if swapped:
+                update = copy.copy(update)
+                update.contents = contents
             if contents:
-                if len(contents) != len(update.contents) or any(a is not b for a, b in zip(contents, update.contents)):
-                    update = copy.copy(update)
-                    update.contents = contents
                 yield update
 
     async def get_final_response(self) -> AgentResponse:
