@@ -7,6 +7,7 @@ from typing import Any
 
 from agent_framework import Agent, InMemoryHistoryProvider
 
+from .progress import ReportsCalls
 from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
 from .sessions import SessionManager
@@ -33,7 +34,7 @@ def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | N
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox, sessions)],
-        middleware=[SafeReplies(), BusyAborts(), *middleware],
+        middleware=[SafeReplies(), BusyAborts(), ReportsCalls(), *middleware],
         # Where a run's session keeps its history. DevUI passes each page conversation's session (the framework
         # would add this provider on that first run; here it is there from the start, whoever runs first). The
         # lean /v1/responses path sends the history itself and passes a fresh session per run (http/responses.py).

@@ -5,9 +5,10 @@ subprocess sandbox: the SDK's agent uses the service as its model.
 The SDK runs every function call a response holds; the service's own `execute_code` calls reach it as
 `code_interpreter_call` items (`http/tool_items.py`), done by the time it sees them, so each run completes: a plain
 run, the SDK's own history sent back whole (`to_input_list()`), a `previous_response_id` chain that keeps the
-sandbox session's state, the same through a conversation it names (`conversation_id`), a streamed run, its
-conversation session (`OpenAIConversationsSession`: the history kept in a conversation through the Conversations
-API, `http/conversation_items.py`), and an agent with a function tool of its own.
+sandbox session's state, the same through a conversation it names (`conversation_id`), a streamed run (the call's
+own events first: `http/tool_stream.py`), its conversation session (`OpenAIConversationsSession`: the history kept
+in a conversation through the Conversations API, `http/conversation_items.py`), and an agent with a function tool
+of its own.
 """
 from __future__ import annotations
 
@@ -47,7 +48,14 @@ def test_the_openai_agents_sdk_runs_its_agent_on_the_service(tmp_path):
     assert "56" in report["history"]["output"]
     assert "42" in report["chained"]["output"]  # x = 41 kept in the conversation's sandbox session
     assert "42" in report["conversation"]["output"]  # y = 6 kept in the named conversation's session
-    assert "81" in report["streamed"]["output"] and "raw_response_event" in report["streamed"]["events"]
+    assert "81" in report["streamed"]["output"]
+    raw = report["streamed"]["raw"]  # the call's own events, parsed by the SDK, before the answer's (tool_stream.py)
+    assert raw[1:8] == ["response.output_item.added", "response.code_interpreter_call.in_progress",
+                        "response.code_interpreter_call_code.delta", "response.code_interpreter_call_code.done",
+                        "response.code_interpreter_call.interpreting", "response.code_interpreter_call.completed",
+                        "response.output_item.done"]
+    assert raw[8] == "response.output_item.added" and raw[-1] == "response.completed"
+    assert report["streamed"]["items"] == ["tool_called", "message_output_created"]
     assert "56" in report["session"]["output"]  # its history kept by the Conversations API, items added in order
     assert report["session"]["items"] == ["message", "code_interpreter_call", "message"] * 2
     assert "1024" in report["own_tools"]["output"]

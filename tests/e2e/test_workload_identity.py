@@ -107,11 +107,20 @@ def test_code_runs_in_the_sandbox_and_the_answer_reaches_the_client(azure, servi
 def test_the_models_call_reaches_the_client_as_a_code_interpreter_call(service, mode, stream):
     """The model's `execute_code` call, its arguments streamed in pieces by the model's service, reaches the client
     as one `code_interpreter_call` with the whole code and what it printed (`http/tool_items.py`), no `function_call`
-    for the client to run."""
+    for the client to run. Streamed, the call has its own events, before the answer's (`http/tool_stream.py`)."""
     mode("ok")
     if stream:
         with service[1].responses.create(model=AGENT, input="What is 6*7? Run code.", stream=True) as events:
-            response = [e for e in events if e.type == "response.completed"][-1].response
+            seen = list(events)
+        response = seen[-1].response
+        assert [(e.type, getattr(e, "output_index", None)) for e in seen[1:8]] == [
+            ("response.output_item.added", 0), ("response.code_interpreter_call.in_progress", 0),
+            ("response.code_interpreter_call_code.delta", 0), ("response.code_interpreter_call_code.done", 0),
+            ("response.code_interpreter_call.interpreting", 0), ("response.code_interpreter_call.completed", 0),
+            ("response.output_item.done", 0)]
+        assert seen[4].code == CODE and seen[7].item == response.output[0]
+        assert [e.sequence_number for e in seen] == list(range(len(seen)))
+        assert {e.output_index for e in seen[8:-1]} == {1}  # the answer
     else:
         response = service[1].responses.create(model=AGENT, input="What is 6*7? Run code.")
     assert [item.type for item in response.output] == ["code_interpreter_call", "message"]

@@ -1,17 +1,18 @@
 """The server's own tool calls as API clients see them (`http/tool_items.py`): one `code_interpreter_call` per
-`execute_code` call and result, plain and streamed, while the history keeps the function call and its result; the
-OpenAI Agents SDK's kind of client, which runs every function call it is given, has nothing to run."""
+`execute_code` call and result, plain and streamed (a streamed call's own events: `test_tool_stream.py`), while the
+history keeps the function call and its result; the OpenAI Agents SDK's kind of client, which runs every function
+call it is given, has nothing to run."""
 
 import asyncio
 import base64
 import json
 
-from agent_framework import AgentResponse, AgentResponseUpdate, Content, Message
+from agent_framework import AgentResponse, Content, Message
 from agent_framework_hosting_responses import responses_from_run
 
 from inprocess import app_client
 from local_code_interpreter.http.input_items import messages_from_input
-from local_code_interpreter.http.tool_items import HIDDEN_FAILURE, ShownStream, shown
+from local_code_interpreter.http.tool_items import HIDDEN_FAILURE, shown
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 
@@ -52,39 +53,6 @@ def test_a_call_that_raised_shows_no_diagnostics_and_other_calls_stay_function_c
     assert shown(other) is other  # not ours: shown as the helpers show any function call
     unanswered = AgentResponse(messages=[_run().messages[0]])
     assert shown(unanswered) is unanswered  # a call without its result stays a function call
-
-
-def test_streamed_a_call_is_held_until_its_result_and_sent_with_it():
-    updates = [
-        AgentResponseUpdate(role="assistant", contents=[Content.from_function_call(
-            "call_1", "execute_code", arguments='{"code": "print(', merge_mode="append")]),
-        AgentResponseUpdate(role="assistant", contents=[Content.from_function_call(
-            "call_1", "execute_code", arguments='6 * 7)"}', merge_mode="append")]),
-        AgentResponseUpdate(role="tool", contents=[Content.from_function_result("call_1", result="stdout:\n42\n")]),
-        AgentResponseUpdate(role="assistant", contents=[Content.from_text("42")]),
-    ]
-
-    class Stream:
-        def __aiter__(self):
-            async def each():
-                for update in updates:
-                    yield update
-            return each()
-
-        async def get_final_response(self):
-            return _run(result="stdout:\n42\n")
-
-    async def read():
-        stream = ShownStream(Stream())
-        return [u.contents async for u in stream], await stream.get_final_response()
-
-    seen, final = asyncio.run(read())
-    assert [[c.type for c in contents] for contents in seen] == [
-        ["code_interpreter_tool_call", "code_interpreter_tool_result"], ["text"]]
-    assert seen[0][0].inputs[0].text == "print(6 * 7)" and seen[0][1].outputs[0].text == "stdout:\n42\n"
-    assert [c.type for m in final.messages for c in m.contents] == [
-        "code_interpreter_tool_call", "code_interpreter_tool_result", "text"]
-    assert updates[0].contents[0].type == "function_call"  # the run's own updates are not changed
 
 
 def test_over_http_plain_and_streamed_answers_hold_no_function_call():

@@ -4,7 +4,8 @@ The request body is parsed here once (strict JSON: no NaN/Infinity, bounded nest
 agent run arguments by `messages_from_responses_input` (and the output items a client sends back, by
 `input_items.py`), run with `Agent.run` (streaming only when the client asked for it), and rendered by
 `responses_from_run` / `responses_from_streaming_run`, the agent's `execute_code` calls as code interpreter calls
-(`tool_items.py` swaps the contents). No Responses mapping is written here.
+(`tool_items.py` swaps the contents; streamed, `tool_stream.py` adds each call's own events). No Responses mapping
+is written here.
 
 Which requests go where: a request that names a DevUI entity (`metadata.entity_id`, which the DevUI web page always
 sends) or asks for DevUI's OpenAI proxy (`X-Proxy-Backend`) is handed to DevUI unchanged (its body replayed), inside
@@ -20,18 +21,18 @@ Conversation continuity: `conversation` (string or `{"id"}`) or `previous_respon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_framework import AgentSession
 from agent_framework_hosting_responses import (
     create_response_id,
     responses_from_run,
-    responses_from_streaming_run,
     responses_session_id,
 )
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,7 +46,8 @@ from .client_tools import client_tools
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
-from .tool_items import ShownStream, shown
+from .tool_items import shown
+from .tool_stream import ShownRun
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 32
@@ -273,13 +275,13 @@ class ResponsesApp:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
             stream = self.agent.run(history, stream=True, session=AgentSession(), options=options, tools=tools or None)
-            events: AsyncIterator[str] = responses_from_streaming_run(ShownStream(stream), response_id=response_id,
-                                                                      conversation_id=shown_conversation)
+            run = ShownRun(stream, response_id=response_id, conversation_id=shown_conversation)  # tool_stream.py
             last = ""  # the stream's final response event
-            async for event in events:
-                if event.startswith(_WHOLE_RESPONSE_EVENTS):
-                    last = event
-                await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+            async with contextlib.aclosing(run.events()) as events:
+                async for event in events:
+                    if event.startswith(_WHOLE_RESPONSE_EVENTS):
+                        last = event
+                    await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep:
             try:

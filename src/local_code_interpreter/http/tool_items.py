@@ -9,18 +9,18 @@ the time the client sees it. The item holds the code (`code`) and what it printe
 (`input_items.py`) becomes that call and its result again. The items are rendered by the hosting helpers
 (`code_interpreter_tool_call` and `code_interpreter_tool_result` contents): only the contents are swapped here.
 
-Streamed, a call is held back until its result arrives (a model streams a call's arguments in pieces) and the two
-are sent together, as one item.
+Streamed, the same swap is made update by update, with the events the OpenAI API streams for such a call:
+`tool_stream.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from agent_framework import AgentResponse, AgentResponseUpdate, Content, Message
+from agent_framework import AgentResponse, Content, Message
 
 from ..tool import TOOL_NAME
 
@@ -30,7 +30,7 @@ HIDDEN_FAILURE = "Error: Function failed."  # what the helpers show for a call t
 def shown(result: AgentResponse) -> AgentResponse:
     """`result` with each `execute_code` call and its result as one code interpreter call (a copy; `result` is
     kept as it is, for the history)."""
-    calls = {c.call_id: c for m in result.messages for c in m.contents if _ours(c)}
+    calls = {c.call_id: c for m in result.messages for c in m.contents if ours(c)}
     results = {c.call_id: c for m in result.messages for c in m.contents
                if c.type == "function_result" and c.call_id in calls}
     if not results:
@@ -40,7 +40,7 @@ def shown(result: AgentResponse) -> AgentResponse:
         contents: list[Content] = []
         for content in message.contents:
             if content.type == "function_call" and content.call_id in results:
-                contents += _pair(content.call_id, _code(content.arguments), results[content.call_id])
+                contents += pair(content.call_id, code_of(content.arguments), results[content.call_id])
             elif not (content.type == "function_result" and content.call_id in results):
                 contents.append(content)
         if contents:
@@ -52,62 +52,27 @@ def shown(result: AgentResponse) -> AgentResponse:
     return changed
 
 
-class ShownStream:
-    """A run's stream as `responses_from_streaming_run` reads it (updates, then the final response), shown as
-    above. The run's own stream is left as it is: its final response is the history's."""
-
-    def __init__(self, stream: Any):
-        self.stream = stream
-
-    def __aiter__(self) -> AsyncIterator[AgentResponseUpdate]:
-        return self._updates()
-
-    async def _updates(self) -> AsyncIterator[AgentResponseUpdate]:
-        held: dict[str, str] = {}  # call id -> its arguments so far
-        async for update in self.stream:
-            contents: list[Content] = []
-            swapped = False
-            for content in update.contents:
-                if _ours(content):
-                    held[content.call_id] = (held.get(content.call_id, "") if content.merge_mode == "append"
-                                             else "") + _text(content.arguments)
-                    swapped = True
-                elif content.type == "function_result" and content.call_id in held:
-                    contents += _pair(content.call_id, _code(held.pop(content.call_id)), content)
-                    swapped = True
-                else:
-                    contents.append(content)
-            if swapped:
-                update = copy.copy(update)
-                update.contents = contents
-            if contents:
-                yield update
-
-    async def get_final_response(self) -> AgentResponse:
-        return shown(await self.stream.get_final_response())
-
-
-def _ours(content: Content) -> bool:
+def ours(content: Content) -> bool:
     return content.type == "function_call" and content.name == TOOL_NAME and bool(content.call_id)
 
 
-def _text(arguments: Any) -> str:
+def arguments_text(arguments: Any) -> str:
     if arguments is None:
         return ""
     return arguments if isinstance(arguments, str) else json.dumps(arguments)
 
 
-def _code(arguments: Any) -> str:
+def code_of(arguments: Any) -> str:
     """The `code` argument, or the arguments as they came when they are not that (a model's malformed call)."""
     try:
         parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError:
         return arguments
     code = parsed.get("code") if isinstance(parsed, dict) else None
-    return code if isinstance(code, str) else _text(arguments)
+    return code if isinstance(code, str) else arguments_text(arguments)
 
 
-def _pair(call_id: str, code: str, result: Content) -> list[Content]:
+def pair(call_id: str, code: str, result: Content) -> list[Content]:
     outputs: Sequence[Content] = result.items or []
     visible = any(item.type != "text" or item.text for item in outputs)
     if result.exception is not None and not result.result and not visible:

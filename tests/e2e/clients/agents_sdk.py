@@ -58,8 +58,10 @@ async def main(base: str, token: str) -> dict:
 
     async def streamed():
         result = Runner.run_streamed(agent, "print(9 * 9)")
-        kinds = [event.type async for event in result.stream_events()]
-        return {"output": result.final_output, "events": sorted(set(kinds))}
+        events = [event async for event in result.stream_events()]
+        raw = [event.data.type for event in events if event.type == "raw_response_event"]
+        items = [event.name for event in events if event.type == "run_item_stream_event"]
+        return {"output": result.final_output, "raw": raw, "items": items}
 
     async def session():  # the SDK's history kept in a conversation of the service (the Conversations API)
         kept = OpenAIConversationsSession(openai_client=client)
