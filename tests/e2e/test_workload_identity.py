@@ -141,7 +141,10 @@ def test_a_clients_own_tool_is_offered_to_the_model_and_its_output_continues_the
         kwargs = {"model": AGENT, "input": "Look k up.", "tools": [lookup]}
         if stream:
             with service[1].responses.create(stream=True, **kwargs) as events:
-                asked = [e for e in events if e.type == "response.completed"][-1].response
+                seen = list(events)
+            asked = seen[-1].response
+            done = [e for e in seen if e.type == "response.output_item.done"]  # for clients that read the events
+            assert [e.item for e in done] == asked.output and done[0].item.arguments == '{"key": "k"}'
         else:
             asked = service[1].responses.create(**kwargs)
         offered = {tool.get("name") for tool in azure.aoai.attempts[0]["body"]["tools"]}

@@ -75,6 +75,15 @@ def test_streamed_the_call_reaches_the_client_as_a_function_call(model_calls_loo
     final = events[-1]
     assert final["type"] == "response.completed"
     assert [item["type"] for item in final["response"]["output"]] == ["function_call"]
+    # with the events a client that reads them (not the final response) acts on (http/tool_stream.py)
+    assert [(e["type"], e.get("output_index")) for e in events[1:-1]] == [
+        ("response.output_item.added", 0), ("response.function_call_arguments.delta", 0),
+        ("response.function_call_arguments.done", 0), ("response.output_item.done", 0)]
+    item = final["response"]["output"][0]
+    assert events[1]["item"]["status"] == "in_progress" and events[1]["item"]["call_id"] == item["call_id"]
+    assert events[2]["delta"] == events[3]["arguments"] == item["arguments"] and json.loads(item["arguments"]) == {
+        "key": "k"}
+    assert events[4]["item"] == item and [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
 def test_an_output_for_no_waiting_call_is_400(model_calls_lookup):

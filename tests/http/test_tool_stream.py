@@ -214,3 +214,27 @@ def test_a_run_that_fails_or_a_client_that_goes_ends_the_stream_and_the_run(fail
         assert seen == ["response.created", *CALL_EVENTS[:2], "response.failed"]
     else:
         assert seen == ["response.created", *CALL_EVENTS[:2]] and finished.is_set()
+
+
+def test_a_clients_call_that_ends_the_run_gets_its_events_before_the_final_one():
+    """The helpers stream no item but messages; a client's own function call (it ends the run: the client runs it)
+    gets its `added`, arguments and `done` before `response.completed`, after the code call and the message before
+    it, as the final response holds it."""
+    client_call = AgentResponseUpdate(role="assistant", message_id="m2", contents=[Content.from_function_call(
+        "call_c", "lookup", arguments='{"key": "k"}', additional_properties={"openai": {"item_id": "fc_1"}})])
+    updates = [_call("call_a", '{"code": "print(1)"}', "m1"), _result("call_a", "1"),
+               _text("Now your lookup.", "m2"), client_call]
+
+    async def run():
+        return [json.loads(e.split("data: ", 1)[1]) async for e in ShownRun(_stream(updates, {}),
+                                                                             response_id="resp_1").events()]
+
+    events = asyncio.run(run())
+    response = events[-1]["response"]
+    assert [item["type"] for item in response["output"]] == ["code_interpreter_call", "message", "function_call"]
+    assert [(e["type"], e.get("output_index")) for e in events[-5:-1]] == [
+        ("response.output_item.added", 2), ("response.function_call_arguments.delta", 2),
+        ("response.function_call_arguments.done", 2), ("response.output_item.done", 2)]
+    assert events[-2]["item"] == response["output"][2] and events[-3]["item_id"] == "fc_1"
+    assert [e["type"] for e in events if e.get("output_index") == 0] == CALL_EVENTS
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))

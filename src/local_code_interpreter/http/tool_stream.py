@@ -13,6 +13,9 @@ client also gets, in order:
   says so);
 - `response.code_interpreter_call.completed` and `response.output_item.done` (the item as the final response
   holds it: code and outputs) when its result arrives.
+Any other item the helpers do not stream (a client's own function call, which ends the run; a reasoning item) gets
+its `added` and `done` (a function call its arguments between) just before the final event, as the final response
+holds it: a client that acts on the events, not on the final response, sees the call it has to make.
 
 How: the helpers read the run through `ShownRun`, which swaps the call for a code interpreter call
 (`tool_items.py`): the helpers are given the call as it starts, so they close the message before it and count it
@@ -41,6 +44,8 @@ from .tool_items import arguments_text, code_of, ours, pair, shown
 
 _SEQUENCE = '"sequence_number":'  # the last key of every event the helpers write (compact JSON)
 _MESSAGE_ADDED = "event: response.output_item.added\n"  # the helpers add no other item while streaming
+_TERMINAL = ("event: response.completed\n", "event: response.incomplete\n", "event: response.failed\n")
+_UNSHOWN = frozenset(("text", "usage", "code_interpreter_tool_call"))  # what needs no events at the end
 
 
 @dataclass
@@ -68,6 +73,8 @@ class ShownRun:
         self._base = 0
         self._since: list[AgentResponseUpdate] = []
         self._calls: dict[str, _Call] = {}
+        self._streamed: set[str] = set()  # ids of the items whose events were sent (the helpers' messages, calls)
+        self._unstreamed = False  # the helpers were given something they stream no item for (a client's call...)
 
     async def events(self) -> AsyncIterator[str]:
         """The Responses events of the run (server-sent event strings). Close it (`aclosing`) when the client goes:
@@ -97,8 +104,12 @@ class ShownRun:
             async for event in responses_from_streaming_run(self, response_id=self.response_id,
                                                             conversation_id=self.conversation_id):
                 if event.startswith(_MESSAGE_ADDED):  # the helpers opened a message: the next item goes after it
-                    self._base = json.loads(event.split("data: ", 1)[1])["output_index"] + 1
+                    added = json.loads(event.split("data: ", 1)[1])
+                    self._base = added["output_index"] + 1
+                    self._streamed.add(added["item"]["id"])
                     self._since.clear()
+                elif self._unstreamed and event.startswith(_TERMINAL):
+                    self._rest(json.loads(event.split("data: ", 1)[1])["response"])
                 if self._ours:
                     head, key, _ = event.rpartition(_SEQUENCE)
                     event = f"{head}{key}{self._queued}}}\n\n"
@@ -136,6 +147,7 @@ class ShownRun:
                     one.contents = [content]
                 if content.type != "text":
                     self._since.append(one)
+                    self._unstreamed = self._unstreamed or content.type not in _UNSHOWN
                 yield one
                 call = self._calls.get(content.call_id) if content.type == "code_interpreter_tool_call" else None
                 if call is not None and call.index is None:  # a call of ours that starts
@@ -155,6 +167,7 @@ class ShownRun:
         if place is None:  # not where the helpers would put it: its item comes with the final response only
             return
         call.index = self._base + place
+        self._streamed.add(call.id)
         item = {"id": call.id, "type": "code_interpreter_call", "code": "", "container_id": _container(),
                 "status": "in_progress"}
         self._event("response.output_item.added", output_index=call.index, item=item)
@@ -187,6 +200,26 @@ class ShownRun:
         item = responses_from_run(done, response_id=self.response_id)["output"][0]
         self._event("response.code_interpreter_call.completed", output_index=call.index, item_id=call.id)
         self._event("response.output_item.done", output_index=call.index, item=item)
+
+    def _rest(self, response: dict) -> None:
+        """Before the final event: the items nobody streamed (a client's function call, which ends the run; a
+        reasoning item), each added and done, a function call's arguments between, as the final response holds
+        them."""
+        for index, item in enumerate(response.get("output") or ()):
+            item_id = item.get("id") or item.get("call_id")
+            if item_id in self._streamed:
+                continue
+            if item.get("type") == "function_call":
+                arguments = item.get("arguments", "")
+                self._event("response.output_item.added", output_index=index,
+                            item=dict(item, arguments="", status="in_progress"))
+                self._event("response.function_call_arguments.delta", output_index=index, item_id=item_id,
+                            delta=arguments)
+                self._event("response.function_call_arguments.done", output_index=index, item_id=item_id,
+                            arguments=arguments)
+            else:
+                self._event("response.output_item.added", output_index=index, item=item)
+            self._event("response.output_item.done", output_index=index, item=item)
 
     def _event(self, kind: str, **payload: Any) -> None:
         self._ours += 1
