@@ -21,6 +21,8 @@ from .artifacts import ShowArtifacts
 from .attachments import SaveAttachments
 from .devui_output import DevUI, ShowsImages
 from .http import devui_store
+from .http.containers import PREFIX as CONTAINERS_PREFIX
+from .http.containers import build_containers_app
 from .http.files import PREFIX as FILES_PREFIX
 from .http.files import LinkSigner, build_files_app
 from .auth.entra import EntraVerifier
@@ -77,7 +79,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     """The whole application: guard → router → (health | lean responses | mounts | DevUI).
 
     With `sessions`, each conversation keeps a sandbox session: attached files land in it (`attachments.py`),
-    the replies show its images and link its files (`artifacts.py`), served by `GET /files/...` (`http/files.py`).
+    the replies show its images and link its files (`artifacts.py`), served by `GET /files/...` (`http/files.py`)
+    and, to API clients, by the OpenAI Containers API's file routes (`http/containers.py`).
     """
     telemetry.setup()
     telemetry.route_devui_traces()
@@ -87,6 +90,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
     if sessions is not None:
         mounts = [*mounts, (FILES_PREFIX, build_files_app(sessions, links)),
+                  (CONTAINERS_PREFIX, build_containers_app(sessions)),  # the OpenAI Containers API's files
                   (ACA_PREFIX, build_aca_app(sessions, settings))]  # the Azure Container Apps sessions API
     # DevUI refuses to run unauthenticated off loopback. With only other verifiers (Entra ID) configured, its own
     # API gets an unguessable token nobody holds: the DevUI page is for DEVUI_AUTH_TOKEN holders.
@@ -130,6 +134,7 @@ def guard(settings: Settings, router: ASGIApp, *, sessions: bool, verifiers: Seq
         prefix = ACA_PREFIX + "/"
         body_limits[prefix] = max(MAX_JSON_BYTES, settings.sessions.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK)
         error_senders[prefix] = send_aca_error
+        body_limits[CONTAINERS_PREFIX + "/"] = settings.sessions.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK
         if entra is None and settings.entra is not None:
             entra = EntraVerifier(settings.entra).lenient()
         if entra is not None:

@@ -254,7 +254,8 @@ class ResponsesApp:
         finally:
             if continuation.transient and self.end_session is not None:
                 self._end_later((caller.id, conversation.root))
-        payload = responses_from_run(shown(result), response_id=response_id, conversation_id=shown_conversation)
+        payload = responses_from_run(shown(result, conversation.root), response_id=response_id,
+                                     conversation_id=shown_conversation)
         body = json_bytes(payload)
         if keep:
             self.store.record(continuation, response_id, messages + said(result.messages),
@@ -275,7 +276,8 @@ class ResponsesApp:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         with in_conversation(continuation.conversation.root, caller):
             stream = self.agent.run(history, stream=True, session=AgentSession(), options=options, tools=tools or None)
-            run = ShownRun(stream, response_id=response_id, conversation_id=shown_conversation)  # tool_stream.py
+            run = ShownRun(stream, response_id=response_id, conversation_id=shown_conversation,  # tool_stream.py
+                           container=continuation.conversation.root)
             last = ""  # the stream's final response event
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:

@@ -27,9 +27,10 @@ from ..tool import TOOL_NAME
 HIDDEN_FAILURE = "Error: Function failed."  # what the helpers show for a call that raised (no diagnostics)
 
 
-def shown(result: AgentResponse) -> AgentResponse:
+def shown(result: AgentResponse, container: str | None = None) -> AgentResponse:
     """`result` with each `execute_code` call and its result as one code interpreter call (a copy; `result` is
-    kept as it is, for the history)."""
+    kept as it is, for the history); `container`: the id its items name as their `container_id` (the conversation
+    whose session ran them: `containers.py` serves its files)."""
     calls = {c.call_id: c for m in result.messages for c in m.contents if ours(c)}
     results = {c.call_id: c for m in result.messages for c in m.contents
                if c.type == "function_result" and c.call_id in calls}
@@ -40,7 +41,7 @@ def shown(result: AgentResponse) -> AgentResponse:
         contents: list[Content] = []
         for content in message.contents:
             if content.type == "function_call" and content.call_id in results:
-                contents += pair(content.call_id, code_of(content.arguments), results[content.call_id])
+                contents += pair(content.call_id, code_of(content.arguments), results[content.call_id], container)
             elif not (content.type == "function_result" and content.call_id in results):
                 contents.append(content)
         if contents:
@@ -72,12 +73,12 @@ def code_of(arguments: Any) -> str:
     return code if isinstance(code, str) else arguments_text(arguments)
 
 
-def pair(call_id: str, code: str, result: Content) -> list[Content]:
+def pair(call_id: str, code: str, result: Content, container: str | None = None) -> list[Content]:
     outputs: Sequence[Content] = result.items or []
     visible = any(item.type != "text" or item.text for item in outputs)
     if result.exception is not None and not result.result and not visible:
         outputs = [Content.from_text(HIDDEN_FAILURE)]
-    item = {"openai": {"item_id": call_id}}
+    item = {"openai": {"item_id": call_id, **({"container_id": container} if container else {})}}
     return [Content.from_code_interpreter_tool_call(call_id=call_id, inputs=[Content.from_text(code)],
                                                     additional_properties=item),
             Content.from_code_interpreter_tool_result(call_id=call_id, outputs=list(outputs),

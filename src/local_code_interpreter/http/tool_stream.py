@@ -61,8 +61,10 @@ class ShownRun:
     """One streamed run (`agent.run(..., stream=True)`) shown to an API client: iterate `events()`. The run's own
     stream is left as it is: its final response is the history's."""
 
-    def __init__(self, stream: Any, *, response_id: str, conversation_id: str | None = None):
+    def __init__(self, stream: Any, *, response_id: str, conversation_id: str | None = None,
+                 container: str | None = None):
         self.stream = stream
+        self.container = container  # the calls' `container_id` (tool_items.shown)
         self.response_id = response_id
         self.conversation_id = conversation_id
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -96,7 +98,7 @@ class ShownRun:
         return self._updates()
 
     async def get_final_response(self) -> AgentResponse:
-        return shown(await self.stream.get_final_response())
+        return shown(await self.stream.get_final_response(), self.container)
 
     async def _pump(self) -> None:
         REPORTER.set(self)  # this task's context: the run's tool calls report here (progress.ReportsCalls)
@@ -126,7 +128,7 @@ class ShownRun:
                     call = self._calls.get(content.call_id)
                     if call is None:
                         call = self._calls[content.call_id] = _Call(content.call_id)
-                        contents.append(_started(call.id))
+                        contents.append(_started(call.id, self.container))
                     call.arguments = ((call.arguments if content.merge_mode == "append" else "")
                                       + arguments_text(content.arguments))
                     swapped = True
@@ -168,8 +170,8 @@ class ShownRun:
             return
         call.index = self._base + place
         self._streamed.add(call.id)
-        item = {"id": call.id, "type": "code_interpreter_call", "code": "", "container_id": _container(),
-                "status": "in_progress"}
+        item = {"id": call.id, "type": "code_interpreter_call", "code": "",
+                "container_id": self.container or _container(), "status": "in_progress"}
         self._event("response.output_item.added", output_index=call.index, item=item)
         self._event("response.code_interpreter_call.in_progress", output_index=call.index, item_id=call.id)
 
@@ -196,7 +198,8 @@ class ShownRun:
         call.done = True
         if not call.running:
             self._running(call)
-        done = AgentResponse(messages=[Message("assistant", pair(call.id, code_of(call.arguments), result))])
+        done = AgentResponse(messages=[Message("assistant", pair(call.id, code_of(call.arguments), result,
+                                                                 self.container))])
         item = responses_from_run(done, response_id=self.response_id)["output"][0]
         self._event("response.code_interpreter_call.completed", output_index=call.index, item_id=call.id)
         self._event("response.output_item.done", output_index=call.index, item=item)
@@ -238,7 +241,7 @@ def _container() -> str:
     return responses_from_run(probe, response_id="probe")["output"][0]["container_id"]
 
 
-def _started(call_id: str) -> Content:
+def _started(call_id: str, container: str | None = None) -> Content:
     """A call as the helpers are given it when it starts: a code interpreter call, its code not yet known."""
-    return Content.from_code_interpreter_tool_call(call_id=call_id, inputs=[],
-                                                   additional_properties={"openai": {"item_id": call_id}})
+    item = {"item_id": call_id, **({"container_id": container} if container else {})}
+    return Content.from_code_interpreter_tool_call(call_id=call_id, inputs=[], additional_properties={"openai": item})
