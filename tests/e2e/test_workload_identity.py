@@ -157,6 +157,25 @@ def test_a_clients_own_tool_is_offered_to_the_model_and_its_output_continues_the
         azure.aoai.tool = "execute_code"
 
 
+def test_what_the_request_asks_of_the_model_reaches_it(azure, service, mode):
+    """`tool_choice`, `parallel_tool_calls`, `text` (structured output: the OpenAI Agents SDK's `output_type`) and
+    `reasoning` reach the model's service through the real model client (`http/run_options.py`); a required code
+    call is required of the first model call only, so the run ends with an answer; `model` stays the server's."""
+    mode("ok")
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"],
+              "additionalProperties": False}
+    text = {"format": {"type": "json_schema", "name": "result", "schema": schema, "strict": True}}
+    answer = service[1].responses.create(model="gpt-somebody-else", input="What is 6*7? Run code.",
+                                         tool_choice={"type": "code_interpreter"}, parallel_tool_calls=False,
+                                         text=text, reasoning={"effort": "low"})
+    assert [item.type for item in answer.output] == ["code_interpreter_call", "message"]
+    first, second = (attempt["body"] for attempt in azure.aoai.attempts[:2])
+    assert first["tool_choice"] == {"type": "function", "name": "execute_code"} and "tool_choice" not in second
+    for body in (first, second):
+        assert body["text"]["format"] == text["format"] and body["reasoning"] == {"effort": "low"}
+        assert body["parallel_tool_calls"] is False and body["model"] != "gpt-somebody-else"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
 def test_answer_is_not_repeated(service, mode, stream):
     mode("ok")

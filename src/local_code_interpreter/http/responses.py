@@ -46,6 +46,7 @@ from .client_tools import client_tools
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
+from .run_options import run_options
 from .tool_items import shown
 from .tool_stream import ShownRun
 
@@ -162,20 +163,6 @@ def check_metadata(metadata: Any) -> None:
         raise BadRequest("'metadata' must be an object of string values", "invalid_type")
 
 
-def _options(request: dict) -> dict:
-    """The generation settings passed to the model; the model itself is the server's (ignored)."""
-    options: dict[str, Any] = {}
-    if request.get("temperature") is not None:
-        options["temperature"] = request["temperature"]
-    if request.get("top_p") is not None:
-        options["top_p"] = request["top_p"]
-    if request.get("max_output_tokens") is not None:
-        options["max_tokens"] = request["max_output_tokens"]
-    if request.get("instructions"):
-        options["instructions"] = request["instructions"]
-    return options
-
-
 async def read_body(receive: Receive) -> bytes | None:
     """The whole body (the guard has already bounded it), or None if the client went away."""
     chunks = []
@@ -225,6 +212,7 @@ class ResponsesApp:
             messages = messages_from_input(inline_files(request["input"]),  # attachments.py, input_items.py
                                            lambda: self.store.pending_calls(caller.id, *continued))
             tools = client_tools(request.get("tools"))
+            options = run_options(request, tools)
         except ValueError as error:
             raise BadRequest(str(error)) from None
         self.store.check_input(messages)
@@ -237,7 +225,6 @@ class ResponsesApp:
         # The history travels in the request; the run's own session starts empty and is dropped after it. With a
         # session the framework resolves tool approvals from it instead of re-deriving them by copying the whole
         # history on every model call (measured: 200 kept messages cost 1.5 ms per turn without, 0.8 ms with).
-        options = _options(request)
         try:
             if request.get("stream"):
                 await self._stream(send, history, options, tools, request, messages, continuation, response_id,
