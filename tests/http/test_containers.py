@@ -4,14 +4,14 @@ are listed, read and deleted through the `container_id` its `code_interpreter_ca
 uploads is there for the next response's code. Bad requests get the OpenAI error shape; another caller's
 container is a 404."""
 
-import asyncio
 import json
 
 import openai
 import pytest
 
 from local_code_interpreter.http.containers import build_containers_app, file_id, file_name
-from local_code_interpreter.identity import SCOPE_KEY, Caller
+from asgi_call import call as asgi_call
+from local_code_interpreter.identity import Caller
 from local_code_interpreter.sandbox.types import FileInfo
 from service import running_service
 
@@ -112,18 +112,8 @@ def test_another_callers_container_is_not_found_and_ids_round_trip():
     secret = file_id("secret.txt")
 
     def call(caller: str, method: str, path: str) -> tuple[int, bytes]:
-        scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": "",
-                 "query_string": b"", "headers": [], SCOPE_KEY: Caller(caller, "entra")}
-        sent = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        asyncio.run(app(scope, receive, send))
-        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+        status, _headers, body = asgi_call(app, path, Caller(caller, "entra"), method)
+        return status, body
 
     assert call("entra:t/alice", "GET", f"/conv_1/files/{secret}/content") == (200, b"alice's")
     assert call("entra:t/bob", "GET", f"/conv_1/files/{secret}/content")[0] == 404
