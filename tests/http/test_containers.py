@@ -9,8 +9,8 @@ import json
 import openai
 import pytest
 
-from local_code_interpreter.http.containers import build_containers_app, file_id, file_name
 from asgi_call import call as asgi_call
+from local_code_interpreter.http.containers import build_containers_app, file_id, file_name
 from local_code_interpreter.identity import Caller
 from local_code_interpreter.sandbox.types import FileInfo
 from service import running_service
