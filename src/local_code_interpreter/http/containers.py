@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..filestore import Key
-from ..identity import SCOPE_KEY, LOCAL
+from ..identity import LOCAL, SCOPE_KEY
 from ..sandbox.types import FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
 from . import stored
 from .errors import error_body, json_bytes, status_for
@@ -136,6 +136,7 @@ def build_containers_app(store) -> Starlette:
               Route("/{container_id}/files/{file_id}", retrieve, methods=["GET"]),
               Route("/{container_id}/files/{file_id}", delete, methods=["DELETE"]),
               Route("/{container_id}/files/{file_id}/content", content, methods=["GET"])]
+
     async def no_route(request: Request, error: HTTPException) -> Response:
         return _json(error_body(error.status_code, f"no route {request.method} {request.url.path}", "not_found"),
                      error.status_code)
