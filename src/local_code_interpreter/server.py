@@ -19,17 +19,18 @@ from . import logs, telemetry
 from .agent import AGENT_NAME, build_agent
 from .artifacts import ShowArtifacts
 from .attachments import SaveAttachments
+from .auth.entra import EntraVerifier
 from .devui_output import DevUI, ShowsImages
 from .http import devui_store
-from .http.containers import PREFIX as CONTAINERS_PREFIX
-from .http.containers import build_containers_app
-from .http.files import PREFIX as FILES_PREFIX
-from .http.files import LinkSigner, build_files_app
-from .auth.entra import EntraVerifier
 from .http.aca import MAX_JSON_BYTES, MULTIPART_SLACK, build_aca_app, send_aca_error
 from .http.connections import accept_backlog, default_max_connections, protocol
+from .http.containers import PREFIX as CONTAINERS_PREFIX
+from .http.containers import build_containers_app
 from .http.conversation_items import ConversationItems
 from .http.conversations import DeletesConversations
+from .http.devui_api import DevUIApi
+from .http.files import PREFIX as FILES_PREFIX
+from .http.files import LinkSigner, build_files_app
 from .http.guard import LOOPBACK_NAMES, Guard, Verifier, token_verifier
 from .http.health import HealthApp, Readiness
 from .http.history import Bounds, ConversationStore
@@ -109,7 +110,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
         return entities[0].id if len(entities) == 1 else None
 
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
-    devui_app = ShowsImages(dev.get_app())  # its page renders the images of a reply
+    devui_app = DevUIApi(dev.get_app(), devui_entity_id)  # its errors in the OpenAI shape; unknown entities 404
+    devui_app = ShowsImages(devui_app)  # its page renders the images of a reply
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's
     devui_app = DeletesConversations(devui_app, sessions, store.forget)  # a deleted conversation: history and session

@@ -14,9 +14,14 @@ from ..sandbox import InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavai
 _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 
 
-def error_body(status: int, message: str, code: str) -> bytes:
+def error_value(status: int, message: str, code: str) -> dict:
+    """`{"error": {...}}` for an answer of `status`."""
     kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def error_body(status: int, message: str, code: str) -> bytes:
+    return json.dumps(error_value(status, message, code)).encode()
 
 
 async def send_error(send: Send, status: int, message: str, code: str,

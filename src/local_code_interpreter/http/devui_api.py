@@ -1,0 +1,96 @@
+"""DevUI's own API routes as an API client meets them (`/v1/conversations` of the DevUI page, `/v1/entities`, ...).
+
+- Errors in the OpenAI shape: DevUI (FastAPI) answers a 4xx or 5xx as `{"detail": ...}`, which an OpenAI client
+  shows as a raw dict. Each such JSON answer gets `{"error": {"message", "type", "code", "param"}}` too, the message
+  taken from `detail` (a validation error's list joined, field by field); `detail` stays, as the DevUI page's
+  scripts read it. Anything else passes untouched, unbuffered.
+- An entity id DevUI does not serve (`/v1/entities/{id}/...`) is a 404 here: DevUI answers 500 for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_value, send_error
+
+_ENTITIES = "/v1/entities/"
+_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "too_large", 422: "invalid_request", 429: "rate_limited"}
+MAX_ERROR_BYTES = 64 * 1024  # a larger error body passes as it is
+
+
+class DevUIApi:
+    """Around DevUI's app: `entity_id()` is the one entity it serves (None until it knows)."""
+
+    def __init__(self, app: ASGIApp, entity_id: Callable[[], str | None]):
+        self.app, self.entity_id = app, entity_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path.startswith(_ENTITIES):
+            wanted = unquote(path[len(_ENTITIES):].split("/", 1)[0])
+            served = self.entity_id()
+            if served is not None and wanted != served:
+                return await send_error(send, 404, f"no entity {wanted!r}: this server's is {served!r}", "not_found")
+        held: Message | None = None  # the start of an error answer, sent with its rewritten body
+        chunks: list[bytes] = []
+
+        async def sending(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                if message["status"] >= 400 and _is_json(message.get("headers", [])):
+                    held = message
+                    return
+                return await send(message)
+            if held is None or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False) and sum(map(len, chunks)) <= MAX_ERROR_BYTES:
+                return
+            body = b"".join(chunks)
+            start, held = held, None
+            if not message.get("more_body", False):
+                body = _openai_error(start["status"], body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            if not message.get("more_body", False):
+                headers.append((b"content-length", str(len(body)).encode()))
+            await send(dict(start, headers=headers))
+            await send({"type": "http.response.body", "body": body, "more_body": message.get("more_body", False)})
+
+        await self.app(scope, receive, sending)
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"content-type" and v.split(b";")[0].strip().lower() == b"application/json"
+               for k, v in headers)
+
+
+def _openai_error(status: int, body: bytes) -> bytes:
+    """`body` with an OpenAI `error` beside FastAPI's `detail`; unchanged when it has no `detail` or has an
+    `error` already."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(value, dict) or "detail" not in value or "error" in value:
+        return body
+    error = error_value(status, _message(value["detail"]), _CODES.get(status, "server_error"))
+    return json.dumps({**error, "detail": value["detail"]}).encode()
+
+
+def _message(detail: Any) -> str:
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list) and all(isinstance(e, dict) for e in detail):  # FastAPI's validation errors
+        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}".lstrip(": ")
+                         for e in detail)
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return detail["message"]
+    return json.dumps(detail)

@@ -1,0 +1,63 @@
+"""DevUI's own API routes as an API client meets them (`http/devui_api.py`): its `{"detail"}` errors also carry the
+OpenAI `error` (the page keeps reading `detail`), and an entity it does not serve is a 404, not DevUI's 500."""
+
+import asyncio
+import json
+
+import openai
+import pytest
+
+from inprocess import app_client, devui_entity
+from local_code_interpreter.http.devui_api import MAX_ERROR_BYTES, DevUIApi
+
+
+def test_devuis_errors_reach_an_openai_client_in_its_shape():
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = await devui_entity(c)
+            client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:8090/v1", http_client=c)
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.conversations.retrieve("conv_nobody")
+            answers = [await c.get(path) for path in ("/v1/conversations/conv_nobody/items", "/v1/nothing",
+                                                      "/v1/entities/nope/info", f"/v1/entities/{entity}/info")]
+            return missing.value, answers
+
+    missing, (items, nothing, unknown, known) = asyncio.run(run())
+    assert missing.message == "Error code: 404 - Conversation not found" and missing.body["type"] == "not_found_error"
+    for answer in (items, nothing, unknown):
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", answer.text
+    assert items.json()["detail"] == "Conversation conv_nobody not found"  # what the DevUI page's scripts read
+    assert "no entity 'nope'" in unknown.json()["error"]["message"]
+    assert known.status_code == 200 and known.json()["id"]
+
+
+def _through(status: int, chunks: list[bytes], content_type: bytes = b"application/json"):
+    """What DevUIApi sends for an app answering `status` with `chunks`."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", b"999")]})
+        for n, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": n < len(chunks) - 1})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(DevUIApi(app, lambda: "agent")({"type": "http", "path": "/v1/x"}, None, send))
+    headers = dict(sent[0]["headers"])
+    return sent[0]["status"], headers, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_only_json_errors_with_a_detail_change_and_their_length_with_them():
+    validation = {"detail": [{"loc": ["body", "items", 0], "msg": "Field required", "type": "missing"}]}
+    status, headers, body = _through(422, [json.dumps(validation)[:20].encode(), json.dumps(validation)[20:].encode()])
+    value = json.loads(body)
+    assert status == 422 and value["error"]["message"] == "body.items.0: Field required"
+    assert value["detail"] == validation["detail"] and headers[b"content-length"] == str(len(body)).encode()
+    for case in ((200, [b'{"detail": "fine"}']), (404, [b"<html>no</html>"], b"text/html"),
+                 (400, [b'{"error": {"message": "already"}}']), (500, [b"not json"])):
+        assert _through(*case)[2] == b"".join(case[1])
+    big = [b'{"detail": "' + b"x" * MAX_ERROR_BYTES, b'"}']  # larger than it holds back: passed on as it came
+    status, headers, body = _through(500, big)
+    assert body == b"".join(big) and b"content-length" not in headers
