@@ -213,6 +213,22 @@ def test_prod_has_an_immutable_tag_disruption_budget_spread_and_affinity():
     assert find(prod, "Service")["spec"].get("sessionAffinity", "None") == "None"
 
 
+def test_prod_ingress_lets_through_every_body_the_app_accepts():
+    """nginx refuses a body past `proxy-body-size` with its own HTML 413, before the app can say which limit and
+    why: it must pass the largest body the app takes (an upload at LCI_MAX_UPLOAD_MB to the sessions API or the
+    Containers API, with its multipart framing), so the app's own limits, and its JSON errors, are the ones a
+    client meets."""
+    from local_code_interpreter.http.aca import MULTIPART_SLACK
+    from local_code_interpreter.settings import load
+
+    prod = render("overlays/prod")
+    settings = load({}, dict(find(prod, "ConfigMap")["data"]))
+    largest = max(settings.serving.max_body_bytes, settings.sessions.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK)
+    size = find(prod, "Ingress")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    units = {"k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+    assert int(size[:-1]) * units[size[-1].lower()] >= largest, (size, largest)
+
+
 def test_prod_network_policy_allows_only_ingress_to_8090_dns_and_public_https():
     policy = find(render("overlays/prod"), "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
