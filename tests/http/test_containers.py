@@ -124,3 +124,27 @@ def test_another_callers_container_is_not_found_and_ids_round_trip():
     assert store.kept[("entra:t/alice", "conv_1")] == {"secret.txt": b"alice's"}
     for name in ("plain.txt", "dir/ü ñ.csv", "a" * 200):
         assert file_name(file_id(name)) == name
+
+
+def test_a_client_that_keeps_the_conversation_itself_keeps_its_state_in_the_container_it_names(client):
+    """`store: false` and the whole history sent back each time: the server cannot tell the requests belong
+    together, unless the code interpreter tool names the container (as a response's `container_id` gave it); its
+    variables and files are then there for the next request, and it is not ended with the reply."""
+    def ask(history, code, tools):
+        history = [*history, {"role": "user", "content": code}]
+        answer = client.responses.create(model="local-code-interpreter", input=history, store=False, tools=tools)
+        return [*history, *(item.model_dump(exclude_none=True) for item in answer.output)], answer
+
+    named = [{"type": "code_interpreter", "container": "box-of-mine"}]
+    history, first = ask([], "x = 41\nopen('kept.txt', 'w').write('k')", named)
+    assert _container(first) == "box-of-mine"
+    _, second = ask(history, "print(x + 1, open('kept.txt').read())", named)
+    assert "42 k" in second.output_text
+    assert [f.path for f in client.containers.files.list("box-of-mine").data] == ["kept.txt"]
+    auto = [{"type": "code_interpreter", "container": {"type": "auto"}}]
+    history, first = ask([], "y = 1", auto)
+    _, second = ask(history, "print(y)", auto)
+    assert "NameError" in second.output_text  # each unnamed, unstored request ran in a session of its own
+    with pytest.raises(openai.BadRequestError, match="`container` must be a container id"):
+        client.responses.create(model="local-code-interpreter", input="print(1)",
+                                tools=[{"type": "code_interpreter", "container": {"type": "pool"}}])

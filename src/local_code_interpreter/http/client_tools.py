@@ -5,7 +5,10 @@ items: `tool_items.py`); the client runs it and answers with a `function_call_ou
 (`previous_response_id`, `conversation`, or the whole history sent back), and the model goes on from there. That is
 what a client agent does with the OpenAI API (the OpenAI Agents SDK's function tools, for one).
 
-`{"type": "code_interpreter", ...}` asks for what the server is: accepted, nothing to add. Any other hosted tool type
+`{"type": "code_interpreter", ...}` asks for what the server is: accepted, nothing to add; its `container`, when it
+names one (a `container_id` a response showed: `containers.py`), is where the code runs (`named_container`), so a
+client that keeps the conversation itself (sending the whole history back, `store: false`) keeps its variables and
+files; `{"type": "auto"}` (or none) leaves it to the conversation. Any other hosted tool type
 (web search, file search, MCP...) is a 400 that says so, not a tool silently missing; so is a function tool named like
 the server's own, or one without a name or with `parameters` that are not a JSON schema of an object (the model's
 service would refuse the request, after the fact).
@@ -18,6 +21,7 @@ from typing import Any
 
 from agent_framework import FunctionTool
 
+from ..sessions import MAX_KEY_PART
 from ..tool import TOOL_NAME
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI API accepts as a function name
@@ -54,3 +58,21 @@ def client_tools(tools: Any) -> list[FunctionTool]:
         names.add(name)
         declared.append(FunctionTool(name=name, description=description, input_model=parameters, func=None))
     return declared
+
+
+def named_container(tools: Any) -> str | None:
+    """The container a `code_interpreter` tool of `tools` names (None: the conversation's); ValueError when it is
+    neither a container id nor `{"type": "auto"}`."""
+    if not isinstance(tools, list):
+        return None
+    for n, tool in enumerate(tools):
+        if not (isinstance(tool, dict) and tool.get("type") == _SERVED) or tool.get("container") is None:
+            continue
+        container = tool["container"]
+        if isinstance(container, str) and 0 < len(container) <= MAX_KEY_PART and container.isprintable():
+            return container
+        if isinstance(container, dict) and container.get("type") == "auto":
+            continue
+        raise ValueError(f"tools[{n}]: `container` must be a container id (the `container_id` of a code "
+                         f"interpreter call, at most {MAX_KEY_PART} characters) or {{\"type\": \"auto\"}}")
+    return None

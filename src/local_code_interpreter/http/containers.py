@@ -2,7 +2,8 @@
 its code made, and gives the code files of its own, as it does with the OpenAI API's hosted code interpreter.
 
 Each `code_interpreter_call` item names its `container_id`: the conversation the session belongs to
-(`tool_items.py`; a `previous_response_id` chain's first conversation). Under `/v1/containers/{container_id}`:
+(`tool_items.py`; a `previous_response_id` chain's first conversation), or the container the request's
+`code_interpreter` tool named (`client_tools.named_container`). Under `/v1/containers/{container_id}`:
 - `GET files` (paged as OpenAI lists are: `limit`, `order`, `after`), `GET files/{file_id}`,
   `GET files/{file_id}/content` (the bytes, sent as `http/files.py` sends a download: an attachment, `nosniff`),
   `DELETE files/{file_id}`;

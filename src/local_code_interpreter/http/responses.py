@@ -42,7 +42,7 @@ from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
 from . import stored
-from .client_tools import client_tools
+from .client_tools import client_tools, named_container
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
@@ -212,6 +212,7 @@ class ResponsesApp:
             messages = messages_from_input(inline_files(request["input"]),  # attachments.py, input_items.py
                                            lambda: self.store.pending_calls(caller.id, *continued))
             tools = client_tools(request.get("tools"))
+            named = named_container(request.get("tools"))  # where the code runs, when the client says
             options = run_options(request, tools)
         except ValueError as error:
             raise BadRequest(str(error)) from None
@@ -220,6 +221,7 @@ class ResponsesApp:
         continuation = self.store.resolve(caller.id, *continued, keep)
         conversation = continuation.conversation
         shown_conversation = conversation.id if is_conversation else None
+        container = named or conversation.root  # the sandbox session's conversation id (its `container_id`)
         response_id = create_response_id()
         history = continuation.history + messages
         # The history travels in the request; the run's own session starts empty and is dropped after it. With a
@@ -228,10 +230,10 @@ class ResponsesApp:
         try:
             if request.get("stream"):
                 await self._stream(send, history, options, tools, request, messages, continuation, response_id,
-                                   shown_conversation, caller, keep)
+                                   shown_conversation, container, caller, keep)
                 return
             try:
-                with in_conversation(conversation.root, caller):
+                with in_conversation(container, caller):
                     result = await self.agent.run(history, session=AgentSession(), options=options, tools=tools or None)
             except Exception as error:  # noqa: BLE001 - sandbox errors map to their status; the rest is ours
                 mapped = _mapped(error)
@@ -239,9 +241,9 @@ class ResponsesApp:
                     raise
                 return await send_error(send, mapped[0], str(error), mapped[1])
         finally:
-            if continuation.transient and self.end_session is not None:
-                self._end_later((caller.id, conversation.root))
-        payload = responses_from_run(shown(result, conversation.root), response_id=response_id,
+            if continuation.transient and named is None and self.end_session is not None:
+                self._end_later((caller.id, container))  # nobody can name it again: a named one, they can
+        payload = responses_from_run(shown(result, container), response_id=response_id,
                                      conversation_id=shown_conversation)
         body = json_bytes(payload)
         if keep:
@@ -258,13 +260,13 @@ class ResponsesApp:
         task.add_done_callback(self._ending.discard)
 
     async def _stream(self, send, history, options, tools, request, messages, continuation, response_id,
-                      shown_conversation, caller, keep) -> None:
+                      shown_conversation, container, caller, keep) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        with in_conversation(continuation.conversation.root, caller):
+        with in_conversation(container, caller):
             stream = self.agent.run(history, stream=True, session=AgentSession(), options=options, tools=tools or None)
             run = ShownRun(stream, response_id=response_id, conversation_id=shown_conversation,  # tool_stream.py
-                           container=continuation.conversation.root)
+                           container=container)
             last = ""  # the stream's final response event
             async with contextlib.aclosing(run.events()) as events:
                 async for event in events:
