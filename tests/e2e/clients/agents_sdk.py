@@ -11,7 +11,8 @@ import asyncio
 import json
 import sys
 
-from agents import Agent, OpenAIConversationsSession, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from agents import (Agent, CodeInterpreterTool, ModelSettings, OpenAIConversationsSession, OpenAIResponsesModel, Runner,
+                    function_tool, set_tracing_disabled)
 from openai import AsyncOpenAI
 
 
@@ -73,8 +74,25 @@ async def main(base: str, token: str) -> dict:
         helper = Agent(name="helper", instructions="Run the user's code.", model=model, tools=[lookup])
         return {"output": (await Runner.run(helper, "print(2 ** 10)")).final_output}
 
+    async def hosted():  # an agent written for the OpenAI API's own code interpreter, unchanged
+        tool = CodeInterpreterTool(tool_config={"type": "code_interpreter", "container": {"type": "auto"}})
+        coder = Agent(name="coder", instructions="Run the user's code.", model=model, tools=[tool])
+        result = await Runner.run(coder, "print(6 * 7)")
+        calls = [item.raw_item for item in result.new_items if getattr(item.raw_item, "type", None)
+                 == "code_interpreter_call"]
+        return {"output": result.final_output, "container": calls[0].container_id if calls else None}
+
+    async def stateless():  # the SDK keeps the history (store off); the container it names keeps the state
+        tool = CodeInterpreterTool(tool_config={"type": "code_interpreter", "container": "sdk-box"})
+        coder = Agent(name="coder", instructions="Run the user's code.", model=model, tools=[tool],
+                      model_settings=ModelSettings(store=False))
+        first = await Runner.run(coder, "z = 20")
+        second = await Runner.run(coder, first.to_input_list() + [{"role": "user", "content": "print(z + 22)"}])
+        return {"output": second.final_output}
+
     for name, run in (("plain", plain), ("history", history), ("chained", chained), ("conversation", conversation),
-                      ("streamed", streamed), ("session", session), ("own_tools", own_tools)):
+                      ("streamed", streamed), ("session", session), ("own_tools", own_tools), ("hosted", hosted),
+                      ("stateless", stateless)):
         await case(report, name, run)
     return report
 
