@@ -105,6 +105,7 @@ class _Entry:
     last_used: float = 0.0
     users: int = 0  # callers holding or waiting for this entry; an entry with users is never evicted or expired
     ended: bool = False  # removed from the manager; a caller still holding it must not use it
+    opened_at: float = 0.0  # wall-clock time its session was opened (0: none yet)
 
 
 def _check_key(key: Key) -> Key:
@@ -170,6 +171,11 @@ class SessionManager:
         """Live and busy sessions, the limit, and how many sessions were created/expired/evicted/lost/closed."""
         busy = sum(1 for entry in self._entries.values() if entry.users)
         return {"live": len(self._entries), "busy": busy, "max_sessions": self.limits.max_sessions, **self._counts}
+
+    def opened_at(self, key: Key) -> float | None:
+        """When the key's live session was opened (wall clock); None when it has none. Creates nothing."""
+        entry = self._entries.get(_check_key(key))
+        return entry.opened_at if entry is not None and entry.session is not None and not entry.ended else None
 
     # -- the API ---------------------------------------------------------------------------------------------
 
@@ -333,6 +339,7 @@ class SessionManager:
             extra["first_cell"] = first_cell  # the back end may pick how to start by it
         try:
             entry.session = await self.sandbox.open_session(self.language, **extra)
+            entry.opened_at = time.time()
         except BaseException:
             self._forget(entry)  # nothing was opened: free the slot
             raise

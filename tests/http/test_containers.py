@@ -43,7 +43,7 @@ def test_the_files_the_code_made_are_listed_read_and_deleted_through_its_contain
     assert len(page.data) == 1 and page.has_more
     client.containers.files.delete(chart.id, container_id=container)
     assert [f.path for f in client.containers.files.list(container).data] == ["table.csv"]
-    with pytest.raises(openai.NotFoundError, match="no such file"):
+    with pytest.raises(openai.NotFoundError, match="no such file in it"):
         client.containers.files.content.retrieve(chart.id, container_id=container)
     # the code sees the same directory: the deleted file is gone for it too
     after = client.responses.create(model="local-code-interpreter", previous_response_id=made.id,
@@ -83,8 +83,8 @@ def test_bad_requests_get_the_openai_error_shape_and_lose_nothing(client):
 
 
 def test_another_callers_container_is_not_found_and_ids_round_trip():
-    """The key is (caller, container): Bob reads, lists, deletes and uploads into his own container of the same id,
-    never Alice's."""
+    """The key is (caller, container): Bob reads, lists and deletes his own container of the same id (and its
+    files), never Alice's."""
 
     class Store:
         def __init__(self):
@@ -107,6 +107,12 @@ def test_another_callers_container_is_not_found_and_ids_round_trip():
             self.kept.setdefault(key, {})[name] = data
             return FileInfo(name, len(data), 2.0)
 
+        def opened_at(self, key):
+            return 1.0 if key in self.kept else None
+
+        async def close(self, key, interrupt=False):
+            return self.kept.pop(key, None) is not None
+
     store = Store()
     app = build_containers_app(store)
     secret = file_id("secret.txt")
@@ -119,6 +125,8 @@ def test_another_callers_container_is_not_found_and_ids_round_trip():
     assert call("entra:t/bob", "GET", f"/conv_1/files/{secret}/content")[0] == 404
     assert call("entra:t/bob", "GET", f"/conv_1/files/{secret}")[0] == 404
     assert call("entra:t/bob", "DELETE", f"/conv_1/files/{secret}")[0] == 404
+    assert call("entra:t/bob", "GET", "/conv_1")[0] == call("entra:t/bob", "DELETE", "/conv_1")[0] == 404
+    assert call("entra:t/alice", "GET", "/conv_1")[0] == 200
     status, body = call("entra:t/bob", "GET", "/conv_1/files")
     assert status == 200 and json.loads(body)["data"] == []
     assert store.kept[("entra:t/alice", "conv_1")] == {"secret.txt": b"alice's"}
@@ -141,6 +149,13 @@ def test_a_client_that_keeps_the_conversation_itself_keeps_its_state_in_the_cont
     _, second = ask(history, "print(x + 1, open('kept.txt').read())", named)
     assert "42 k" in second.output_text
     assert [f.path for f in client.containers.files.list("box-of-mine").data] == ["kept.txt"]
+    assert client.containers.retrieve("box-of-mine").status == "running"
+    client.containers.delete("box-of-mine")  # done with it: its process and files end now, not at the idle expiry
+    with pytest.raises(openai.NotFoundError):
+        client.containers.retrieve("box-of-mine")
+    assert client.containers.files.list("box-of-mine").data == []
+    _, after = ask(history, "print(x)", named)
+    assert "NameError" in after.output_text
     auto = [{"type": "code_interpreter", "container": {"type": "auto"}}]
     history, first = ask([], "y = 1", auto)
     _, second = ask(history, "print(y)", auto)

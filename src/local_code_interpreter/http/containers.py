@@ -11,8 +11,10 @@ Each `code_interpreter_call` item names its `container_id`: the conversation the
   it): the file lands in the session's directory, which is created when the conversation has none yet, so the next
   response's code finds it by name. Copying a file of the Files API (`file_id`) is not served: a 400 says so.
 A file's id is `cfile_` and its name (URL-safe base64), so it is stable while the file lives; `path` is its name in
-the session's working directory. The key is (caller, container id): another caller's container is a 404, as a
-missing one is. Reading never starts a session; a container without one lists no files.
+the session's working directory. `GET /v1/containers/{container_id}` says whether its session is live (404 when
+not) and `DELETE` ends it at once (its process and files; code running in it is stopped). The key is (caller,
+container id): another caller's container is a 404, as a missing one is. Reading never starts a session; a
+container without one lists no files.
 """
 
 from __future__ import annotations
@@ -124,15 +126,31 @@ def build_containers_app(store) -> Starlette:
         saved = await store.upload(where, name, data)
         return _json(json_bytes(entry(where[1], saved, source="user")))
 
+    async def container(request: Request) -> Response:
+        where = key(request)
+        opened = store.opened_at(where)
+        if opened is None:
+            raise FileNotFoundError(where[1])
+        return _json(json_bytes({"id": where[1], "object": "container", "created_at": int(opened),
+                                 "status": "running", "name": where[1]}))
+
+    async def end(request: Request) -> Response:
+        where = key(request)
+        if not await store.close(where, interrupt=True):  # code running in it is stopped, not awaited
+            raise FileNotFoundError(where[1])
+        return _json(json_bytes({"id": where[1], "object": "container.deleted", "deleted": True}))
+
     async def failed(request: Request, error: Exception) -> Response:
         if isinstance(error, _Failure):
             return _json(error_body(error.status, str(error), error.code), error.status)
         status, code = status_for(error) or (500, "server_error")
-        message = ("no such file in this container (its session may have ended)" if status == 404
+        message = ("no such container, or no such file in it (its session may have ended)" if status == 404
                    else str(error))
         return _json(error_body(status, message, code), status)
 
-    routes = [Route("/{container_id}/files", list_files, methods=["GET"]),
+    routes = [Route("/{container_id}", container, methods=["GET"]),
+              Route("/{container_id}", end, methods=["DELETE"]),
+              Route("/{container_id}/files", list_files, methods=["GET"]),
               Route("/{container_id}/files", create, methods=["POST"]),
               Route("/{container_id}/files/{file_id}", retrieve, methods=["GET"]),
               Route("/{container_id}/files/{file_id}", delete, methods=["DELETE"]),
