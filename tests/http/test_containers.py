@@ -82,6 +82,24 @@ def test_bad_requests_get_the_openai_error_shape_and_lose_nothing(client):
     assert client.containers.files.list("conv_nobody_has").data == []  # reading starts no session
 
 
+def test_a_file_id_or_a_link_that_points_out_of_the_session_reads_nothing(client):
+    """A file id is a name: one that climbs out of the session's directory, or is absolute, is refused; a symlink
+    the code planted is neither followed nor listed as a file."""
+    made = client.responses.create(model="local-code-interpreter", input=(
+        "import os\nos.symlink('/etc/passwd', 'passwd')\nos.symlink('..', 'up')\nopen('mine.txt', 'w').write('m')"))
+    container = _container(made)
+    for name in ("../../../../etc/passwd", "/etc/passwd", "up/etc/passwd"):
+        with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as refused:
+            client.containers.files.content.retrieve(file_id(name), container_id=container)
+        assert "root:" not in str(refused.value.body)
+    with pytest.raises((openai.BadRequestError, openai.NotFoundError)):
+        client.containers.files.content.retrieve(file_id("passwd"), container_id=container)
+    assert [f.path for f in client.containers.files.list(container).data] == ["mine.txt"]
+    with pytest.raises((openai.BadRequestError, openai.NotFoundError)):
+        client.containers.files.delete(file_id("../" + container), container_id=container)
+    assert client.containers.files.content.retrieve(file_id("mine.txt"), container_id=container).read() == b"m"
+
+
 def test_another_callers_container_is_not_found_and_ids_round_trip():
     """The key is (caller, container): Bob reads, lists and deletes his own container of the same id (and its
     files), never Alice's."""
