@@ -296,3 +296,22 @@ def test_openai_client_lists_the_model_the_server_answers_as(service):
     assert c.models.retrieve("local-code-interpreter").owned_by == "local-code-interpreter"
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         c.models.retrieve("gpt-4o")
+
+
+def test_streamed_the_call_is_shown_running_while_the_code_runs(service):
+    """Through the real server (uvicorn, the guard, the subprocess sandbox): the call's code and `interpreting`
+    reach the client while the cell still runs, not with its result (`http/tool_stream.py`)."""
+    import time
+
+    import httpx
+
+    body = {"input": "import time\ntime.sleep(1.5)\nprint('slept')", "stream": True}
+    seen: dict[str, float] = {}
+    with httpx.stream("POST", f"{service}/v1/responses", json=body, timeout=30) as answer:
+        started = time.monotonic()
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                seen.setdefault(line[7:], time.monotonic() - started)
+    assert seen["response.code_interpreter_call.interpreting"] < 1.0, seen
+    assert seen["response.code_interpreter_call.completed"] - seen["response.code_interpreter_call.interpreting"] > 1.2
+    assert seen["response.completed"] >= seen["response.code_interpreter_call.completed"]
