@@ -7,7 +7,8 @@
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
 `execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses` requests
 with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation), then a
-thousand back to back on the standard library's `http.client` (latency without httpx's own CPU), then
+thousand back to back on the standard library's `http.client` (latency without httpx's own CPU), a thousand
+streamed (until the call's `interpreting` event, and until `response.completed`), then
 `--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from 4 processes on the standard
 library's `http.client`, a load generator that leaves the server more of the 2 CPUs). Prints, for the first and the
 last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the server process, from
@@ -170,6 +171,22 @@ def request(client: httpx.Client, path: str, i: int) -> float:
     if answer.status_code != 200 or str(i * 3) not in answer.text:
         raise SystemExit(f"request {i}: {answer.status_code} {answer.text[:500]}")
     return elapsed
+
+
+def streamed(client: httpx.Client, path: str, i: int) -> tuple[float, float]:
+    """One streamed new conversation: ms until the call shows running (its `interpreting` event), and until
+    `response.completed`."""
+    started = time.perf_counter()
+    running = whole = None
+    body = {"model": "local-code-interpreter", "input": f"print({i}*3)", "stream": True}
+    with client.stream("POST", path, json=body) as answer:
+        for line in answer.iter_lines():
+            if line == "event: response.code_interpreter_call.interpreting":
+                running = (time.perf_counter() - started) * 1000
+            elif line == "event: response.completed":
+                whole = (time.perf_counter() - started) * 1000
+    assert running is not None and whole is not None and answer.status_code == 200
+    return running, whole
 
 
 def health(client: httpx.Client) -> float:
@@ -354,6 +371,14 @@ def main() -> int:
         lean, lean_cpu = lean_requests(server.port, args.path, 70000, window)
         print(f"new conversation back to back on http.client, {window} requests: p50 {statistics.median(lean):.2f} "
               f"ms, p95 {pct(lean, 95):.2f} ms, this client's CPU {lean_cpu * 1000 / window:.2f} ms/req")
+        # Streamed, as a UI reads it: the call shows running (http/tool_stream.py) before its result is in.
+        cpu0 = server.cpu_exact()
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            marks = [streamed(client, args.path, 80000 + i) for i in range(window)]
+        cpu = server.cpu_exact() - cpu0
+        print(f"streamed new conversation back to back, {window} requests: p50 to the call's `interpreting` "
+              f"{statistics.median(m[0] for m in marks):.2f} ms, to `response.completed` "
+              f"{statistics.median(m[1] for m in marks):.2f} ms, server CPU {cpu * 1000 / window:.2f} ms/req")
 
         done = 0
         lock = threading.Lock()
