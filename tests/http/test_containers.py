@@ -178,6 +178,7 @@ def test_a_client_that_keeps_the_conversation_itself_keeps_its_state_in_the_cont
     history, first = ask([], "y = 1", auto)
     _, second = ask(history, "print(y)", auto)
     assert "NameError" in second.output_text  # each unnamed, unstored request ran in a session of its own
-    with pytest.raises(openai.BadRequestError, match="`container` must be a container id"):
-        client.responses.create(model="local-code-interpreter", input="print(1)",
-                                tools=[{"type": "code_interpreter", "container": {"type": "pool"}}])
+    for bad in ({"type": "pool"}, "a/b", "", "x" * 257, 7):
+        with pytest.raises(openai.BadRequestError, match="`container` must be a container id"):
+            client.responses.create(model="local-code-interpreter", input="print(1)",
+                                    tools=[{"type": "code_interpreter", "container": bad}])

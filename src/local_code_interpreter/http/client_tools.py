@@ -69,10 +69,12 @@ def named_container(tools: Any) -> str | None:
         if not (isinstance(tool, dict) and tool.get("type") == _SERVED) or tool.get("container") is None:
             continue
         container = tool["container"]
-        if isinstance(container, str) and 0 < len(container) <= MAX_KEY_PART and container.isprintable():
+        if (isinstance(container, str) and 0 < len(container) <= MAX_KEY_PART and container.isprintable()
+                and "/" not in container and container.strip() == container):  # a path segment of /v1/containers
             return container
         if isinstance(container, dict) and container.get("type") == "auto":
             continue
         raise ValueError(f"tools[{n}]: `container` must be a container id (the `container_id` of a code "
-                         f"interpreter call, at most {MAX_KEY_PART} characters) or {{\"type\": \"auto\"}}")
+                         f"interpreter call, or an id of yours: at most {MAX_KEY_PART} printable characters, no '/')"
+                         f" or {{\"type\": \"auto\"}}")
     return None
