@@ -58,7 +58,7 @@ def test_over_http_the_call_streams_its_own_events_before_the_answer():
 
 
 def test_the_call_is_interpreting_while_the_sandbox_runs_it():
-    """Read as the client reads them, event by event: the code and `interpreting` arrive while the cell is still
+    """Read as the client reads them, write by write: the code and `interpreting` arrive while the cell is still
     running (it waits for the test to see them), its outputs after."""
     gate = asyncio.Event()
     ran: list[str] = []
@@ -83,11 +83,13 @@ def test_the_call_is_interpreting_while_the_sandbox_runs_it():
                  "headers": [(b"host", b"127.0.0.1:8090"), (b"content-type", b"application/json"),
                              (b"content-length", str(len(body)).encode())]}
         events: list[tuple[dict, bool]] = []  # each event, and whether the cell had run when it was sent
+        writes: list[int] = []  # events per body message
 
         async def receive():
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message):
+            writes.append(len(sse_events(message.get("body", b"").decode())))
             for event in sse_events(message.get("body", b"").decode()):
                 events.append((event, bool(ran)))
                 if event["type"] == "response.code_interpreter_call.interpreting":
@@ -97,9 +99,11 @@ def test_the_call_is_interpreting_while_the_sandbox_runs_it():
             await app(scope, receive, send)
         finally:
             await sandbox.close()
-        return events
+        return events, writes
 
-    events = asyncio.run(run())
+    events, writes = asyncio.run(run())
+    # the events ready together go out in one write: those before the cell runs, those after it
+    assert sum(writes) == len(events) and len([n for n in writes if n]) <= 3, writes
     kinds = {event["type"]: had_run for event, had_run in events}
     assert kinds["response.code_interpreter_call_code.done"] is False
     assert kinds["response.code_interpreter_call.interpreting"] is False

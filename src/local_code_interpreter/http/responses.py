@@ -268,11 +268,12 @@ class ResponsesApp:
             run = ShownRun(stream, response_id=response_id, conversation_id=shown_conversation,  # tool_stream.py
                            container=container)
             last = ""  # the stream's final response event
-            async with contextlib.aclosing(run.events()) as events:
-                async for event in events:
-                    if event.startswith(_WHOLE_RESPONSE_EVENTS):
-                        last = event
-                    await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+            async with contextlib.aclosing(run.batches()) as batches:
+                async for batch in batches:  # the events ready together, in one write
+                    for event in batch:
+                        if event.startswith(_WHOLE_RESPONSE_EVENTS):
+                            last = event
+                    await send({"type": "http.response.body", "body": "".join(batch).encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if keep:
             try:
