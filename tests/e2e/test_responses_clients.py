@@ -7,9 +7,10 @@ The SDK runs every function call a response holds; the service's own `execute_co
 run, the SDK's own history sent back whole (`to_input_list()`), a `previous_response_id` chain that keeps the
 sandbox session's state, the same through a conversation it names (`conversation_id`), a streamed run (the call's
 own events first: `http/tool_stream.py`), its conversation session (`OpenAIConversationsSession`: the history kept
-in a conversation through the Conversations API, `http/conversation_items.py`), an agent with a function tool of
-its own, an agent written for the OpenAI API's hosted code interpreter (`CodeInterpreterTool`), and one that keeps
-the history itself with `store` off, its state kept in the container its tool names (`http/containers.py`).
+in a conversation through the Conversations API, its latest item popped: `http/conversation_items.py`), an agent
+with a function tool of its own, an agent written for the OpenAI API's hosted code interpreter
+(`CodeInterpreterTool`), and one that keeps the history itself with `store` off, its state kept in the container its
+tool names (`http/containers.py`).
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def test_the_openai_agents_sdk_runs_its_agent_on_the_service(tmp_path):
     assert report["streamed"]["items"] == ["tool_called", "message_output_created"]
     assert "56" in report["session"]["output"]  # its history kept by the Conversations API, items added in order
     assert report["session"]["items"] == ["message", "code_interpreter_call", "message"] * 2
+    assert report["session"]["popped"] == "message"  # pop_item: conversations.items.delete on the lean path
+    assert report["session"]["after"] == report["session"]["items"][:-1] and "72" in report["session"]["third"]
     assert "1024" in report["own_tools"]["output"]
     assert "42" in report["hosted"]["output"] and report["hosted"]["container"]  # CodeInterpreterTool, unchanged
     assert "42" in report["stateless"]["output"]  # z = 20 kept in the container its tool names, store off

@@ -5,6 +5,7 @@ import asyncio
 
 import openai
 import pytest
+from agent_framework import Content
 
 from inprocess import app_client
 from service import running_service
@@ -174,3 +175,89 @@ def test_a_conversation_created_with_no_items_is_the_lean_paths_from_the_start()
     created, empty, listed = asyncio.run(run())
     assert created.status_code == 200 and empty["data"] == []
     assert [item["type"] for item in listed["data"]] == ["message", "message", "code_interpreter_call", "message"]
+
+
+def test_a_deleted_item_leaves_the_listing_and_what_the_model_is_sent(monkeypatch):
+    """`conversations.items.delete` (the Agents SDK's `pop_item`): the item is no longer listed, and the next
+    response's model no longer reads it; the rest of its turn stays. An unknown item is a 404 in the OpenAI shape; a
+    conversation the lean path does not keep goes to DevUI (which deletes no message items: 501)."""
+    from local_code_interpreter import offline
+
+    seen: list = []
+    original = offline._reply
+
+    def recording_reply(messages):
+        seen.append([(m.role, [c.type for c in m.contents], m.text) for m in messages])
+        return original(messages)
+
+    monkeypatch.setattr(offline, "_reply", recording_reply)
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            cid = (await c.post("/v1/conversations", json={})).json()["id"]
+            for code in ("x = 1", "print(x + 41)"):
+                await c.post("/v1/responses", json={"input": code, "conversation": cid})
+            before = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()["data"]
+            last_call, last_answer = before[-2], before[-1]
+            deleted = [await c.delete(f"/v1/conversations/{cid}/items/{item['id']}")
+                       for item in (last_answer, last_call)]
+            again = await c.delete(f"/v1/conversations/{cid}/items/{last_answer['id']}")
+            elsewhere = await c.delete(f"/v1/conversations/conv_nobody/items/{before[0]['id']}")
+            after = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()["data"]
+            seen.clear()
+            await c.post("/v1/responses", json={"input": "print(x)", "conversation": cid})
+            return before, deleted, again, elsewhere, after, last_call
+
+    before, deleted, again, elsewhere, after, last_call = asyncio.run(run())
+    assert [item["type"] for item in before] == ["message", "code_interpreter_call", "message"] * 2
+    assert [answer.status_code for answer in deleted] == [200, 200]
+    assert deleted[0].json()["object"] == "conversation"
+    assert again.status_code == 404 and again.json()["error"]["code"] == "item_not_found"
+    assert elsewhere.status_code == 501 and "error" in elsewhere.json()  # DevUI's: it deletes no message items
+    assert after == before[:4]  # the first turn whole, the second's user message; the rest gone
+    history = seen[0]
+    assert [(role, kinds) for role, kinds, _ in history] == [
+        ("user", ["text"]), ("assistant", ["function_call"]), ("tool", ["function_result"]), ("assistant", ["text"]),
+        ("user", ["text"]), ("user", ["text"])]  # the second turn's call, result and answer are gone
+    assert history[-2][2] == "print(x + 41)" and all(last_call["code"] not in text for _, _, text in history[:4])
+
+
+def test_a_call_whose_output_a_later_item_holds_is_deleted_after_it(monkeypatch):
+    """A client's own function call answered in a later request: deleting the call first would leave an output
+    without its call (a model's service refuses such a history), so that is a 400 saying what to delete first;
+    after the output, the call goes too."""
+    from local_code_interpreter import offline
+
+    original = offline._reply
+
+    def reply(messages):
+        last = messages[-1]
+        if last.role == "user" and "look up" in last.text:
+            return [Content.from_function_call(call_id="call_lookup", name="lookup", arguments={"key": "k"})]
+        if last.role == "tool" and any(c.call_id == "call_lookup" for c in last.contents):
+            return [Content.from_text(f"the lookup said {last.contents[0].result}")]
+        return original(messages)
+
+    monkeypatch.setattr(offline, "_reply", reply)
+    lookup = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            cid = (await c.post("/v1/conversations", json={})).json()["id"]
+            await c.post("/v1/responses", json={"input": "please look up k", "conversation": cid, "tools": [lookup]})
+            await c.post("/v1/responses", json={"conversation": cid, "tools": [lookup], "input": [
+                {"type": "function_call_output", "call_id": "call_lookup", "output": "v"}]})
+            items = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()["data"]
+            call = next(i for i in items if i["type"] == "function_call")
+            output = next(i for i in items if i["type"] == "function_call_output")
+            first = await c.delete(f"/v1/conversations/{cid}/items/{call['id']}")
+            then = [await c.delete(f"/v1/conversations/{cid}/items/{i['id']}") for i in (output, call)]
+            left = (await c.get(f"/v1/conversations/{cid}/items", params={"order": "asc"})).json()["data"]
+            answer = await c.post("/v1/responses", json={"input": "print(1)", "conversation": cid})
+            return first, then, left, answer
+
+    first, then, left, answer = asyncio.run(run())
+    assert first.status_code == 400 and "delete that output first" in first.json()["error"]["message"]
+    assert [answer.status_code for answer in then] == [200, 200]
+    assert [i["type"] for i in left] == ["message", "message"]  # the question, and the answer after the lookup
+    assert answer.status_code == 200 and "1" in answer.text  # the history the model gets still holds together

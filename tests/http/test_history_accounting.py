@@ -88,3 +88,37 @@ def test_a_forgotten_conversation_takes_its_bytes_and_responses_but_nothing_of_a
         store.resolve("me", None, "resp_mine")
     assert store.resolve("me", "conv_a", None).history == []  # the id starts afresh
     assert store.forget("me", "conv_missing") is False
+
+
+def test_sums_match_after_items_are_deleted_from_kept_turns():
+    """`delete_item` rebuilds a turn from what is left of it: the sums follow, the turn count (what response ids
+    point at) stays, and a fork's copy of the turn is its own."""
+    store = ConversationStore(Bounds(max_items=50, max_bytes=10**6, max_conversations=4))
+    previous = None
+    for i in range(4):
+        continuation = store.resolve("me", None, previous)
+        previous = f"resp_{i}"
+        store.record(continuation, previous, _turn(i), _exchange(previous, i))
+    fork = store.resolve("me", None, "resp_1")  # shares the first two turns' exchanges
+    store.record(fork, "resp_fork", _turn(9), _exchange("resp_fork", 9))
+    conversation = fork.conversation
+    original = next(c for c in store._conversations.values() if c is not conversation)
+    rebuilt = []
+
+    def rebuild(items, waiting):
+        rebuilt.append((items, waiting))
+        return [Message("user", [Content.from_text("left")])]
+
+    first_input = original.exchanges[0].inputs[0][0]
+    turns_before = original.first_turn + len(original.turns)
+    assert store.delete_item("me", original.id, first_input, rebuild) is True
+    _check(store)
+    assert original.turns[0][0].text == "left" and original.first_turn + len(original.turns) == turns_before
+    assert fork.conversation.exchanges[0].inputs[0][0] == first_input  # the fork's turn is its own
+    assert store.delete_item("me", original.id, "item_nothing", rebuild) is False
+    assert store.delete_item("them", original.id, first_input, rebuild) is None  # another caller's: not theirs
+    output = original.exchanges[0].outputs[0][0]
+    assert store.delete_item("me", original.id, output, rebuild) is True  # the turn's last item: nothing left
+    assert original.turns[0] == [] and len(rebuilt) == 1
+    _check(store)
+    assert store.exchange("me", "resp_0") is not None and store.exchange("me", "resp_3") is not None

@@ -10,6 +10,12 @@ sees them and `GET /v1/conversations/{id}/items` lists them, in order, with the 
   the items are appended as a turn of their own and answered as the OpenAI API does (the list of the items added,
   each with its id). On any other conversation (the page's, or one nobody created), DevUI answers.
 
+- `DELETE /v1/conversations/{id}/items/{item_id}` (`client.conversations.items.delete`, the OpenAI Agents SDK's
+  `pop_item`) on a conversation the lean path keeps: the item leaves its turn, and the turn the model is sent is
+  rebuilt from the items left in it (`ConversationStore.delete_item`); answered with the conversation, as the OpenAI
+  API does. An item whose removal would leave the history unsound (a call whose output is still there) is a 400
+  saying which to delete first; an unknown item is a 404. On any other conversation, DevUI answers.
+
 Items are parsed as a `/v1/responses` `input` is (`input_items.py`, the hosting helpers): messages, and the output
 items of earlier responses. A bad item is a 400 naming it and nothing is added; at most `MAX_ITEMS` per request,
 as the OpenAI API allows; each item within `LCI_CONVERSATION_ITEM_MAX_BYTES`, and the conversation within the store's
@@ -28,23 +34,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import identity
 from ..attachments import inline_files
 from . import stored
-from .errors import header, held_answer, replayed, send_error, send_json
+from .errors import header, held_answer, json_bytes, replayed, send_error, send_json
 from .history import ConversationStore, Exchange, HistoryError, Item
 from .input_items import messages_from_input
 from .responses import BadRequest, check_metadata, parse_body, read_body
 
 _ITEMS = re.compile(r"^/v1/conversations/([^/]+)/items$")
+_ITEM = re.compile(r"^/v1/conversations/([^/]+)/items/([^/]+)$")
 MAX_ITEMS = 20
 _PAGE_KEYS = ("agent_id", "entity_id")  # what the DevUI page's conversations name in their metadata
 
 
 class ConversationItems:
-    """Wraps DevUI's app: the two POSTs above, for API clients."""
+    """Wraps DevUI's app: the two POSTs and the DELETE above, for API clients."""
 
     def __init__(self, app: ASGIApp, store: ConversationStore):
         self.app, self.store = app, store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "DELETE" and (item := _ITEM.match(scope["path"])):
+            return await self._delete(scope, receive, send, item.group(1), item.group(2))
         if scope["type"] != "http" or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
         owner = (scope.get(identity.SCOPE_KEY) or identity.LOCAL).id
@@ -94,6 +103,21 @@ class ConversationItems:
         for message in held:
             await send(message)
 
+    async def _delete(self, scope: Scope, receive: Receive, send: Send, conversation_id: str, item_id: str) -> None:
+        owner = (scope.get(identity.SCOPE_KEY) or identity.LOCAL).id
+        try:
+            deleted = self.store.delete_item(owner, conversation_id, item_id, _rebuilt)
+        except HistoryError as error:
+            return await send_error(send, error.status, str(error), error.code)
+        if deleted is None:  # not the lean path's: DevUI's (the page's), or nobody's
+            return await self.app(scope, receive, send)
+        if not deleted:
+            return await send_error(send, 404, f"no item {item_id!r} in conversation {conversation_id!r}",
+                                    "item_not_found")
+        created = self.store.conversation(owner, conversation_id).created_at
+        await send_json(send, 200, json_bytes({"id": conversation_id, "object": "conversation", "metadata": {},
+                                               "created_at": created}))
+
     def _parse(self, items) -> list[Message]:
         if not isinstance(items, list) or not items:
             raise BadRequest("'items' must be a non-empty array of conversation items", "invalid_type")
@@ -105,6 +129,11 @@ class ConversationItems:
             raise BadRequest(str(error)) from None
         self.store.check_input(messages)
         return messages
+
+
+def _rebuilt(items: list[dict], waiting: set[str]) -> list[Message]:
+    """A kept turn's messages from the items left in it (as a request's `input`; its calls may stay open)."""
+    return messages_from_input(inline_files(items), lambda: waiting, open_calls=True)
 
 
 def _exchange(items: list) -> Exchange:

@@ -25,10 +25,12 @@ rendered once (`Exchange`, made by `http/stored.render`: the input items, the ou
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from agent_framework import Message
 
@@ -214,9 +216,7 @@ class ConversationStore:
             conversation, upto = self._responded(owner, previous_response_id)
         elif conversation_id is not None:
             conversation = self._conversations.get((owner, conversation_id))
-        messages = conversation.messages(upto) if conversation is not None else []
-        calls = {c.call_id for m in messages for c in m.contents if c.type == "function_call"}
-        return calls - {c.call_id for m in messages for c in m.contents if c.type == "function_result"}
+        return _waiting(conversation.messages(upto) if conversation is not None else [])
 
     def _responded(self, owner: str, response_id: str) -> tuple[Conversation | None, int]:
         """The owner's kept conversation a response is in, and the turns it saw; (None, 0) if none."""
@@ -245,6 +245,39 @@ class ConversationStore:
             return False
         del self._responses[response_id]
         return True
+
+    def delete_item(self, owner: str, conversation_id: str, item_id: str,
+                    rebuild: Callable[[list[dict], set[str]], list[Message]]) -> bool | None:
+        """Delete an item of the owner's conversation: from its turn as the client sees it, and from what the model
+        is sent, that turn rebuilt from its remaining items (`rebuild(items, calls the earlier turns leave waiting)`;
+        its ValueError, or a call whose output a later turn holds, is a HistoryError: the history would not hold
+        together). None when the conversation is not kept here, False when it has no such item."""
+        conversation = self._conversations.get((owner, conversation_id))
+        if conversation is None:
+            return None
+        for index, exchange in enumerate(conversation.exchanges):
+            if exchange is None or not any(i == item_id for i, _ in (*exchange.inputs, *exchange.outputs)):
+                continue
+            kept = replace(exchange, inputs=tuple(i for i in exchange.inputs if i[0] != item_id),
+                           outputs=tuple(i for i in exchange.outputs if i[0] != item_id))
+            items = [json.loads(item) for _, item in (*kept.inputs, *kept.outputs)]
+            try:
+                turn = rebuild(items, _waiting(conversation.messages(conversation.first_turn + index))) if items else []
+            except ValueError as error:
+                raise HistoryError(400, f"item {item_id!r} cannot be deleted alone: {error}", "invalid_request") \
+                    from None
+            answered_later = {c.call_id for later in conversation.turns[index + 1:] for m in later
+                              for c in m.contents if c.type == "function_result"}
+            lost = (_calls(conversation.turns[index]) - _calls(turn)) & answered_later
+            if lost:
+                raise HistoryError(400, f"item {item_id!r} is the call {sorted(lost)[0]!r} whose output a later "
+                                   "item holds: delete that output first", "invalid_request")
+            size = turn_bytes(turn, kept)
+            conversation.items += len(turn) - len(conversation.turns[index])
+            self._add_bytes(conversation, size - conversation.sizes[index])
+            conversation.turns[index], conversation.exchanges[index], conversation.sizes[index] = turn, kept, size
+            return True
+        return False
 
     def forget(self, owner: str, conversation_id: str) -> bool:
         """Drop the owner's conversation (deleted by them) and the responses that pointed into it; False if it
@@ -286,3 +319,12 @@ class ConversationStore:
         """The conversation's oldest response can no longer be retrieved or continued from."""
         self._responses.pop(conversation.response_ids.popleft(), None)
         self._indexed.add(conversation.owner, -1)
+
+
+def _calls(messages: list[Message]) -> set[str]:
+    return {c.call_id for m in messages for c in m.contents if c.type == "function_call"}
+
+
+def _waiting(messages: list[Message]) -> set[str]:
+    """The calls `messages` leave without a result (a client's, answered in a later turn)."""
+    return _calls(messages) - {c.call_id for m in messages for c in m.contents if c.type == "function_result"}

@@ -37,9 +37,12 @@ CALL, OUTPUT, REASONING, CODE = "function_call", "function_call_output", "reason
 _OURS = (CALL, OUTPUT, REASONING, CODE)
 
 
-def messages_from_input(value: Any, pending: Callable[[], Collection[str]] = frozenset) -> list[Message]:
+def messages_from_input(value: Any, pending: Callable[[], Collection[str]] = frozenset,
+                        open_calls: bool = False) -> list[Message]:
     """The messages of a Responses `input` (string or list of items); ValueError names what is wrong. `pending`
-    gives the calls the continued history leaves for the client to answer (asked only when an output needs it)."""
+    gives the calls the continued history leaves for the client to answer (asked only when an output needs it).
+    `open_calls`: a call may be left without its output, and no item at all is no message (a kept turn rebuilt
+    from what is left of it: `conversation_items.py`)."""
     if not isinstance(value, list) or not any(isinstance(item, dict) and item.get("type") in _OURS
                                               for item in value):
         return messages_from_responses_input(value)
@@ -90,10 +93,10 @@ def messages_from_input(value: Any, pending: Callable[[], Collection[str]] = fro
             _append(messages, "tool", Content.from_function_result(call_id, result=_output(item.get("output"))))
     flush()
     unanswered = [call_id for call_id, answered in calls.items() if not answered]
-    if unanswered:
+    if unanswered and not open_calls:
         raise ValueError(f"function_call with call_id {unanswered[0]!r} has no function_call_output in `input` "
                          "(send each call's output with it, as the response listed them)")
-    if not messages:
+    if not messages and not open_calls:
         raise ValueError("`input` produced no messages")
     return messages
 

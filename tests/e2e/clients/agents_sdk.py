@@ -68,7 +68,12 @@ async def main(base: str, token: str) -> dict:
         kept = OpenAIConversationsSession(openai_client=client)
         await Runner.run(agent, "print(6 * 7)", session=kept)
         second = await Runner.run(agent, "print(7 * 8)", session=kept)
-        return {"output": second.final_output, "items": [item.get("type") for item in await kept.get_items()]}
+        items = [item.get("type") for item in await kept.get_items()]
+        popped = await kept.pop_item()  # the latest item (the answer) leaves the conversation
+        after = [item.get("type") for item in await kept.get_items()]
+        third = await Runner.run(agent, "print(8 * 9)", session=kept)  # the history still holds together
+        return {"output": second.final_output, "items": items, "popped": popped.get("type"), "after": after,
+                "third": third.final_output}
 
     async def own_tools():
         helper = Agent(name="helper", instructions="Run the user's code.", model=model, tools=[lookup])
