@@ -6,31 +6,12 @@ import asyncio
 import json
 
 import pytest
-from agent_framework import Content
 
 from inprocess import app_client, sse_events
 from local_code_interpreter.http.client_tools import client_tools
 
 LOOKUP = {"type": "function", "name": "lookup", "description": "Look a key up in the client's own store.",
           "parameters": {"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]}}
-
-
-@pytest.fixture
-def model_calls_lookup(monkeypatch):
-    """The embedded default as a model that calls the client's `lookup` when asked to, then reads its output."""
-    from local_code_interpreter import offline
-
-    original = offline._reply
-
-    def reply(messages):
-        last = messages[-1]
-        if last.role == "user" and "look up" in last.text:
-            return [Content.from_function_call(call_id="call_lookup", name="lookup", arguments={"key": "k"})]
-        if last.role == "tool" and any(c.call_id == "call_lookup" for c in last.contents):
-            return [Content.from_text(f"the client's lookup said {last.contents[0].result}")]
-        return original(messages)
-
-    monkeypatch.setattr(offline, "_reply", reply)
 
 
 def _kinds(response: dict) -> list[str]:

@@ -1,11 +1,11 @@
 """Items an API client puts into a conversation (`http/conversation_items.py`): kept with the lean path's history,
-seen by the next response, listed in order; a bad item adds nothing; the DevUI page's conversations stay DevUI's."""
+seen by the next response, listed in order; a bad item adds nothing; a deleted one leaves what the model is sent;
+the DevUI page's conversations stay DevUI's."""
 
 import asyncio
 
 import openai
 import pytest
-from agent_framework import Content
 
 from inprocess import app_client
 from service import running_service
@@ -222,23 +222,10 @@ def test_a_deleted_item_leaves_the_listing_and_what_the_model_is_sent(monkeypatc
     assert history[-2][2] == "print(x + 41)" and all(last_call["code"] not in text for _, _, text in history[:4])
 
 
-def test_a_call_whose_output_a_later_item_holds_is_deleted_after_it(monkeypatch):
+def test_a_call_whose_output_a_later_item_holds_is_deleted_after_it(model_calls_lookup):
     """A client's own function call answered in a later request: deleting the call first would leave an output
     without its call (a model's service refuses such a history), so that is a 400 saying what to delete first;
     after the output, the call goes too."""
-    from local_code_interpreter import offline
-
-    original = offline._reply
-
-    def reply(messages):
-        last = messages[-1]
-        if last.role == "user" and "look up" in last.text:
-            return [Content.from_function_call(call_id="call_lookup", name="lookup", arguments={"key": "k"})]
-        if last.role == "tool" and any(c.call_id == "call_lookup" for c in last.contents):
-            return [Content.from_text(f"the lookup said {last.contents[0].result}")]
-        return original(messages)
-
-    monkeypatch.setattr(offline, "_reply", reply)
     lookup = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
 
     async def run():
