@@ -80,6 +80,14 @@ def test_bad_requests_get_the_openai_error_shape_and_lose_nothing(client):
         client.get(f"/containers/{container}/nothing", cast_to=object)
     assert [f.path for f in client.containers.files.list(container).data] == ["keep.txt"]
     assert client.containers.files.list("conv_nobody_has").data == []  # reading starts no session
+    too_long = "c" * 257  # no session can be keyed by it: not found, whatever is asked of it
+    for call in (lambda: client.containers.files.list(too_long), lambda: client.containers.retrieve(too_long),
+                 lambda: client.containers.delete(too_long),
+                 lambda: client.containers.files.create(too_long, file=("a.txt", b"a"))):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    with pytest.raises(openai.BadRequestError, match="'conversation' must be a conversation id"):
+        client.responses.create(model="local-code-interpreter", input="print(1)", conversation=too_long)
 
 
 def test_a_file_id_or_a_link_that_points_out_of_the_session_reads_nothing(client):

@@ -21,8 +21,8 @@ from typing import Any
 
 from agent_framework import FunctionTool
 
-from ..sessions import MAX_KEY_PART
 from ..tool import TOOL_NAME
+from .containers import CONTAINER_RULE, is_container_id
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the OpenAI API accepts as a function name
 _SERVED = "code_interpreter"  # a hosted tool type this server is
@@ -69,12 +69,10 @@ def named_container(tools: Any) -> str | None:
         if not (isinstance(tool, dict) and tool.get("type") == _SERVED) or tool.get("container") is None:
             continue
         container = tool["container"]
-        if (isinstance(container, str) and 0 < len(container) <= MAX_KEY_PART and container.isprintable()
-                and "/" not in container and container.strip() == container):  # a path segment of /v1/containers
+        if is_container_id(container):
             return container
         if isinstance(container, dict) and container.get("type") == "auto":
             continue
         raise ValueError(f"tools[{n}]: `container` must be a container id (the `container_id` of a code "
-                         f"interpreter call, or an id of yours: at most {MAX_KEY_PART} printable characters, no '/')"
-                         f" or {{\"type\": \"auto\"}}")
+                         f"interpreter call, or an id of yours: {CONTAINER_RULE}) or {{\"type\": \"auto\"}}")
     return None

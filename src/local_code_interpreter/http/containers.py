@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -33,12 +34,21 @@ from starlette.routing import Route
 from ..filestore import Key
 from ..identity import LOCAL, SCOPE_KEY
 from ..sandbox.types import FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
+from ..sessions import MAX_KEY_PART
 from . import stored
 from .errors import error_body, json_bytes, status_for
 from .files import SECURITY_HEADERS, content_disposition, media_type
 
 PREFIX = "/v1/containers"
 _ID = "cfile_"
+CONTAINER_RULE = f"at most {MAX_KEY_PART} printable characters, no '/'"
+
+
+def is_container_id(value: Any) -> bool:
+    """Whether `value` can name a container: a session's identifier (`sessions.MAX_KEY_PART`) that is a path segment
+    of `/v1/containers/{id}` (printable, no '/', no blanks around it)."""
+    return (isinstance(value, str) and 0 < len(value) <= MAX_KEY_PART and value.isprintable() and "/" not in value
+            and value.strip() == value)
 
 
 def file_id(name: str) -> str:
@@ -75,8 +85,10 @@ def build_containers_app(store) -> Starlette:
     """The routes, mounted at `PREFIX` behind the shared guard, over a `sessions.SessionManager`."""
 
     def key(request: Request) -> Key:
-        caller = request.scope.get(SCOPE_KEY) or LOCAL
-        return caller.id, request.path_params["container_id"]
+        caller, container = request.scope.get(SCOPE_KEY) or LOCAL, request.path_params["container_id"]
+        if not is_container_id(container):  # no session can have it
+            raise FileNotFoundError(container)
+        return caller.id, container
 
     async def info(request: Request) -> tuple[Key, FileInfo]:
         where, name = key(request), file_name(request.path_params["file_id"])

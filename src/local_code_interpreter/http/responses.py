@@ -43,6 +43,7 @@ from ..attachments import inline_files
 from ..conversation import in_conversation
 from . import stored
 from .client_tools import client_tools, named_container
+from .containers import CONTAINER_RULE, is_container_id
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
@@ -216,6 +217,8 @@ class ResponsesApp:
             options = run_options(request, tools)
         except ValueError as error:
             raise BadRequest(str(error)) from None
+        if is_conversation and not is_container_id(session_id):  # its sandbox session is keyed by it
+            raise BadRequest(f"'conversation' must be a conversation id: {CONTAINER_RULE}", "invalid_value")
         self.store.check_input(messages)
         keep = request.get("store", True)
         continuation = self.store.resolve(caller.id, *continued, keep)
