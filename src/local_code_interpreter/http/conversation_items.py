@@ -52,11 +52,13 @@ class ConversationItems:
         self.app, self.store = app, store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "DELETE" and (item := _ITEM.match(scope["path"])):
-            return await self._delete(scope, receive, send, item.group(1), item.group(2))
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        method = scope.get("method") if scope["type"] == "http" else None
+        item = _ITEM.match(scope["path"]) if method == "DELETE" else None
+        if item is None and method != "POST":
             return await self.app(scope, receive, send)
         owner = (scope.get(identity.SCOPE_KEY) or identity.LOCAL).id
+        if item is not None:
+            return await self._delete(scope, receive, send, owner, item.group(1), item.group(2))
         path = scope["path"]
         match = _ITEMS.match(path)
         if path == "/v1/conversations" and not header(scope, b"x-proxy-backend"):
@@ -103,8 +105,8 @@ class ConversationItems:
         for message in held:
             await send(message)
 
-    async def _delete(self, scope: Scope, receive: Receive, send: Send, conversation_id: str, item_id: str) -> None:
-        owner = (scope.get(identity.SCOPE_KEY) or identity.LOCAL).id
+    async def _delete(self, scope: Scope, receive: Receive, send: Send, owner: str, conversation_id: str,
+                      item_id: str) -> None:
         try:
             deleted = self.store.delete_item(owner, conversation_id, item_id, _rebuilt)
         except HistoryError as error:
