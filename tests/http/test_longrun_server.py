@@ -1,8 +1,8 @@
 """The real server as a pod runs it (subprocess back end, sessions, spares, eviction), for thousands of requests:
 what must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one
 covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
-sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions)
-and the rest continue one."""
+sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions),
+some continue one, and an eighth are streamed."""
 
 import os
 import tempfile
@@ -75,6 +75,12 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
         def serve(i: int) -> None:
             nonlocal previous
             body = {"input": f"print({i}*3)"}
+            if i % 8 == 5:  # an eighth streamed: the helpers in a task of their own, the call's events beside
+                with client.stream("POST", "/v1/responses", json=dict(body, stream=True)) as streamed:
+                    text = "".join(streamed.iter_text())
+                assert "response.code_interpreter_call.interpreting" in text and str(i * 3) in text, text[-500:]
+                assert text.rstrip().split("\n")[0] == "event: response.created"
+                return
             if i % 4 == 0 and previous:  # a quarter continue a conversation, the rest start one
                 body["previous_response_id"] = previous
             answer = client.post("/v1/responses", json=body)
