@@ -18,8 +18,12 @@ def call(app, path: str, caller: Caller | None = None, method: str = "GET", head
     if caller is not None:
         scope[SCOPE_KEY] = caller
     sent = []
+    received = []
 
     async def receive():
+        if received:  # as a server does: after the (empty) body, the next message is the client's disconnect
+            await asyncio.Event().wait()
+        received.append(True)
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message):

@@ -28,6 +28,7 @@ from local_code_interpreter.http.guard import Guard, token_verifier
 from local_code_interpreter.server import Router
 from local_code_interpreter.identity import SCOPE_KEY, Caller
 from local_code_interpreter.offline import EmbeddedChatClient
+from opened import opened
 from local_code_interpreter.sandbox.types import ExecutionResult, FileInfo, Image, InvalidFileName, QuotaExceeded
 
 ALICE, BOB = Caller("entra:t/alice", "entra"), Caller("entra:t/bob", "entra")
@@ -57,6 +58,9 @@ class MemoryStore:
             return self.sessions[key][name]
         except KeyError:
             raise FileNotFoundError(name) from None
+
+    async def open_file(self, key, name):
+        return opened(await self.read(key, name))
 
 
 class Clock:

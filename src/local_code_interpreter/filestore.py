@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .sandbox.files import OpenedFile
 from .sandbox.types import FileInfo
 
 Key = tuple[str, str]  # (owner, conversation id): see conversation.py
@@ -15,6 +16,8 @@ Key = tuple[str, str]  # (owner, conversation id): see conversation.py
 
 class FileStore(Protocol):
     async def upload(self, key: Key, name: str, data: bytes) -> FileInfo: ...  # InvalidFileName, QuotaExceeded
+
+    async def open_file(self, key: Key, name: str) -> OpenedFile: ...  # for a download; as `read`
 
     async def read(self, key: Key, name: str) -> bytes: ...  # InvalidFileName, FileNotFoundError (no such
     # file, or no live session for the key: a read never creates a session)

@@ -29,6 +29,7 @@ from .sandbox import (
     SandboxUnavailable,
     Session,
 )
+from .sandbox.files import OpenedFile
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,14 @@ class SessionManager:
             if session is None:
                 raise FileNotFoundError(name)
             return await session.read(name)
+
+    async def open_file(self, key: Key, name: str) -> OpenedFile:
+        """A file opened for a download (the caller closes it), as `read` finds it. The session is not held while
+        the file is sent: its executions and its end do not wait for a slow client."""
+        async with self._use(key, create=False) as (session, _notice):
+            if session is None:
+                raise FileNotFoundError(name)
+            return await session.open_file(name)
 
     async def delete(self, key: Key, name: str) -> None:
         """Remove a file; FileNotFoundError when the key has no session or no such file."""

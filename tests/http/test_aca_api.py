@@ -28,6 +28,7 @@ from local_code_interpreter.server import Router, guard
 from local_code_interpreter.sandbox.types import (ExecutionResult, FileInfo, Image, InvalidFileName,
                                                   QuotaExceeded, SandboxBusy)
 from local_code_interpreter.settings import Settings
+from opened import opened
 
 TENANT = "72f988bf-0000-4000-8000-000000000001"
 TOKEN = "devui-secret-token"
@@ -68,6 +69,9 @@ class Recorder:
             return self.stored[key][name][0]
         except KeyError:
             raise FileNotFoundError(name) from None
+
+    async def open_file(self, key, name):
+        return opened(await self.read(key, name))
 
     async def delete(self, key, name):
         if name not in self.stored.get(key, {}):

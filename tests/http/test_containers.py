@@ -13,6 +13,7 @@ from asgi_call import call as asgi_call
 from local_code_interpreter.http.containers import build_containers_app, file_id, file_name
 from local_code_interpreter.identity import Caller
 from local_code_interpreter.sandbox.types import FileInfo
+from opened import opened
 from service import running_service
 
 
@@ -124,6 +125,9 @@ def test_another_callers_container_is_not_found_and_ids_round_trip():
                 return self.kept[key][name]
             except KeyError:
                 raise FileNotFoundError(name) from None
+
+        async def open_file(self, key, name):
+            return opened(await self.read(key, name))
 
         async def delete(self, key, name):
             await self.read(key, name)

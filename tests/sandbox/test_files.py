@@ -7,6 +7,7 @@ downloads, deletes, listings and usage neither follow it, nor hang on it, nor lo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -210,34 +211,48 @@ def test_usage_counts_blocks_on_disk_everywhere(session):
 
 
 # Reading -------------------------------------------------------------------------------------------------
-def test_read_refuses_planted_symlinks(session, outside):
+def _open_and_close(directory, name):
+    files.open_file(directory, name).close()
+
+
+# A download opens the file (`open_file`) where `read` reads it: the same refusals.
+READERS = pytest.mark.parametrize("read", [files.read, _open_and_close], ids=["read", "open_file"])
+
+
+@READERS
+def test_read_refuses_planted_symlinks(session, outside, read):
     (session / "leak.txt").symlink_to(outside / "secret.txt")
     (session / "dir").symlink_to(outside)
     (session / "root").symlink_to("/")
     for name in ("leak.txt", "dir/secret.txt", "root/etc/passwd"):
         with pytest.raises(InvalidFileName, match="symbolic link"):
-            files.read(session, name)
+            read(session, name)
 
 
-def test_read_refuses_a_fifo_without_blocking(session):
+@READERS
+def test_read_refuses_a_fifo_without_blocking(session, read):
     os.mkfifo(session / "fifo.csv")  # a plain open() for reading would wait for a writer forever
     with pytest.raises(InvalidFileName, match="not a regular file"):
-        files.read(session, "fifo.csv")
+        read(session, "fifo.csv")
 
 
-def test_read_refuses_directories_and_reports_missing_files(session):
+@READERS
+def test_read_refuses_directories_and_reports_missing_files(session, read):
     (session / "folder").mkdir()
     with pytest.raises(InvalidFileName, match="is a directory"):
-        files.read(session, "folder")
+        read(session, "folder")
     for name in ("absent.txt", "folder/absent.txt", "no/such/dir.txt"):
         with pytest.raises(FileNotFoundError, match="no file"):
-            files.read(session, name)
+            read(session, name)
 
 
-def test_read_below_a_file_is_refused(session):
+@READERS
+def test_read_below_a_file_is_refused(session, read):
     (session / "plain.txt").write_text("plain")
     with pytest.raises(InvalidFileName, match="not a directory"):
-        files.read(session, "plain.txt/x")
+        read(session, "plain.txt/x")
+    with pytest.raises(InvalidFileName):
+        read(session, "../outside/secret.txt")
 
 
 def test_read_size_cap(session):
@@ -258,6 +273,76 @@ def test_read_refuses_a_hard_link_to_someone_elses_file(session, tmp_path):
         files.read(session, "linked.txt", uid=NOBODY)
     files.write(session, "own.txt", b"mine", uid=NOBODY)
     assert files.read(session, "own.txt", uid=NOBODY) == b"mine"
+
+
+def _read_all(opened: files.OpenedFile, piece: int) -> bytes:
+    async def pieces():
+        chunks = []
+        while chunk := await opened.read(piece):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return asyncio.run(pieces())
+
+
+def test_an_opened_file_is_read_a_piece_at_a_time_up_to_its_size_when_opened(session):
+    """The code may write the file while it is downloaded: the download sends the size it announced, never more,
+    and fewer bytes (never made-up ones) if the file shrank."""
+    (session / "grows.bin").write_bytes(b"a" * 1000)
+    opened = files.open_file(session, "grows.bin")
+    with open(session / "grows.bin", "ab") as more:
+        more.write(b"b" * 500)
+    assert opened.size == 1000 and _read_all(opened, 300) == b"a" * 1000
+    opened.close()
+    (session / "shrinks.bin").write_bytes(b"c" * 1000)
+    opened = files.open_file(session, "shrinks.bin")
+    os.truncate(session / "shrinks.bin", 400)
+    assert opened.size == 1000 and _read_all(opened, 300) == b"c" * 400
+    opened.close()
+    assert asyncio.run(opened.read(10)) == b""  # closed: nothing more
+
+
+def test_an_opened_file_outlives_its_session_directory(session):
+    """A download that began before the session ended (its directory removed) still sends what it announced."""
+    (session / "report.csv").write_bytes(b"x,y\n" * 100)
+    opened = files.open_file(session, "report.csv")
+    shutil.rmtree(session)
+    assert _read_all(opened, 64) == b"x,y\n" * 100
+    opened.close()
+
+
+def test_closing_during_a_read_closes_the_descriptor_after_it(session):
+    """A download cancelled while a worker thread reads must not close the descriptor under that read: its number
+    could name another file by then (another session's pipe), which the read would consume. It is closed when the
+    read returns."""
+    read_r, read_w = os.pipe()  # a descriptor whose read blocks until we let it go
+    opened = files.OpenedFile(read_r, 100)
+
+    async def cancel_mid_read():
+        reading = asyncio.ensure_future(opened.read(100))
+        while opened._reading is None or not opened._reading.running():
+            await asyncio.sleep(0.001)
+        reading.cancel()
+        opened.close()
+        await asyncio.sleep(0.05)
+        still_open = _is_open(read_r)
+        os.write(read_w, b"go")  # the read returns
+        await asyncio.sleep(0.05)
+        return still_open
+
+    try:
+        assert asyncio.run(cancel_mid_read()) is True
+        assert not _is_open(read_r)
+    finally:
+        os.close(read_w)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
 
 
 # Deleting ------------------------------------------------------------------------------------------------

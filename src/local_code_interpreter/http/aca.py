@@ -38,6 +38,7 @@ from ..fair import Holdings
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
+from .downloads import Download
 from .errors import send_json
 
 log = logging.getLogger(__name__)
@@ -468,12 +469,13 @@ class SessionsApi:
         raise FileNotFoundError(name)
 
     # GET files/content/{name} ("properties") and GET files/{name}/content ("flat")
-    async def download(self, request: Request) -> Response:
+    async def download(self, request: Request) -> Download:
         version, key = await self._context(request)
         name = file_name(request.path_params["name"], request.query_params.get("path"))
-        data = await self.manager.read(key, name)
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return Response(data, media_type=kind)
+        if kind.startswith("text/"):
+            kind += "; charset=utf-8"
+        return Download(await self.manager.open_file(key, name), {"Content-Type": kind})
 
     # GET files/{name}
     async def file_metadata(self, request: Request) -> Response:

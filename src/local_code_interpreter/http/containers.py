@@ -36,6 +36,7 @@ from ..identity import LOCAL, SCOPE_KEY
 from ..sandbox.types import FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy, SandboxUnavailable
 from ..sessions import MAX_KEY_PART
 from . import stored
+from .downloads import Download
 from .errors import error_body, json_bytes, status_for
 from .files import SECURITY_HEADERS, content_disposition, media_type
 
@@ -110,12 +111,11 @@ def build_containers_app(store) -> Starlette:
         where, found = await info(request)
         return _json(json_bytes(entry(where[1], found)))
 
-    async def content(request: Request) -> Response:
+    async def content(request: Request) -> Download:
         where, name = key(request), file_name(request.path_params["file_id"])
-        data = await store.read(where, name)
-        headers = dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
-                                            "Content-Disposition": content_disposition(name)})
-        return Response(data, headers=headers)
+        return Download(await store.open_file(where, name),
+                        dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
+                                                  "Content-Disposition": content_disposition(name)}))
 
     async def delete(request: Request) -> Response:
         where, name = key(request), file_name(request.path_params["file_id"])

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from ..filestore import FileStore
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import InvalidFileName, SandboxBusy
+from .downloads import Download
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
     """The download app, mounted at `PREFIX` behind the shared guard (`http/guard.py`)."""
 
-    async def download(request: Request) -> Response:
+    async def download(request: Request) -> Response | Download:
         conversation, name = request.path_params["conversation"], request.path_params["name"]
         try:
             check_name(name)
@@ -153,7 +154,7 @@ def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
             return _error(401, "authentication required: use the download link from the reply, or send "
                                "Authorization: Bearer <token>", "unauthorized")
         try:
-            data = await store.read((owner, conversation), name)
+            opened = await store.open_file((owner, conversation), name)
         except InvalidFileName as error:
             return _error(400, str(error), "invalid_file_name")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, KeyError):
@@ -161,12 +162,8 @@ def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
                           "file_not_found")
         except SandboxBusy as error:
             return _error(429, f"busy, retry in a moment: {error}", "busy")
-        # The type is set as a header (not `media_type=`) so Starlette adds no charset the bytes may not have.
-        headers = dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
-                                            "Content-Disposition": content_disposition(name)})
-        response = Response(b"" if request.method == "HEAD" else data, headers=headers)
-        response.headers["content-length"] = str(len(data))
-        return response
+        return Download(opened, dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
+                                                          "Content-Disposition": content_disposition(name)}))
 
     # Mounted at PREFIX by the serving router (Starlette's convention: `root_path` names the mount point).
     return Starlette(routes=[Route("/{conversation}/{name:path}", download, methods=["GET", "HEAD"])])

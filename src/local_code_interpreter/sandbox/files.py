@@ -11,12 +11,14 @@ server's uid then) gets its owner's rights back instead of hiding files or faili
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import mimetypes
 import os
 import secrets
 import stat
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from .types import FileInfo, InvalidFileName, QuotaExceeded
@@ -143,6 +145,64 @@ def read(directory, name: str, *, max_bytes: int | None = None, uid: int | None 
             if max_bytes is not None and total > max_bytes:  # it grew while we read
                 raise QuotaExceeded(f"{name!r} is larger than {max_bytes} bytes")
         return b"".join(chunks)
+
+
+def open_file(directory, name: str) -> OpenedFile:
+    """Regular file `name`, opened for a download (the same refusals as `read`); the caller closes it."""
+    name = check_name(name)
+    parts = name.split("/")
+    with _root(directory) as root, _walk(root, name, parts[:-1], create=False) as parent:
+        fd = _open_leaf(parent, name, parts[-1])
+    try:
+        size = os.fstat(fd).st_size
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return OpenedFile(fd, size)
+
+
+class OpenedFile:
+    """A file of a session directory, open for a download: its size when it was opened, and its bytes a piece at a
+    time, each read in a worker thread, so a download holds one piece in memory however large the file is.
+
+    The session's code may change the file meanwhile: `read` gives at most `size` bytes in all, fewer if the file
+    shrank. `close` may come while a read is in flight (the download was cancelled): the descriptor is then closed
+    when that read returns, never under it, where its number could already name another file.
+    """
+
+    def __init__(self, fd: int, size: int):
+        self.size, self._fd, self._left = size, fd, size
+        self._reading: Future | None = None
+
+    async def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes more; b"" at the end (the size it had when opened) or once closed."""
+        if self._fd < 0 or self._left <= 0:
+            return b""
+        self._reading = _readers().submit(os.read, self._fd, min(limit, self._left))
+        chunk = await asyncio.wrap_future(self._reading)
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        if self._reading is not None and not self._reading.done():
+            self._reading.add_done_callback(lambda _: os.close(fd))
+        else:
+            os.close(fd)
+
+
+_READERS: ThreadPoolExecutor | None = None
+
+
+def _readers() -> ThreadPoolExecutor:
+    """The downloads' reading threads: a few, made on the first download."""
+    global _READERS
+    if _READERS is None:
+        _READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="download")
+    return _READERS
 
 
 def stat_file(directory, name: str) -> FileInfo:

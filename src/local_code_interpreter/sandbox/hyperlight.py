@@ -179,6 +179,9 @@ class HyperlightSession:
     async def read(self, name: str) -> bytes:
         raise FileNotFoundError(f"{name}: {_NO_FILES}")
 
+    async def open_file(self, name: str):
+        raise FileNotFoundError(f"{name}: {_NO_FILES}")
+
     async def delete(self, name: str) -> None:
         raise FileNotFoundError(f"{name}: {_NO_FILES}")
 

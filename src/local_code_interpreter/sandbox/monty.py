@@ -198,6 +198,9 @@ class MontySession:
     async def read(self, name: str) -> bytes:
         raise FileNotFoundError(f"{name}: the monty sandbox has no file system")
 
+    async def open_file(self, name: str):
+        raise FileNotFoundError(f"{name}: the monty sandbox has no file system")
+
     async def delete(self, name: str) -> None:
         raise FileNotFoundError(f"{name}: the monty sandbox has no file system")
 

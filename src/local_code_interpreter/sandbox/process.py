@@ -167,6 +167,10 @@ class SubprocessSession:
         name = files.check_name(name)
         return await asyncio.to_thread(files.read, self._directory(), name)
 
+    async def open_file(self, name: str) -> files.OpenedFile:
+        name = files.check_name(name)
+        return await asyncio.to_thread(files.open_file, self._directory(), name)
+
     async def delete(self, name: str) -> None:
         name = files.check_name(name)
         await asyncio.to_thread(files.delete, self._directory(), name)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .files import OpenedFile
 
 LANGUAGES = ("python", "javascript")
 TIMEOUT_EXIT_CODE = 124  # what timeout(1) returns
@@ -134,6 +137,9 @@ class Session(Protocol):
     async def files(self) -> list[FileInfo]: ...
 
     async def read(self, name: str) -> bytes: ...  # InvalidFileName, FileNotFoundError
+
+    # For a download: its bytes read a piece at a time; the caller closes it.
+    async def open_file(self, name: str) -> OpenedFile: ...  # InvalidFileName, FileNotFoundError
 
     async def delete(self, name: str) -> None: ...  # InvalidFileName, FileNotFoundError
 
