@@ -185,9 +185,10 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     entra = settings.entra
     log.info("sessions API on /sessions (Microsoft Entra ID tokens: %s)",
              f"tenant {entra.tenant_id}, audience {', '.join(entra.audiences)}" if entra else "off")
-    log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request; event loop %s",
-             settings.host, settings.port, settings.mode, "on" if settings.auth_token else "off: loopback only",
-             max_connections, serving.read_timeout, loop_name(asyncio.get_running_loop()))
+    log.info("DevUI on http://%s:%d (mode %s, auth %s); at most %d connections, %g s to send a request, %g s to read "
+             "none of a response; event loop %s", settings.host, settings.port, settings.mode,
+             "on" if settings.auth_token else "off: loopback only", max_connections, serving.read_timeout,
+             serving.write_timeout, loop_name(asyncio.get_running_loop()))
     readiness = Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     sessions = SessionManager(sandbox, settings)
     await sessions.start()
@@ -195,7 +196,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             log_config=logs.uvicorn_log_config(), access_log=False,
                             timeout_graceful_shutdown=1, server_header=False,
-                            http=protocol(serving.read_timeout, max_connections),
+                            http=protocol(serving.read_timeout, max_connections, serving.write_timeout),
                             timeout_keep_alive=max(5, int(serving.read_timeout)), backlog=accept_backlog())
     server = uvicorn.Server(config)
     if open_browser:

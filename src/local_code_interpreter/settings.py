@@ -44,6 +44,7 @@ ENV = {
     "event_loop": "LCI_EVENT_LOOP",
     "max_body_bytes": "LCI_MAX_BODY_BYTES",
     "read_timeout": "LCI_READ_TIMEOUT_SECONDS",
+    "write_timeout": "LCI_WRITE_TIMEOUT_SECONDS",
     "max_connections": "LCI_MAX_CONNECTIONS",
     "allowed_hosts": "LCI_ALLOWED_HOSTS",
     "ready_ttl": "LCI_READY_TTL_SECONDS",
@@ -87,6 +88,7 @@ class ServingSettings:
     event_loop: str = "auto"
     max_body_bytes: int = 1024 * 1024
     read_timeout: float = 10.0  # a whole request (headers and body) must arrive within this
+    write_timeout: float = 30.0  # a client that reads none of its response for this long is cut off
     max_connections: int = 0  # 0: derived from the open-file limit
     allowed_hosts: tuple[str, ...] = ()  # Host header names accepted on a non-loopback bind; empty: any
     ready_ttl: float = 30.0
@@ -277,6 +279,7 @@ def load_serving(pick, number) -> ServingSettings:
         event_loop=event_loop,
         max_body_bytes=number("max_body_bytes", mib, low=1024, high=1024 * mib),
         read_timeout=number("read_timeout", 10.0, float, low=0.5, high=3600),
+        write_timeout=number("write_timeout", 30.0, float, low=0.5, high=3600),
         max_connections=number("max_connections", 0, low=0, high=1_000_000),
         allowed_hosts=tuple(h.strip().lower() for h in str(hosts).split(",") if h.strip()),
         ready_ttl=number("ready_ttl", 30.0, float, low=1, high=86400),

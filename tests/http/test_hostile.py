@@ -2,6 +2,7 @@
 4xx in the OpenAI error shape, slow and idle clients closed or displaced so `/health` keeps answering."""
 
 import json
+import os
 import resource
 import socket
 import tempfile
@@ -212,6 +213,56 @@ def test_health_answers_with_1000_idle_connections_at_nofile_1024():
         for s in sockets:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _rss_mib(pid: int) -> float:
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * resource.getpagesize() / (1 << 20)
+
+
+def test_clients_that_stop_reading_a_download_hold_no_memory_and_are_cut_off():
+    """Twenty clients ask for a 30 MiB file and read none of it. Before downloads were sent a piece at a time,
+    each held the whole file in the server's memory for as long as it stayed connected (20 such: +600 MiB) and
+    the cap counted each as busy for ever. Now the server holds a piece each, cuts every one off after the write
+    deadline, and serves the file whole to a client that reads."""
+    size = 30 << 20
+    data = os.urandom(size)
+    env = {"LCI_WRITE_TIMEOUT_SECONDS": "1", "LCI_MAX_CONNECTIONS": "24"}
+    with server_process(env) as (base, port, process), httpx.Client(base_url=base, timeout=60) as client:
+        made = client.post("/v1/containers/stalled/files", files={"file": ("big.bin", data)})
+        assert made.status_code == 200, made.text
+        path = f"/v1/containers/stalled/files/{made.json()['id']}/content"
+        rss_before, fds_before = _rss_mib(process.pid), len(os.listdir(f"/proc/{process.pid}/fd"))
+        stalled = []
+        for _ in range(20):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            stalled.append(s)
+        try:
+            time.sleep(0.5)
+            held = _rss_mib(process.pid) - rss_before
+            assert held < 60, f"20 stalled downloads hold {held:.0f} MiB of the server's memory"
+            assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+            time.sleep(2.5)  # the write deadline (1 s) has passed for each
+            for s in stalled:
+                s.settimeout(5)
+                received = 0
+                try:
+                    while chunk := s.recv(1 << 20):
+                        received += len(chunk)
+                except ConnectionResetError:
+                    pass
+                except TimeoutError:
+                    pytest.fail("a client that read nothing was still connected 2 s after its write deadline")
+                assert received < size, "a stalled client was kept connected until it had the whole file"
+        finally:
+            for s in stalled:
+                s.close()
+        whole = client.get(path)
+        assert whole.status_code == 200 and whole.content == data
+        time.sleep(0.5)
+        assert len(os.listdir(f"/proc/{process.pid}/fd")) <= fds_before + 2  # the client's own connection
 
 
 def test_bounded_conversations_item_too_large_is_413():

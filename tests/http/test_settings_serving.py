@@ -8,14 +8,15 @@ from local_code_interpreter.settings import ConfigError, load
 
 def test_defaults_and_environment():
     default = load({}, environ={}).serving
-    assert (default.log_format, default.access_log, default.max_body_bytes, default.read_timeout) == \
-        ("text", True, 1024 * 1024, 10.0)
+    assert (default.log_format, default.access_log, default.max_body_bytes, default.read_timeout,
+            default.write_timeout) == ("text", True, 1024 * 1024, 10.0, 30.0)
     assert default.event_loop == "auto" and load({}, environ={"LCI_EVENT_LOOP": "asyncio"}).serving.event_loop \
         == "asyncio"
     s = load({}, environ={"LCI_LOG_FORMAT": "json", "LCI_ACCESS_LOG": "off", "LCI_MAX_BODY_BYTES": "2048",
-                          "LCI_READ_TIMEOUT_SECONDS": "2.5", "LCI_ALLOWED_HOSTS": "Interp.Example.com, b",
+                          "LCI_READ_TIMEOUT_SECONDS": "2.5", "LCI_WRITE_TIMEOUT_SECONDS": "4", "LCI_ALLOWED_HOSTS": "Interp.Example.com, b",
                           "LCI_CONVERSATIONS_MAX": "7", "LCI_CONVERSATION_MAX_ITEMS": "9"}).serving
-    assert (s.log_format, s.access_log, s.max_body_bytes, s.read_timeout) == ("json", False, 2048, 2.5)
+    assert (s.log_format, s.access_log, s.max_body_bytes, s.read_timeout, s.write_timeout) == \
+        ("json", False, 2048, 2.5, 4.0)
     assert s.allowed_hosts == ("interp.example.com", "b") and s.conversations_max == 7
     assert s.conversation_max_items == 9
 
@@ -26,6 +27,7 @@ def test_defaults_and_environment():
     ({"LCI_EVENT_LOOP": "tokio"}, "LCI_EVENT_LOOP"),
     ({"LCI_MAX_BODY_BYTES": "ten"}, "LCI_MAX_BODY_BYTES"),
     ({"LCI_READ_TIMEOUT_SECONDS": "0"}, "LCI_READ_TIMEOUT_SECONDS"),
+    ({"LCI_WRITE_TIMEOUT_SECONDS": "never"}, "LCI_WRITE_TIMEOUT_SECONDS"),
     ({"LCI_CONVERSATIONS_MAX": "-1"}, "LCI_CONVERSATIONS_MAX"),
 ])
 def test_bad_values_name_the_variable(env, variable):

@@ -4,6 +4,9 @@ Uvicorn's HTTP protocol with two additions:
 - a read deadline: a connection must deliver a whole request (headers and body) within `read_timeout` seconds of
   opening, of starting the request, or of its previous response; otherwise it is closed (slowloris, idle
   sockets, a body that never ends);
+- a write deadline: a client that reads nothing of its response for `write_timeout` seconds while the server has
+  more to send (its socket buffer and the transport's are full) is cut off, so it does not hold its request, its
+  file or its stream for ever (a slow reader that makes progress is served);
 - a connection cap below the process's file limit: at the cap, a new connection displaces the connection that
   has been waiting longest for its request (a client that holds sockets open without sending gets them closed,
   so `/health` and real clients still get in); when every connection is busy with a request, the new one gets 503.
@@ -46,20 +49,23 @@ def accept_backlog() -> int:
     return max(16, min(2048, _reserve()[1] // 4))
 
 
-def protocol(read_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
-    """A uvicorn `http=` protocol class with this deadline and cap."""
+def protocol(read_timeout: float, max_connections: int, write_timeout: float = 30.0) -> type[HttpToolsProtocol]:
+    """A uvicorn `http=` protocol class with these deadlines and cap."""
 
     class GuardedHttp(_Guarded):
         pass
 
     GuardedHttp.read_timeout, GuardedHttp.max_connections = read_timeout, max_connections
+    GuardedHttp.write_timeout = write_timeout
     return GuardedHttp
 
 
 class _Guarded(HttpToolsProtocol):
     read_timeout = 10.0
+    write_timeout = 30.0
     max_connections = 1000
     _deadline = None
+    _stalled = None  # the write deadline, while the transport's buffer is full
     _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -117,7 +123,28 @@ class _Guarded(HttpToolsProtocol):
                 and self.cycle.response_complete and not self.pipeline:
             self._arm()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.write_timeout, self._cut_off)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _cut_off(self) -> None:
+        self._stalled = None
+        if self.transport is not None and not self.transport.is_closing():
+            log.debug("cut off a client that read nothing of its response for %.0f s", self.write_timeout)
+            self.transport.abort()  # close() would wait to send what it buffered: to a client that does not read
+
     def connection_lost(self, exc) -> None:
         self._disarm()
+        self._unstall()
         self._waiting_since = None
         super().connection_lost(exc)
