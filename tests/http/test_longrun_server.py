@@ -2,7 +2,8 @@
 what must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one
 covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
 sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions),
-some continue one, and an eighth are streamed."""
+some continue one, an eighth are streamed, and a sixteenth download a file their code wrote (half of them giving up
+half-way)."""
 
 import os
 import tempfile
@@ -81,11 +82,28 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
                 assert "response.code_interpreter_call.interpreting" in text and str(i * 3) in text, text[-500:]
                 assert text.rstrip().split("\n")[0] == "event: response.created"
                 return
+            if i % 16 == 9:  # a sixteenth write a file of 1 MiB and download it; half of those give up half-way
+                return download(i)
             if i % 4 == 0 and previous:  # a quarter continue a conversation, the rest start one
                 body["previous_response_id"] = previous
             answer = client.post("/v1/responses", json=body)
             assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
             previous = answer.json()["id"]
+
+        def download(i: int) -> None:
+            code = f"open('out.bin', 'wb').write(b'{i % 10}' * (1 << 20))\nprint({i}*3)"
+            answer = client.post("/v1/responses", json={"input": code})
+            assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
+            container = next(item["container_id"] for item in answer.json()["output"]
+                             if item["type"] == "code_interpreter_call")
+            listed = client.get(f"/v1/containers/{container}/files").json()["data"]
+            path = f"/v1/containers/{container}/files/{listed[0]['id']}/content"
+            with client.stream("GET", path) as content:
+                assert content.status_code == 200 and content.headers["content-length"] == str(1 << 20)
+                if i % 32 == 9:
+                    next(content.iter_raw(65536))  # and goes away: the server stops reading and closes the file
+                    return
+                assert content.read() == str(i % 10).encode() * (1 << 20)
 
         with httpx.Client(base_url=base, timeout=60) as client:
             for i in range(WARM):
