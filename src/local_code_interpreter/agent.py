@@ -11,6 +11,7 @@ from .progress import ReportsCalls
 from .replies import BusyAborts, SafeReplies
 from .sandbox import Sandbox
 from .sessions import SessionManager
+from .stopping import StopsAfterCalls
 from .tool import make_execute_code
 
 AGENT_NAME = "local-code-interpreter"
@@ -34,7 +35,7 @@ def build_agent(chat_client: Any, sandbox: Sandbox, sessions: SessionManager | N
         description="Runs Python in a sandbox to answer questions.",
         instructions=INSTRUCTIONS,
         tools=[make_execute_code(sandbox, sessions)],
-        middleware=[SafeReplies(), BusyAborts(), ReportsCalls(), *middleware],
+        middleware=[SafeReplies(), StopsAfterCalls(), BusyAborts(), ReportsCalls(), *middleware],
         # Where a run's session keeps its history. DevUI passes each page conversation's session (the framework
         # would add this provider on that first run; here it is there from the start, whoever runs first). The
         # lean /v1/responses path sends the history itself and passes a fresh session per run (http/responses.py).

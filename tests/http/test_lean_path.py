@@ -315,3 +315,42 @@ def test_streamed_the_call_is_shown_running_while_the_code_runs(service):
     assert seen["response.code_interpreter_call.interpreting"] < 1.0, seen
     assert seen["response.code_interpreter_call.completed"] - seen["response.code_interpreter_call.interpreting"] > 1.2
     assert seen["response.completed"] >= seen["response.code_interpreter_call.completed"]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
+def test_a_client_that_leaves_mid_cell_keeps_the_cell_and_its_session_and_no_model_call_follows(service, stream):
+    """Through uvicorn: the client closes its connection while the cell runs (`stopping.py`). The cell finishes in
+    the conversation's session (its state is there next turn), the response keeps the call, and the model is not
+    asked again (the embedded model's answer, which says no model is configured, is not in it)."""
+    import json
+    import socket
+    import time
+
+    import httpx
+
+    from local_code_interpreter.offline import NO_MODEL_NOTE
+
+    conversation = f"conv_left_{stream}"
+    body = json.dumps({"input": "import time\ntime.sleep(1)\nx = 6 * 7\nprint('set')", "stream": stream,
+                       "conversation": conversation}).encode()
+    port = httpx.URL(service).port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        if stream:
+            seen = b""
+            while b"code_interpreter_call.interpreting" not in seen:
+                seen += s.recv(65536)
+        else:
+            time.sleep(0.5)  # the cell is running
+    with httpx.Client(base_url=service, timeout=30) as http:
+        for _ in range(100):  # the cell ends about a second after the client left
+            items = http.get(f"/v1/conversations/{conversation}/items").json()["data"]
+            if any(item["type"] == "code_interpreter_call" for item in items):
+                break
+            time.sleep(0.05)
+        assert sorted((item["type"], item.get("role", "")) for item in items) == \
+            [("code_interpreter_call", ""), ("message", "user")], items  # no answer of the model's
+        assert "set" in json.dumps(items) and NO_MODEL_NOTE not in json.dumps(items)
+        again = http.post("/v1/responses", json={"input": "print(x)", "conversation": conversation})
+        assert again.status_code == 200 and "42" in again.text, again.text

@@ -14,6 +14,7 @@ import asyncio
 from starlette.types import Receive, Scope, Send
 
 from ..sandbox.files import OpenedFile
+from ..stopping import disconnected
 
 PIECE = 256 * 1024
 
@@ -29,7 +30,7 @@ class Download:
         self.headers.append((b"content-length", str(opened.size).encode()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone = asyncio.ensure_future(_disconnect(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
             left = 0 if scope["method"] == "HEAD" else self.opened.size
@@ -44,8 +45,3 @@ class Download:
         finally:
             gone.cancel()
             self.opened.close()
-
-
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

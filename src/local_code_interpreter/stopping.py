@@ -1,0 +1,82 @@
+"""A run stops when its client goes away (a closed connection: a stopped stream, a closed tab, a client timeout).
+
+While the model writes, the run is cancelled at once: nothing it had is lost, and no more tokens are spent. While the
+sandbox runs a call, the call finishes (cancelling it would kill the conversation's interpreter, and the state in
+it), its result is kept, and the run ends there: no model call follows. `StopsAfterCalls`, a function middleware
+of the agent, ends the function loop with Agent Framework's `MiddlewareTermination`. So the work a client has the
+server do is bounded by the connections it holds open, and a user who presses stop keeps a conversation that holds
+what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from agent_framework import FunctionMiddleware
+from agent_framework._middleware import MiddlewareTermination
+
+T = TypeVar("T")
+
+
+class Stop:
+    """One request's run, and whether its client left. `run` is the way in."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._calls = 0  # calls the sandbox is running for this run
+        self._task: asyncio.Future | None = None
+
+    async def run(self, work: Awaitable[T], gone: Callable[[], Awaitable[Any]]) -> T | None:
+        """`work` in a task of its own, stopped as above once `gone()` returns; None if it was cancelled so."""
+        token = STOP.set(self)
+        try:
+            task = self._task = asyncio.ensure_future(work)  # the task's context holds STOP
+        finally:
+            STOP.reset(token)
+        watch = asyncio.ensure_future(gone())
+        watch.add_done_callback(self._left)
+        try:
+            await asyncio.wait({task})
+        finally:
+            watch.cancel()
+            if not task.done():  # this request itself was cancelled (the server stops)
+                task.cancel()
+        if task.cancelled() and self.requested:
+            return None
+        return task.result()
+
+    def _left(self, watch: asyncio.Future) -> None:
+        if watch.cancelled() or watch.exception() is not None:
+            return
+        self.requested = True
+        if not self._calls and self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+STOP: ContextVar[Stop | None] = ContextVar("lci_stop", default=None)
+
+
+class StopsAfterCalls(FunctionMiddleware):
+    """Counts the calls in flight for the run's `Stop`; after one, if the client left meanwhile, ends the run with
+    the call's result kept."""
+
+    async def process(self, context, call_next) -> None:
+        stop = STOP.get()
+        if stop is None:
+            return await call_next()
+        stop._calls += 1
+        try:
+            await call_next()
+        finally:
+            stop._calls -= 1
+        if stop.requested:
+            raise MiddlewareTermination("the client went away", result=context.result)
+
+
+async def disconnected(receive) -> None:
+    """Returns when an ASGI request's client has gone (its body already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
