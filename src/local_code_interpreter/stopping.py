@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from agent_framework import FunctionMiddleware
 from agent_framework._middleware import MiddlewareTermination
+from starlette.types import Message, Receive, Send
 
 T = TypeVar("T")
 
@@ -27,16 +28,25 @@ class Stop:
     def __init__(self) -> None:
         self.requested = False
         self._calls = 0  # calls the sandbox is running for this run
+        self._answered = False  # the response was sent whole
         self._task: asyncio.Future | None = None
 
-    async def run(self, work: Awaitable[T], gone: Callable[[], Awaitable[Any]]) -> T | None:
-        """`work` in a task of its own, stopped as above once `gone()` returns; None if it was cancelled so."""
+    async def run(self, serve: Callable[[Send], Awaitable[T]], receive: Receive, send: Send) -> T | None:
+        """`serve(send)` in a task of its own, stopped as above if the client leaves before its response is whole;
+        None if it was cancelled so. (After the response, what `serve` still does, such as keeping it, goes on:
+        uvicorn reports a whole response to `receive` as a disconnect.)"""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._answered = True
+            await send(message)
+
         token = STOP.set(self)
         try:
-            task = self._task = asyncio.ensure_future(work)  # the task's context holds STOP
+            task = self._task = asyncio.ensure_future(serve(sending))  # the task's context holds STOP
         finally:
             STOP.reset(token)
-        watch = asyncio.ensure_future(gone())
+        watch = asyncio.ensure_future(disconnected(receive))
         watch.add_done_callback(self._left)
         try:
             await asyncio.wait({task})
@@ -49,7 +59,7 @@ class Stop:
         return task.result()
 
     def _left(self, watch: asyncio.Future) -> None:
-        if watch.cancelled() or watch.exception() is not None:
+        if watch.cancelled() or watch.exception() is not None or self._answered:
             return
         self.requested = True
         if not self._calls and self._task is not None and not self._task.done():
@@ -76,7 +86,7 @@ class StopsAfterCalls(FunctionMiddleware):
             raise MiddlewareTermination("the client went away", result=context.result)
 
 
-async def disconnected(receive) -> None:
+async def disconnected(receive: Receive) -> None:
     """Returns when an ASGI request's client has gone (its body already read)."""
     while (await receive())["type"] != "http.disconnect":
         pass

@@ -17,6 +17,7 @@ from local_code_interpreter import offline, server
 from local_code_interpreter.sandbox import create_sandbox
 from local_code_interpreter.sessions import SessionManager
 from local_code_interpreter.settings import load
+from local_code_interpreter.stopping import Stop
 
 
 class Client:
@@ -175,3 +176,31 @@ def test_a_client_that_leaves_while_the_model_writes_cancels_the_run_at_once(str
     assert cancelled == [True] and ran == [] and took < 2, (cancelled, ran, took)
     assert items.status_code == 200 and items.json()["data"] == [], items.text
     assert b"".join(client.after) == b""  # nothing more was sent once it left
+
+
+def test_what_a_run_does_after_its_whole_response_is_not_stopped():
+    """uvicorn reports a whole response to `receive` as a disconnect. A streamed run keeps its response after the
+    last event went out; that must not be taken for a client that left."""
+    kept: list[str] = []
+
+    async def run():
+        complete = asyncio.Event()
+
+        async def receive():
+            await complete.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if not message.get("more_body"):
+                complete.set()
+
+        async def serve(send):
+            await send({"type": "http.response.body", "body": b"event: response.completed\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await asyncio.sleep(0.05)  # the receive above has answered meanwhile
+            kept.append("kept")
+            return "done"
+
+        return await Stop().run(serve, receive, send)
+
+    assert asyncio.run(run()) == "done" and kept == ["kept"]

@@ -41,7 +41,7 @@ from .. import identity
 from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
-from ..stopping import Stop, disconnected
+from ..stopping import Stop
 from . import stored
 from .client_tools import client_tools, named_container
 from .containers import CONTAINER_RULE, is_container_id
@@ -201,7 +201,7 @@ class ResponsesApp:
             if (entity is not None and entity != self.agent_name) or header(scope, b"x-proxy-backend"):
                 return await self._to_devui(scope, receive, send, request, body, caller)
             check_request(request)
-            await Stop().run(self._serve(request, caller, send), lambda: disconnected(receive))  # stopping.py
+            await Stop().run(lambda sending: self._serve(request, caller, sending), receive, send)  # stopping.py
         except BadRequest as error:
             await send_error(send, error.status, str(error), error.code)
         except HistoryError as error:
