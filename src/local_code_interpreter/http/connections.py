@@ -6,7 +6,7 @@ Uvicorn's HTTP protocol with two additions:
   sockets, a body that never ends);
 - a write deadline: a client that reads nothing of its response for `write_timeout` seconds while the server has
   more to send (its socket buffer and the transport's are full) is cut off, so it does not hold its request, its
-  file or its stream for ever (a slow reader that makes progress is served);
+  file or its stream for ever; a slow reader that reads some in each period is served however long it takes;
 - a connection cap below the process's file limit: at the cap, a new connection displaces the connection that
   has been waiting longest for its request (a client that holds sockets open without sending gets them closed,
   so `/health` and real clients still get in); when every connection is busy with a request, the new one gets 503.
@@ -66,6 +66,7 @@ class _Guarded(HttpToolsProtocol):
     max_connections = 1000
     _deadline = None
     _stalled = None  # the write deadline, while the transport's buffer is full
+    _unsent = 0  # what the transport held unsent when the deadline was set
     _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -126,7 +127,11 @@ class _Guarded(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stalled is None:
-            self._stalled = self.loop.call_later(self.write_timeout, self._cut_off)
+            self._arm_write()
+
+    def _arm_write(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._stalled = self.loop.call_later(self.write_timeout, self._cut_off)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -139,9 +144,13 @@ class _Guarded(HttpToolsProtocol):
 
     def _cut_off(self) -> None:
         self._stalled = None
-        if self.transport is not None and not self.transport.is_closing():
-            log.debug("cut off a client that read nothing of its response for %.0f s", self.write_timeout)
-            self.transport.abort()  # close() would wait to send what it buffered: to a client that does not read
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() < self._unsent:  # it read some (nothing is added while paused)
+            self._arm_write()
+            return
+        log.debug("cut off a client that read nothing of its response for %.0f s", self.write_timeout)
+        self.transport.abort()  # close() would wait to send what it buffered: to a client that does not read
 
     def connection_lost(self, exc) -> None:
         self._disarm()
