@@ -1,6 +1,6 @@
 """Slow and idle clients cannot starve the server.
 
-Uvicorn's HTTP protocol with two additions:
+Uvicorn's HTTP protocol with three additions:
 - a read deadline: a connection must deliver a whole request (headers and body) within `read_timeout` seconds of
   opening, of starting the request, or of its previous response; otherwise it is closed (slowloris, idle
   sockets, a body that never ends);
@@ -8,8 +8,9 @@ Uvicorn's HTTP protocol with two additions:
   more to send (its socket buffer and the transport's are full) is cut off, so it does not hold its request, its
   file or its stream for ever; a slow reader that reads some in each period is served however long it takes;
 - a connection cap below the process's file limit: at the cap, a new connection displaces the connection that
-  has been waiting longest for its request (a client that holds sockets open without sending gets them closed,
-  so `/health` and real clients still get in); when every connection is busy with a request, the new one gets 503.
+  has been waiting longest for its client, to send its request or to read its response (a client that holds
+  sockets open without sending, or without reading, gets them closed, so `/health` and real clients still get in);
+  when every connection is busy with a request its client keeps up with, the new one gets 503.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class _Guarded(HttpToolsProtocol):
     _deadline = None
     _stalled = None  # the write deadline, while the transport's buffer is full
     _unsent = 0  # what the transport held unsent when the deadline was set
+    _stalled_since: float | None = None  # loop time since which its client has not emptied the transport's buffer
     _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -77,16 +79,20 @@ class _Guarded(HttpToolsProtocol):
         self._arm()
 
     def _displace_one(self) -> bool:
+        """Abort the connection that has waited longest for its client: for its request, or to read its response."""
         oldest, since = None, None
         for other in self.connections:
             waiting = getattr(other, "_waiting_since", None)
+            if waiting is None:
+                waiting = getattr(other, "_stalled_since", None)
             if waiting is not None and (since is None or waiting < since):
                 oldest, since = other, waiting
         if oldest is None:
             return False
         oldest._disarm()
+        oldest._unstall()
         transport = oldest.transport
-        transport.abort()  # an idle connection: nothing to flush
+        transport.abort()  # idle, or its client reads nothing: nothing to flush
         sock = getattr(transport, "_sock", None)
         if sock is not None:  # free its descriptor now, not on the next loop iteration (abort stopped watching it)
             sock.close()
@@ -127,6 +133,7 @@ class _Guarded(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._stalled is None:
+            self._stalled_since = self.loop.time()
             self._arm_write()
 
     def _arm_write(self) -> None:
@@ -138,6 +145,7 @@ class _Guarded(HttpToolsProtocol):
         self._unstall()
 
     def _unstall(self) -> None:
+        self._stalled_since = None
         if self._stalled is not None:
             self._stalled.cancel()
             self._stalled = None
