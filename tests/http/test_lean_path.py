@@ -354,3 +354,28 @@ def test_a_client_that_leaves_mid_cell_keeps_the_cell_and_its_session_and_no_mod
         assert "set" in json.dumps(items) and NO_MODEL_NOTE not in json.dumps(items)
         again = http.post("/v1/responses", json={"input": "print(x)", "conversation": conversation})
         assert again.status_code == 200 and "42" in again.text, again.text
+
+
+def test_a_devui_page_that_leaves_mid_cell_keeps_what_the_cell_did(service):
+    """The DevUI page's requests go through DevUI, which would cancel the run when the page goes away, the cell
+    with it: the next turn found nothing of it (NameError). `Stop` watches the page instead (`_to_devui`): the cell
+    finishes in the conversation's session, and the next turn sees its variable."""
+    import json
+    import socket
+    import time
+
+    import httpx
+
+    with httpx.Client(base_url=service, timeout=30) as http:
+        entity = http.get("/v1/entities").json()["entities"][0]["id"]
+        conversation = http.post("/v1/conversations", json={"metadata": {"entity_id": entity}}).json()["id"]
+        page = {"model": entity, "metadata": {"entity_id": entity}, "conversation": conversation, "stream": True}
+        body = json.dumps(dict(page, input="import time\ntime.sleep(1)\nx = 6 * 7\nprint('set')")).encode()
+        with socket.create_connection(("127.0.0.1", httpx.URL(service).port), timeout=10) as s:
+            s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.5)  # the cell is running; the page goes away
+        time.sleep(1)
+        again = http.post("/v1/responses", json=dict(page, input="print(x + 1)"))
+        printed = "43\\n" in again.text  # the cell's output, in the events' JSON
+        assert again.status_code == 200 and printed and "NameError" not in again.text, again.text[-800:]

@@ -3,6 +3,8 @@ and the sandbox's errors mapped to their HTTP status; and the small ASGI helpers
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 
 from typing import Any
@@ -63,13 +65,16 @@ def header(scope: Scope, name: bytes) -> bytes:
     return b""
 
 
-def replayed(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives `body` (read already) once, then the client's own (its disconnect)."""
+def replayed(body: bytes, receive: Receive | None) -> Receive:
+    """A receive that gives `body` (read already) once, then the client's own (its disconnect); with no `receive`
+    (the client is watched elsewhere: `stopping.Stop`), nothing more."""
     given = False
 
     async def replay() -> Message:
         nonlocal given
         if given:
+            if receive is None:
+                await asyncio.Event().wait()
             return await receive()
         given = True
         return {"type": "http.request", "body": body, "more_body": False}

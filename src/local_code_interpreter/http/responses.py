@@ -288,7 +288,9 @@ class ResponsesApp:
                               stored.render(response_id, request["input"], _response_of(last)))
 
     async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
-        """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names."""
+        """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names. A page that
+        goes away stops the run as `Stop` does on the lean path; DevUI itself is not told (it would cancel a cell
+        mid-way, and the conversation would lose what the cell did)."""
         metadata = request.get("metadata")
         if isinstance(metadata, dict) and metadata.get("entity_id") == self.agent_name:
             entity = self.devui_entity_id()
@@ -298,15 +300,13 @@ class ResponsesApp:
         conversation = request.get("conversation")
         if isinstance(conversation, dict):
             conversation = conversation.get("id")
-        replay = replayed(body, receive)
+        replay = replayed(body, None)
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         scope = dict(scope, headers=headers)
-        if isinstance(conversation, str) and conversation:
-            with in_conversation(conversation, caller):
-                await self.devui(scope, replay, send)
-        else:
-            await self.devui(scope, replay, send)
+        with in_conversation(conversation, caller) if isinstance(conversation, str) and conversation \
+                else contextlib.nullcontext():
+            await Stop().run(lambda sending: self.devui(scope, replay, sending), receive, send)
 
 
 # The events that end a stream; their data holds the whole response object (`{"type": ..., "response": {...}}`).
