@@ -4,9 +4,7 @@ and the sandbox's errors mapped to their HTTP status; and the small ASGI helpers
 from __future__ import annotations
 
 import asyncio
-
 import json
-
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
