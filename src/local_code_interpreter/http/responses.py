@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -45,6 +44,7 @@ from ..stopping import Stop
 from . import stored
 from .client_tools import client_tools, named_container
 from .containers import CONTAINER_RULE, is_container_id
+from .bodies import BadRequest, parse_body, read_body
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
@@ -53,79 +53,6 @@ from .tool_items import shown
 from .tool_stream import ShownRun
 
 log = logging.getLogger(__name__)
-MAX_DEPTH = 32
-
-
-class BadRequest(ValueError):
-    def __init__(self, message: str, code: str = "invalid_request", status: int = 400):
-        super().__init__(message)
-        self.code, self.status = code, status
-
-
-def _no_constant(name: str) -> Any:
-    raise BadRequest(f"the request body contains {name}, which is not valid JSON", "invalid_json")
-
-
-def parse_body(body: bytes) -> dict:
-    """A JSON object, or BadRequest: invalid JSON, NaN/Infinity, nesting deeper than MAX_DEPTH, a string holding
-    half a surrogate pair (`"\\ud800"` alone: valid JSON, but no Unicode text; it cannot be encoded again)."""
-    if _depth_exceeds(body, MAX_DEPTH):
-        raise BadRequest(f"the request body is nested deeper than {MAX_DEPTH} levels", "invalid_json")
-    try:
-        value = json.loads(body, parse_constant=_no_constant)
-    except BadRequest:
-        raise
-    except (ValueError, RecursionError):
-        raise BadRequest("the request body must be a JSON object", "invalid_json") from None
-    if not isinstance(value, dict):
-        raise BadRequest("the request body must be a JSON object", "invalid_json")
-    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
-        raise BadRequest("the request body has a string with half a surrogate pair (a lone \\uD800-\\uDFFF "
-                         "escape), which is not Unicode text", "invalid_json")
-    return value
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")  # rare; only then are the strings walked
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def _depth_exceeds(body: bytes, limit: int) -> bool:
-    """Bracket depth outside strings, without building anything (cheap; rejects nesting bombs before parsing)."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    depth, in_string, escaped = 0, False, False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "instructions": (str,), "stream": (bool,), "store": (bool,), "metadata": (dict,),
     "temperature": (int, float), "top_p": (int, float), "max_output_tokens": (int,),
@@ -163,18 +90,6 @@ def check_metadata(metadata: Any) -> None:
     if metadata is not None and not (isinstance(metadata, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
         raise BadRequest("'metadata' must be an object of string values", "invalid_type")
-
-
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole body (the guard has already bounded it), or None if the client went away."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 class ResponsesApp:
