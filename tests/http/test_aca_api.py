@@ -369,6 +369,10 @@ def test_engine_errors_map_to_the_api_error_shape(manager):
     (q(), execute_body("1", executionType="asynchronous"), 400, "InvalidRequestBody"),
     (q(), execute_body("1", timeoutInSeconds=0), 400, "InvalidRequestBody"),
     (q(), execute_body("1", timeoutInSeconds="9"), 400, "InvalidRequestBody"),
+    # Strict JSON, as on the other JSON routes: a nesting bomb was a RecursionError, a 500 and a logged traceback
+    (q(), b'{"properties": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "InvalidRequestBody"),
+    (q(), b'{"properties": {"code": "1", "timeoutInSeconds": NaN}}', 400, "InvalidRequestBody"),
+    (q(), b'{"properties": {"code": "print(\'\\ud800\')"}}', 400, "InvalidRequestBody"),
 ])
 def test_bad_requests_get_a_clear_400_and_run_nothing(manager, params, body, status, code):
     app = build_aca_app(manager, settings())

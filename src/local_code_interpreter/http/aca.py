@@ -38,6 +38,7 @@ from ..fair import Holdings
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
+from .bodies import BadRequest, parse_body
 from .downloads import Download
 from .errors import send_json
 
@@ -125,12 +126,9 @@ async def json_body(request: Request) -> dict:
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, "RequestTooLarge", f"The request body is larger than {MAX_JSON_BYTES} bytes")
     try:
-        data = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "InvalidRequestBody", "The request body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "InvalidRequestBody", "The request body must be a JSON object")
-    return data
+        return parse_body(bytes(body))  # strict, as the other JSON routes: nesting bombs, NaN, half surrogates
+    except BadRequest as error:
+        raise ApiError(400, "InvalidRequestBody", str(error)) from None
 
 
 def execution_request(data: dict, default_type: str = "synchronous",
