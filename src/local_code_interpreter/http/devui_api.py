@@ -5,6 +5,10 @@
   taken from `detail` (a validation error's list joined, field by field); `detail` stays, as the DevUI page's
   scripts read it. Anything else passes untouched, unbuffered.
 - An entity id DevUI does not serve (`/v1/entities/{id}/...`) is a 404 here: DevUI answers 500 for it.
+- A JSON body DevUI is given is parsed first as our own routes parse theirs (`bodies.parse_body`): a body of NaN, or
+  with half a surrogate pair, was a plain-text 500 from FastAPI, which fails to write its own validation error
+  (`POST /v1/conversations/{id}`, `client.conversations.update`). The DevUI page's requests that our layers
+  parsed before handing them on are parsed again: small, and the page's alone.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_value, send_error
+from .bodies import BadRequest, parse_body, read_body
+from .errors import error_value, replayed, send_error
 
 _ENTITIES = "/v1/entities/"
 _CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 413: "too_large", 422: "invalid_request", 429: "rate_limited"}
 MAX_ERROR_BYTES = 64 * 1024  # a larger error body passes as it is
+_WITH_BODY = ("POST", "PUT", "PATCH")
 
 
 class DevUIApi:
@@ -39,6 +45,16 @@ class DevUIApi:
             served = self.entity_id()
             if served is not None and wanted != served:
                 return await send_error(send, 404, f"no entity {wanted!r}: this server's is {served!r}", "not_found")
+        if scope.get("method") in _WITH_BODY and _is_json(scope["headers"]):
+            body = await read_body(receive)
+            if body is None:
+                return
+            if body.strip():
+                try:
+                    parse_body(body)
+                except BadRequest as error:
+                    return await send_error(send, error.status, str(error), error.code)
+            receive = replayed(body, receive)
         held: Message | None = None  # the start of an error answer, sent with its rewritten body
         chunks: list[bytes] = []
 
