@@ -135,6 +135,23 @@ def test_malformed_input_is_4xx_in_openai_shape(open_server, body, words):
     assert set(error) >= {"message", "type", "code"} and words in error["message"], error
 
 
+@pytest.mark.parametrize("request_", [
+    b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+    b"POST /sessions/code/execute HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header: x\r\n\r\n",
+], ids=["bad chunk", "length and chunked", "negative length", "huge length", "bad header name"])
+def test_what_the_http_parser_refuses_is_a_400_in_the_openai_error_shape(open_server, request_):
+    base, port, _ = open_server
+    answer = raw(port, request_)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower(), answer[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_http_request" and "invalid HTTP request" in error["message"], error
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})

@@ -11,6 +11,9 @@ Uvicorn's HTTP protocol with three additions:
   has been waiting longest for its client, to send its request or to read its response (a client that holds
   sockets open without sending, or without reading, gets them closed, so `/health` and real clients still get in);
   when every connection is busy with a request its client keeps up with, the new one gets 503.
+
+What the HTTP parser refuses (bad framing, a bad header, a negative or huge length) is a 400 in the OpenAI error
+shape, as every other refusal of ours, where uvicorn writes plain text.
 """
 
 from __future__ import annotations
@@ -20,10 +23,21 @@ import resource
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .errors import error_body
+
 log = logging.getLogger(__name__)
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
-         b"content-length: 107\r\n\r\n"
-         b'{"error": {"message": "too many connections", "type": "server_error", "code": "overloaded", "param": null}}')
+
+
+def _closing_answer(status: bytes, body: bytes, headers=()) -> bytes:
+    """A whole HTTP/1.1 answer of a JSON `body`, written before the connection closes (no ASGI app involved)."""
+    head = [b"HTTP/1.1 ", status, b"\r\n"]
+    for name, value in headers:
+        head.extend([name, b": ", value, b"\r\n"])
+    head.append(b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body))
+    return b"".join(head) + body
+
+
+_BUSY = _closing_answer(b"503 Service Unavailable", error_body(503, "too many connections", "overloaded"))
 
 
 def _reserve() -> tuple[int, int]:
@@ -70,6 +84,11 @@ class _Guarded(HttpToolsProtocol):
     _unsent = 0  # what the transport held unsent when the deadline was set
     _stalled_since: float | None = None  # loop time since which its client has not emptied the transport's buffer
     _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
+
+    def send_400_response(self, msg: str) -> None:
+        body = error_body(400, f"invalid HTTP request: {msg}", "invalid_http_request")
+        self.transport.write(_closing_answer(b"400 Bad Request", body, self.server_state.default_headers))
+        self.transport.close()
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections and not self._displace_one():
