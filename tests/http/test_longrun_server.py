@@ -3,7 +3,9 @@ what must not grow does not grow. tests/http/test_longrun.py covers the serving 
 covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
 sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions),
 some continue one, an eighth are streamed, and a sixteenth download a file their code wrote (half of them giving up
-half-way)."""
+half-way). The other APIs' traffic is mixed in: a sixteenth go to the sessions API (synchronous and asynchronous
+executions, uploads, listings and deletions, across more identifiers than the replica keeps sessions), and a
+sixteenth create a conversation, answer in it and delete it."""
 
 import os
 import tempfile
@@ -84,6 +86,10 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
                 return
             if i % 16 == 9:  # a sixteenth write a file of 1 MiB and download it; half of those give up half-way
                 return download(i)
+            if i % 16 == 3:
+                return sessions_api(i)
+            if i % 16 == 13:
+                return conversation(i)
             if i % 4 == 0 and previous:  # a quarter continue a conversation, the rest start one
                 body["previous_response_id"] = previous
             answer = client.post("/v1/responses", json=body)
@@ -104,6 +110,37 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
                     next(content.iter_raw(65536))  # and goes away: the server stops reading and closes the file
                     return
                 assert content.read() == str(i % 10).encode() * (1 << 20)
+
+        def sessions_api(i: int) -> None:
+            """An identifier of 12 (twice the replica's sessions): executions, an upload, a listing, a deletion."""
+            query = {"api-version": "2025-02-02-preview", "identifier": f"longrun-{i % 12}"}
+            if i % 32 == 3:  # asynchronous: started, then read back
+                started = client.post("/sessions/executions", params=query,
+                                      json={"code": f"print({i}*3)", "executionType": "Asynchronous"})
+                assert started.status_code == 202, started.text[:500]
+                location = started.headers["operation-location"].replace("/sessions", "", 1)
+                for _ in range(200):
+                    polled = client.get(f"/sessions{location.split('?')[0]}", params=query).json()
+                    if polled["status"] != "Running":
+                        break
+                    time.sleep(0.01)
+                assert polled["status"] == "Succeeded" and str(i * 3) in polled["result"]["stdout"], polled
+                return
+            answer = client.post("/sessions/executions", params=query, json={"code": f"print({i}*3)"})
+            assert answer.status_code == 202 and str(i * 3) in answer.json()["result"]["stdout"], answer.text[:500]
+            uploaded = client.post("/sessions/files", params=query, files={"file": (f"f{i}.txt", b"x" * 1000)})
+            assert uploaded.status_code == 200, uploaded.text[:500]
+            names = [entry["name"] for entry in client.get("/sessions/files", params=query).json()["value"]]
+            assert f"f{i}.txt" in names, names
+            assert client.delete(f"/sessions/files/f{i}.txt", params=query).status_code == 204
+
+        def conversation(i: int) -> None:
+            created = client.post("/v1/conversations", json={"items": [{"role": "user", "content": "hello"}]})
+            assert created.status_code == 200, created.text[:500]
+            conversation_id = created.json()["id"]
+            answer = client.post("/v1/responses", json={"input": f"print({i}*3)", "conversation": conversation_id})
+            assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
+            assert client.delete(f"/v1/conversations/{conversation_id}").status_code == 200
 
         with httpx.Client(base_url=base, timeout=60) as client:
             for i in range(WARM):
