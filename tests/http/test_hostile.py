@@ -152,6 +152,60 @@ def test_what_the_http_parser_refuses_is_a_400_in_the_openai_error_shape(open_se
     assert httpx.get(f"{base}/health").status_code == 200
 
 
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def _pipelined(count: int) -> bytes:
+    body = b'{"input": "print(6*7)"}'
+    return (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)) * count
+
+
+def test_a_few_pipelined_requests_are_each_answered_in_order(open_server):
+    _, port, _ = open_server
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(_pipelined(5))
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < 5 or not received.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, received[-300:]
+            received += chunk
+    assert received.count(b"HTTP/1.1 ") == 5 and received.count(b"42") >= 5
+
+
+def test_a_client_that_pipelines_thousands_of_requests_cannot_grow_the_server(open_server):
+    """Uvicorn alone queued every pipelined request (its headers and body) and read on after each response: 6 MB
+    of requests never read grew the server by 150 MiB within seconds. Past 16 queued, the connection is closed."""
+    base, port, process = open_server
+    before = _rss_mib(process.pid)
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setblocking(False)
+        flood, sent, deadline = _pipelined(50000), 0, time.monotonic() + 10
+        try:
+            while sent < len(flood) and time.monotonic() < deadline:
+                try:
+                    sent += s.send(flood[sent:sent + 65536])
+                except BlockingIOError:
+                    time.sleep(0.01)
+        except OSError:
+            pass  # reset: the server closed the connection with our requests unread
+        time.sleep(2)  # what the server would have read and queued meanwhile
+        grown = _rss_mib(process.pid) - before
+        s.settimeout(1)
+        reading = time.monotonic() + 5  # a server that serves the whole flood answers for minutes
+        try:
+            while (chunk := s.recv(65536)) and time.monotonic() < reading:
+                received += chunk
+        except OSError:
+            pass
+    assert grown < 20, (before, grown)
+    assert b"503 Service Unavailable" in received and b"too many pipelined requests" in received, received[:300]
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})

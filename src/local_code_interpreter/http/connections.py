@@ -14,6 +14,11 @@ Uvicorn's HTTP protocol with three additions:
 
 What the HTTP parser refuses (bad framing, a bad header, a negative or huge length) is a 400 in the OpenAI error
 shape, as every other refusal of ours, where uvicorn writes plain text.
+
+Pipelining is bounded: uvicorn queues every request a client sends ahead of the responses (each with its headers
+and body in memory) and reads on after each response, so one client that pipelined 6 MB of small requests without
+reading grew the server by 150 MiB. A connection that queues more than `max_pipelined` requests behind the one
+running is closed (503 when nothing of the running one's response was sent yet).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def _closing_answer(status: bytes, body: bytes, headers=()) -> bytes:
 
 
 _BUSY = _closing_answer(b"503 Service Unavailable", error_body(503, "too many connections", "overloaded"))
+_PIPELINED = _closing_answer(b"503 Service Unavailable", error_body(
+    503, "too many pipelined requests on one connection: send a request after the previous response", "overloaded"))
 
 
 def _reserve() -> tuple[int, int]:
@@ -64,6 +71,9 @@ def accept_backlog() -> int:
     return max(16, min(2048, _reserve()[1] // 4))
 
 
+MAX_PIPELINED = 16  # requests a connection may queue behind the one running
+
+
 def protocol(read_timeout: float, max_connections: int, write_timeout: float = 30.0) -> type[HttpToolsProtocol]:
     """A uvicorn `http=` protocol class with these deadlines and cap."""
 
@@ -84,6 +94,9 @@ class _Guarded(HttpToolsProtocol):
     _unsent = 0  # what the transport held unsent when the deadline was set
     _stalled_since: float | None = None  # loop time since which its client has not emptied the transport's buffer
     _waiting_since: float | None = None  # loop time since which it waits for a request; None while one runs
+    max_pipelined = MAX_PIPELINED
+    _running = None  # the request cycle being served
+    _refused = False  # too many pipelined requests: the connection is closing, the rest of its bytes are ignored
 
     def send_400_response(self, msg: str) -> None:
         body = error_body(400, f"invalid HTTP request: {msg}", "invalid_http_request")
@@ -134,11 +147,45 @@ class _Guarded(HttpToolsProtocol):
             log.debug("closing a connection that did not deliver its request within %.0f s", self.read_timeout)
             self.transport.close()
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self._arm()  # the request now has `read_timeout` to arrive whole
 
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        super().on_headers_complete()
+        if len(self.pipeline) > self.max_pipelined:
+            self._refuse_pipelined()
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def _refuse_pipelined(self) -> None:
+        """Close: the queued requests are dropped unanswered, the running one's response is cut off (its run stops
+        as for any client that leaves, `stopping.py`); the parser's callbacks on what follows do nothing."""
+        self._refused = True
+        self.pipeline.clear()
+        self._disarm()
+        log.warning("closed a connection that pipelined more than %d requests", self.max_pipelined)
+        if self._running is None or not self._running.response_started:
+            self.transport.write(_PIPELINED)
+        self.transport.close()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         super().on_message_complete()
         self._disarm()
         self._waiting_since = None
