@@ -206,6 +206,49 @@ def test_a_client_that_pipelines_thousands_of_requests_cannot_grow_the_server(op
     assert httpx.get(f"{base}/health").status_code == 200
 
 
+@pytest.mark.parametrize("head", [
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 3_000_000,  # 24 MB of small headers
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: " + b"b" * 30_000_000,  # one header, never ending
+    b"GET /health?" + b"a" * 30_000_000,  # a request line, never ending
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-A: b\r\n" * 300 + b"\r\n",  # a small head, many headers
+], ids=["many headers", "huge header", "huge request line", "300 headers"])
+def test_an_unauthenticated_head_too_large_gets_431_and_cannot_grow_the_server(with_token, head):
+    """llhttp sets no limit on a request line or headers, and uvicorn keeps every header as Python objects: 24 MB
+    of headers sent in half a second grew the server by 270 MiB, before any authentication could run."""
+    base, port, process = with_token
+    before = _rss_mib(process.pid)
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 5
+        try:
+            while sent < len(head) and time.monotonic() < deadline:
+                try:
+                    sent += s.send(head[sent:sent + (1 << 20)])
+                except BlockingIOError:
+                    time.sleep(0.005)
+        except OSError:
+            pass  # reset: the server closed it with the rest unread
+        grown = _rss_mib(process.pid) - before
+        s.settimeout(2)
+        try:
+            while chunk := s.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    assert grown < 20, (before, grown)
+    assert received.startswith(b"HTTP/1.1 431 "), received[:300]
+    assert json.loads(received.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
+def test_a_head_within_the_limits_is_served(with_token):
+    base, _, _ = with_token
+    headers = {f"x-h{i}": "v" * 200 for i in range(200)}  # 200 headers, about 42 KiB
+    answer = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {TOKEN}", **headers})
+    assert answer.status_code == 200, answer.text[:300]
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})
