@@ -196,7 +196,7 @@ async def serve(settings: Settings, open_browser: bool = False, mounts: Sequence
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             log_config=logs.uvicorn_log_config(), access_log=False,
                             timeout_graceful_shutdown=1, server_header=False,
-                            http=protocol(serving.read_timeout, max_connections, serving.write_timeout),
+                            http=protocol(serving.read_timeout, max_connections, serving.write_timeout), ws="none",
                             timeout_keep_alive=max(5, int(serving.read_timeout)), backlog=accept_backlog())
     server = uvicorn.Server(config)
     if open_browser:

@@ -249,6 +249,35 @@ def test_a_head_within_the_limits_is_served(with_token):
     assert answer.status_code == 200, answer.text[:300]
 
 
+@pytest.mark.parametrize("upgrade", [b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                                     b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABk\r\n"],
+                         ids=["websocket", "h2c"])
+def test_an_upgrade_is_ignored_and_the_request_served_as_http(with_token, upgrade):
+    """Nothing here speaks WebSocket: uvicorn handed such a connection to its WebSocket protocol (outside the
+    connection deadlines and cap) for a 403 and two log lines each; now the request is served as HTTP/1.1."""
+    base, port, process = with_token
+    process.log.seek(0, 2)
+    logged = process.log.tell()
+    request = (b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
+               + upgrade + b"\r\n")
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for follow in (request, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"):  # the connection goes on
+            s.sendall(follow)
+            while not received.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, received[-300:]
+                received += chunk
+            received += b" "
+    assert received.count(b"HTTP/1.1 200 OK") == 2, received[:500]
+    assert b"local-code-interpreter" in received and b'"status": "healthy"' in received, received[:500]
+    time.sleep(0.3)
+    process.log.seek(logged)
+    lines = process.log.read().splitlines()
+    assert not [line for line in lines if "WebSocket" in line or "pgrade" in line], lines
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})

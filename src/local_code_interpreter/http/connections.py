@@ -25,6 +25,10 @@ objects, so one unauthenticated connection that sent 24 MB of headers in half a 
 A request line and headers longer than `head_limit` bytes, or more than `max_headers` headers, get 431 and the
 connection is closed. (While a head is incomplete, what arrives is parsed a slice at a time, so the limit is
 checked before much more than it is parsed; a body is parsed as it comes.)
+
+HTTP/1.1 only: an `Upgrade` header (WebSocket, h2c) is ignored, as RFC 9110 (7.8) allows, and the request served as
+it is. Nothing here speaks WebSocket; uvicorn handed such a connection to its WebSocket protocol, outside the
+deadlines and the cap above, for a 403 and two log lines each.
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ class _Guarded(HttpToolsProtocol):
     _in_head = True  # what arrives belongs to a request's line or headers (or, between requests, the next one's)
     _head_bytes = 0
     _headers = 0
+
+    def _should_upgrade(self) -> bool:
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # ignored, not refused: nothing worth a line per request
 
     def send_400_response(self, msg: str) -> None:
         body = error_body(400, f"invalid HTTP request: {msg}", "invalid_http_request")
