@@ -250,6 +250,39 @@ def test_one_callers_asynchronous_executions_neither_push_out_anothers_result_no
     asyncio.run(scenario())
 
 
+def test_kept_results_are_bounded_in_bytes_and_one_caller_drops_its_own_first(manager, entra, monkeypatch):
+    """A kept result holds its output and figures (up to 8 MiB): 24 kept results with figures grew the real server
+    by 229 MiB, so 1,024 of them could hold gigabytes. Past the byte bound the oldest finished one of the caller
+    holding the most bytes goes, never Alice's single unread one."""
+    import local_code_interpreter.http.aca as aca
+
+    monkeypatch.setattr(aca, "MAX_KEPT_OPERATION_BYTES", 5000)
+    manager.result = ExecutionResult("x" * 1000, "", 0, images=[Image("image/png", PNG)])  # 1,264 bytes
+    server, _, context = entra
+    sessions_app = build_aca_app(manager, settings())
+    api = sessions_app.state.api
+    verifier = EntraVerifier(EntraSettings(TENANT, authority=server.url, allowed_object_ids=frozenset({"*"})),
+                             ssl_context=context).lenient()
+    app = served(sessions_app, entra=verifier)
+    alice = {"authorization": f"Bearer {sign(entra)}"}
+
+    async def scenario():
+        async with client_for(app) as client:
+            hers = await _start(client, "a", alice)
+            await asyncio.sleep(0.05)
+            mine = []
+            for _ in range(10):
+                started = await _start(client, "m")
+                assert started.status_code == 202, started.text
+                mine.append(started.headers["operation-location"].removeprefix("/sessions"))
+                await asyncio.sleep(0.02)
+            kept = await client.get(hers.headers["operation-location"].removeprefix("/sessions"), headers=alice)
+            assert kept.status_code == 200 and kept.json()["result"]["stdout"] == "x" * 1000, kept.text[:300]
+            assert [(await client.get(location)).status_code for location in mine] == [404] * 8 + [200] * 2
+            assert api.kept_bytes.total == sum(op.size for op in api.operations.values()) == 3 * 1264 <= 5000
+    asyncio.run(scenario())
+
+
 # -- files -------------------------------------------------------------------------------------------------
 
 def multipart(name: str, data: bytes) -> dict:

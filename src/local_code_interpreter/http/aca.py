@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..fair import Holdings
+from ..fair import Holdings, Tally
 from ..identity import SCOPE_KEY, Caller
 from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaExceeded, SandboxBusy,
                              SandboxUnavailable)
@@ -55,6 +55,9 @@ MAX_RUNNING_OPERATIONS = 64  # asynchronous executions running at once on a repl
 MAX_RUNNING_OPERATIONS_PER_CALLER = 16  # ...and of one caller: three quarters stay for the others
 MAX_KEPT_OPERATIONS = 1024  # finished ones kept for GET executions/{id}; past it, the oldest of the caller holding
 # the most is dropped (fair.py), so one caller's many executions do not push out another's result before it is read
+MAX_KEPT_OPERATION_BYTES = 64 * 1024 * 1024  # and what their results hold (output, figures: up to 8 MiB each); past
+# it, the oldest finished one of the caller holding the most bytes is dropped (within the service's own share of the
+# pod's memory, beside the conversations the lean path keeps)
 OPERATION_TTL_SECONDS = 600
 _IDENTIFIER = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,128}$")
 
@@ -225,6 +228,13 @@ class Operation:
     identifier: str
     task: asyncio.Task
     started: float
+    size: int = 0  # bytes its result holds, once finished
+
+
+def result_bytes(result: ExecutionResult) -> int:
+    """What a kept result holds in memory, near enough: its output, value and figures."""
+    return (len(result.stdout) + len(result.stderr) + len(result.value or "")
+            + sum(len(image.data) for image in result.images))
 
 
 def iso(timestamp: float) -> str:
@@ -275,6 +285,7 @@ class SessionsApi:
         self.manager, self.settings = manager, settings
         # (owner, execution id) → asynchronous execution, each caller's oldest first
         self.operations: Holdings[Operation] = Holdings()
+        self.kept_bytes = Tally()  # result bytes of the finished ones, by caller
         limits = getattr(settings, "sessions", None)  # SessionLimits (LCI_MAX_UPLOAD_MB), shared with the engine
         self.max_upload_mb = getattr(limits, "max_upload_mb", 128)
         self.max_upload = self.max_upload_mb * 1024 * 1024
@@ -340,8 +351,9 @@ class SessionsApi:
                            "of yours are running, the most one caller may have at once; retry when one has "
                            "finished", {"Retry-After": "1"})
         task = asyncio.get_running_loop().create_task(self._run(key, code, timeout))
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # kept for GET, not logged
-        self.operations[(key[0], execution_id)] = Operation(key[1], task, time.monotonic())
+        name = (key[0], execution_id)
+        self.operations[name] = Operation(key[1], task, time.monotonic())
+        task.add_done_callback(lambda done: self._finished(name, done))
         location = (f"{request.scope.get('root_path', '')}/executions/{execution_id}"
                     f"?api-version={version}&identifier={quote(key[1], safe='')}")
         return JSONResponse(execution_body(execution_id, key[1], "Asynchronous", None), status_code=202,
@@ -361,18 +373,34 @@ class SessionsApi:
         return JSONResponse(execution_body(request.path_params["id"], key[1], "Asynchronous",
                                            operation.task.result()))
 
+    def _finished(self, name: tuple[str, str], task: asyncio.Task) -> None:
+        """A result to keep for GET (an error too, not logged): its bytes count from now."""
+        operation = self.operations.get(name)
+        if task.cancelled() or task.exception() is not None or operation is None or operation.task is not task:
+            return
+        operation.size = result_bytes(task.result())
+        self.kept_bytes.add(name[0], operation.size)
+        self._forget_old_operations(name[0])
+
     def _forget_old_operations(self, requester: str) -> None:
-        """Finished executions past their time; then, past the bound, the oldest finished one of the caller
-        holding the most (never of a caller holding fewer than `requester`)."""
+        """Finished executions past their time; then, past either bound (how many, how many bytes), the oldest
+        finished one of the caller holding the most (never of a caller holding less than `requester`)."""
         now = time.monotonic()
         for name, op in self.operations.items():
             if op.task.done() and now - op.started > OPERATION_TTL_SECONDS:
-                self.operations.pop(name)
-        while len(self.operations) > MAX_KEPT_OPERATIONS:
-            name = next((name for name, op in self.operations.give_way(requester) if op.task.done()), None)
+                self._drop(name)
+        while (over_bytes := self.kept_bytes.total > MAX_KEPT_OPERATION_BYTES) \
+                or len(self.operations) > MAX_KEPT_OPERATIONS:
+            ranked = self.operations.give_way(requester, self.kept_bytes.of if over_bytes else None)
+            name = next((name for name, op in ranked if op.task.done()), None)
             if name is None:
                 break
-            self.operations.pop(name)
+            self._drop(name)
+
+    def _drop(self, name: tuple[str, str]) -> None:
+        operation = self.operations.pop(name)
+        if operation is not None:
+            self.kept_bytes.add(name[0], -operation.size)
 
     # POST files/upload ("properties") and POST files ("flat")
     async def upload(self, request: Request) -> Response:
