@@ -213,6 +213,21 @@ def _start(client, ident, headers=None):
         "codeInputType": "inline", "executionType": "Asynchronous", "code": "1"})
 
 
+async def _hers_then_ten_of_mine(client, alice: dict) -> tuple[httpx.Response, list[str]]:
+    """Alice (an Entra ID principal) starts one asynchronous execution, then Mallory (the shared token) ten, each
+    finished before the next; Mallory's operation locations, oldest first."""
+    hers = await _start(client, "a", alice)
+    assert hers.status_code == 202, hers.text
+    await asyncio.sleep(0.05)
+    mine = []
+    for _ in range(10):
+        started = await _start(client, "m")
+        assert started.status_code == 202, started.text
+        mine.append(started.headers["operation-location"].removeprefix("/sessions"))
+        await asyncio.sleep(0.02)
+    return hers, mine
+
+
 def test_one_callers_asynchronous_executions_neither_push_out_anothers_result_nor_take_every_slot(
         manager, entra, monkeypatch):
     """Mallory (the shared token) and Alice (an Entra ID principal) on one replica. Past the bound on kept
@@ -228,15 +243,7 @@ def test_one_callers_asynchronous_executions_neither_push_out_anothers_result_no
 
     async def scenario():
         async with client_for(app) as client:
-            hers = await _start(client, "a", alice)
-            assert hers.status_code == 202, hers.text
-            await asyncio.sleep(0.05)
-            mine = []
-            for _ in range(10):
-                started = await _start(client, "m")
-                assert started.status_code == 202, started.text
-                mine.append(started.headers["operation-location"].removeprefix("/sessions"))
-                await asyncio.sleep(0.01)
+            hers, mine = await _hers_then_ten_of_mine(client, alice)
             kept = await client.get(hers.headers["operation-location"].removeprefix("/sessions"), headers=alice)
             assert kept.status_code == 200 and kept.json()["status"] == "Succeeded", kept.text
             assert (await client.get(mine[0])).status_code == 404  # her oldest went instead
@@ -258,24 +265,14 @@ def test_kept_results_are_bounded_in_bytes_and_one_caller_drops_its_own_first(ma
 
     monkeypatch.setattr(aca, "MAX_KEPT_OPERATION_BYTES", 5000)
     manager.result = ExecutionResult("x" * 1000, "", 0, images=[Image("image/png", PNG)])  # 1,264 bytes
-    server, _, context = entra
     sessions_app = build_aca_app(manager, settings())
     api = sessions_app.state.api
-    verifier = EntraVerifier(EntraSettings(TENANT, authority=server.url, allowed_object_ids=frozenset({"*"})),
-                             ssl_context=context).lenient()
-    app = served(sessions_app, entra=verifier)
+    app = entra_app(manager, entra, sessions_app, allowed_object_ids=frozenset({"*"}))
     alice = {"authorization": f"Bearer {sign(entra)}"}
 
     async def scenario():
         async with client_for(app) as client:
-            hers = await _start(client, "a", alice)
-            await asyncio.sleep(0.05)
-            mine = []
-            for _ in range(10):
-                started = await _start(client, "m")
-                assert started.status_code == 202, started.text
-                mine.append(started.headers["operation-location"].removeprefix("/sessions"))
-                await asyncio.sleep(0.02)
+            hers, mine = await _hers_then_ten_of_mine(client, alice)
             kept = await client.get(hers.headers["operation-location"].removeprefix("/sessions"), headers=alice)
             assert kept.status_code == 200 and kept.json()["result"]["stdout"] == "x" * 1000, kept.text[:300]
             assert [(await client.get(location)).status_code for location in mine] == [404] * 8 + [200] * 2
@@ -476,10 +473,11 @@ def entra(tmp_path_factory):
         yield server, state, context
 
 
-def entra_app(manager, entra, **allowed):
+def entra_app(manager, entra, sessions_app=None, **allowed):
     server, state, context = entra
     config = EntraSettings(TENANT, authority=server.url, **allowed)
-    return served(build_aca_app(manager, settings()), entra=EntraVerifier(config, ssl_context=context).lenient())
+    return served(sessions_app or build_aca_app(manager, settings()),
+                  entra=EntraVerifier(config, ssl_context=context).lenient())
 
 
 def sign(entra, key=None, kid=None, **overrides) -> str:
