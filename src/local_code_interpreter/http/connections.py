@@ -1,6 +1,6 @@
-"""Slow and idle clients cannot starve the server.
+"""Slow, idle and greedy clients cannot starve the server.
 
-Uvicorn's HTTP protocol with three additions:
+Uvicorn's HTTP protocol with these additions:
 - a read deadline: a connection must deliver a whole request (headers and body) within `read_timeout` seconds of
   opening, of starting the request, or of its previous response; otherwise it is closed (slowloris, idle
   sockets, a body that never ends);
@@ -53,9 +53,12 @@ def _closing_answer(status: bytes, body: bytes, headers=()) -> bytes:
 
 
 _BUSY = _closing_answer(b"503 Service Unavailable", error_body(503, "too many connections", "overloaded"))
+_REFUSALS = {431: (b"431 Request Header Fields Too Large", "headers_too_large"),
+             503: (b"503 Service Unavailable", "overloaded")}
 HEAD_LIMIT = 64 * 1024  # bytes of a request line and headers (nginx: 4 x 8 KiB, Node.js: 16 KiB)
 MAX_HEADERS = 256
-_SLICE = 8 * 1024
+_SLICE = 8 * 1024  # what is parsed at a time while a head is incomplete
+MAX_PIPELINED = 16  # requests a connection may queue behind the one running
 
 
 def _reserve() -> tuple[int, int]:
@@ -80,9 +83,6 @@ def accept_backlog() -> int:
     bursts can be open at once beyond the cap: a quarter of the reserve each, the last quarter for the process's
     own descriptors (uvicorn's default of 2048 could exhaust the limit alone)."""
     return max(16, min(2048, _reserve()[1] // 4))
-
-
-MAX_PIPELINED = 16  # requests a connection may queue behind the one running
 
 
 def protocol(read_timeout: float, max_connections: int, write_timeout: float = 30.0) -> type[HttpToolsProtocol]:
@@ -217,8 +217,7 @@ class _Guarded(HttpToolsProtocol):
         self._disarm()
         log.warning("closed a connection: %s", message)
         if self._running is None or self._running.response_complete or not self._running.response_started:
-            line = b"431 Request Header Fields Too Large" if status == 431 else b"503 Service Unavailable"
-            code = "headers_too_large" if status == 431 else "overloaded"
+            line, code = _REFUSALS[status]
             self.transport.write(_closing_answer(line, error_body(status, message, code)))
         self.transport.close()
 
