@@ -42,9 +42,9 @@ from ..attachments import inline_files
 from ..conversation import in_conversation
 from ..stopping import Stop
 from . import stored
+from .bodies import BadRequest, parse_body, read_body
 from .client_tools import client_tools, named_container
 from .containers import CONTAINER_RULE, is_container_id
-from .bodies import BadRequest, parse_body, read_body
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
