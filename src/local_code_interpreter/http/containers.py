@@ -38,7 +38,7 @@ from ..sessions import MAX_KEY_PART
 from . import stored
 from .downloads import Download
 from .errors import error_body, json_bytes, status_for
-from .files import SECURITY_HEADERS, content_disposition, media_type
+from .files import attachment
 
 PREFIX = "/v1/containers"
 _ID = "cfile_"
@@ -113,9 +113,7 @@ def build_containers_app(store) -> Starlette:
 
     async def content(request: Request) -> Download:
         where, name = key(request), file_name(request.path_params["file_id"])
-        return Download(await store.open_file(where, name),
-                        dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
-                                                  "Content-Disposition": content_disposition(name)}))
+        return attachment(await store.open_file(where, name), name)
 
     async def delete(request: Request) -> Response:
         where, name = key(request), file_name(request.path_params["file_id"])

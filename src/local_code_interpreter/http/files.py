@@ -116,6 +116,13 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(base, safe='')}"
 
 
+def attachment(opened, name: str) -> Download:
+    """A session file's download as every browser-facing route sends it: opaque for active content, saved rather
+    than shown, in a sandbox of its own (`SECURITY_HEADERS`)."""
+    return Download(opened, dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
+                                                      "Content-Disposition": content_disposition(name)}))
+
+
 def check_name(name: str) -> str:
     """The route's own check before the store's: relative, '/'-separated, no empty, `.` or `..` parts, no NUL."""
     if not name or "\0" in name or name.startswith("/") or "\\" in name:
@@ -162,8 +169,7 @@ def build_files_app(store: FileStore, signer: LinkSigner) -> Starlette:
                           "file_not_found")
         except SandboxBusy as error:
             return _error(429, f"busy, retry in a moment: {error}", "busy")
-        return Download(opened, dict(SECURITY_HEADERS, **{"Content-Type": media_type(name),
-                                                          "Content-Disposition": content_disposition(name)}))
+        return attachment(opened, name)
 
     # Mounted at PREFIX by the serving router (Starlette's convention: `root_path` names the mount point).
     return Starlette(routes=[Route("/{conversation}/{name:path}", download, methods=["GET", "HEAD"])])
