@@ -7,7 +7,7 @@ import openai
 import pytest
 from agent_framework import Content, Message
 
-from inprocess import app_client, devui_entity, sse_events
+from inprocess import app_client, app_with_sessions, devui_entity, sse_events
 from local_code_interpreter.conversation import conversation_key
 from local_code_interpreter.http.history import Bounds, ConversationStore, HistoryError
 from local_code_interpreter.sandbox import Limits, create_sandbox
@@ -250,40 +250,24 @@ def test_devui_conversations_are_bounded_too():
 def test_an_unstored_response_leaves_no_session_behind():
     """`store: false` with nothing to continue: nobody can continue it, so its session ends with the reply instead
     of idling (and displacing a conversation someone will continue). A stored one keeps its session."""
-    import httpx
-
-    from local_code_interpreter import server
-    from local_code_interpreter.sessions import SessionManager
-    from local_code_interpreter.settings import load
 
     async def run():
-        settings = load({"sandbox": "monty"}, environ={})
-        sandbox = create_sandbox("monty", settings.limits, "python", 4)
-        await sandbox.start()
-        sessions = SessionManager(sandbox, settings)
-        await sessions.start()
-        app = server.build_app(settings, sandbox, sessions=sessions)
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090", timeout=30) as c:
-                for stream in (False, True):
-                    answer = await c.post("/v1/responses", json={"input": "x = 6\nprint(x * 7)", "store": False,
-                                                                 "stream": stream})
-                    assert answer.status_code == 200 and "42" in answer.text
-                for _ in range(100):
-                    if sessions.stats()["live"] == 0:
-                        break
-                    await asyncio.sleep(0.01)
-                unstored = sessions.stats()
-                kept = (await c.post("/v1/responses", json={"input": "y = 1\nprint(y)"})).json()
-                stored = sessions.stats()
-                again = await c.post("/v1/responses", json={"input": "print(y + 1)",
-                                                            "previous_response_id": kept["id"]})
-                assert "2" in again.json()["output"][-1]["content"][0]["text"]
-                return unstored, stored
-        finally:
-            await sessions.close_all()
-            await sandbox.close()
+        async with app_with_sessions() as (c, sessions):
+            for stream in (False, True):
+                answer = await c.post("/v1/responses", json={"input": "x = 6\nprint(x * 7)", "store": False,
+                                                             "stream": stream})
+                assert answer.status_code == 200 and "42" in answer.text
+            for _ in range(100):
+                if sessions.stats()["live"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            unstored = sessions.stats()
+            kept = (await c.post("/v1/responses", json={"input": "y = 1\nprint(y)"})).json()
+            stored = sessions.stats()
+            again = await c.post("/v1/responses", json={"input": "print(y + 1)",
+                                                        "previous_response_id": kept["id"]})
+            assert "2" in again.json()["output"][-1]["content"][0]["text"]
+            return unstored, stored
 
     unstored, stored = asyncio.run(run())
     assert (unstored["live"], unstored["created"], unstored["closed"]) == (0, 2, 2), unstored

@@ -14,10 +14,7 @@ import json
 import httpx
 import pytest
 
-from local_code_interpreter import server
-from local_code_interpreter.sandbox import create_sandbox
-from local_code_interpreter.sessions import SessionManager
-from local_code_interpreter.settings import load
+from inprocess import app_with_sessions
 
 # A value of every JSON type, and the edges that broke parsers before: huge numbers, NaN and Infinity (not JSON,
 # but Python's json writes and reads them), NUL, half a surrogate pair, arrays nested past the limit (40 levels)
@@ -109,28 +106,12 @@ async def _sweep(client: httpx.AsyncClient, path: str, base: dict, error_shape) 
     return count, wrong
 
 
-def _app_client():
-    async def make():
-        settings = load({"sandbox": "monty"}, environ={})
-        sandbox = create_sandbox(settings.sandbox, settings.limits, settings.language, 4)
-        await sandbox.start()
-        sessions = SessionManager(sandbox, settings)
-        await sessions.start()
-        app = server.build_app(settings, sandbox, sessions=sessions)
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        client = httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090", timeout=30)
-        return client, sandbox
-
-    return make()
-
-
 @pytest.mark.parametrize("route", ["responses", "responses streamed", "conversations", "conversation items",
                                    "page conversation items", "conversation update", "sessions code/execute",
                                    "sessions executions"])
 def test_a_wrong_type_anywhere_is_a_4xx_in_the_apis_error_shape(route):
     async def run():
-        client, sandbox = await _app_client()
-        try:
+        async with app_with_sessions() as (client, _sessions):
             if route.startswith("responses"):
                 base = dict(RESPONSE, stream=route.endswith("streamed"))
                 return await _sweep(client, "/v1/responses", base, _openai_error)
@@ -154,9 +135,6 @@ def test_a_wrong_type_anywhere_is_a_4xx_in_the_apis_error_shape(route):
                                     _sessions_error)
             return await _sweep(client, f"/sessions/executions?api-version={FLAT}&identifier=s", EXECUTIONS,
                                 _sessions_error)
-        finally:
-            await client.aclose()
-            await sandbox.close()
 
     count, wrong = asyncio.run(run())
     assert count > 20
