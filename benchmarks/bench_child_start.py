@@ -46,6 +46,7 @@ for _ in range(count):
     results_r, results_w = os.pipe()
     os.write(cells_w, struct.pack("!I", len(body)) + body)
     os.close(cells_w)
+    ruleset = landlock.ruleset(abi, rules, directory) if kind != "bare" and abi > 0 else -1
     pid = os.fork()
     if pid == 0:
         if stage == "fork":
@@ -53,9 +54,10 @@ for _ in range(count):
         null = os.open("/dev/null", os.O_WRONLY)
         for fd, target in ((cells_r, 3), (results_w, 4), (null, 1), (null, 2), (directory, 900)):
             os.dup2(fd, target)
-        isolation.apply(900, Limits(), abi, 100000, rules, (1 << 40, 1 << 40), True, os.getppid())
+        isolation.apply(900, Limits(), os.dup2(ruleset, 901) if ruleset >= 0 else -1, 100000, (1 << 40, 1 << 40),
+                        True, os.getppid())
         os._exit(0 if stage == "confine" else child.serve(3, 4))
-    for fd in (cells_r, results_w, directory):
+    for fd in (cells_r, results_w, directory, *([ruleset] if ruleset >= 0 else [])):
         os.close(fd)
     _, status, usage = os.wait4(pid, 0)
     os.close(results_r)

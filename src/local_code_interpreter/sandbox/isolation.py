@@ -52,17 +52,19 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
     return landlock.open_rules(abi, read_only_paths(), ["/dev/null"]) if abi > 0 else []
 
 
-def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: int, rules: list[tuple[int, int]],
-          address_space: tuple[int, int], session: bool, parent: int) -> None:
+def apply(scratch_fd: int, limits: Limits, ruleset: int, process_budget: int, address_space: tuple[int, int],
+          session: bool, parent: int) -> None:
     """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
 
     It dies with `parent` (the template): the parent-death signal is set after the uid change, which would clear
     it, and the parent is checked once it is set, in case it died before.
 
-    `scratch_fd` is the execution's directory (its only writable place); `address_space` the RLIMIT_AS (soft, hard)
-    in bytes (the template's own size plus the memory limit: the warm modules are mapped already; hard, for a lean
-    template's child, what a warm one's has: see `child._LibraryImports`). A session gets no
-    CPU-time limit: its executions add up; the wall-clock deadline bounds each one instead.
+    `scratch_fd` is the execution's directory (its only writable place), and `ruleset` the Landlock ruleset the
+    template built for this child (`landlock.ruleset`: the read-only paths and that directory), -1 without
+    Landlock; `address_space` the RLIMIT_AS (soft, hard) in bytes (the template's own size plus the memory limit:
+    the warm modules are mapped already; hard, for a lean template's child, what a warm one's has: see
+    `child._LibraryImports`). A session gets no CPU-time limit: its executions add up; the wall-clock deadline
+    bounds each one instead.
     """
     os.fchdir(scratch_fd)
     if drops_root():
@@ -81,8 +83,8 @@ def apply(scratch_fd: int, limits: Limits, landlock_abi: int, process_budget: in
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if seccomp.supported():
         seccomp.install()
-    if landlock_abi > 0:
-        landlock.restrict(landlock_abi, rules, scratch_fd)
+    if ruleset >= 0:
+        landlock.enforce(ruleset)
     os.closerange(5, 1 << 16)  # nothing of the template's stays open: its socket, the rules' paths
     _set_limits((resource.RLIMIT_NOFILE, limits.max_open_files))  # only now: the descriptors above were high
     if not _environment_fixed:

@@ -70,26 +70,40 @@ def open_rules(abi: int, read_only: list[str], read_write: list[str]) -> list[tu
     return rules
 
 
-def restrict(abi: int, rules: list[tuple[int, int]], read_write_fd: int) -> None:
-    """Confine this process (and its future children) for good to `rules` plus the directory `read_write_fd`.
-
-    Needs no_new_privs set first. `rules` come from `open_rules`.
-    """
+def ruleset(abi: int, rules: list[tuple[int, int]], read_write_fd: int) -> int:
+    """A ruleset of `rules` (from `open_rules`) plus the directory `read_write_fd`, as a descriptor (close-on-exec)
+    for `enforce`. Built by the template for each child before it forks it, so that the child makes one system
+    call instead of two dozen (in a fresh child every Python object those calls touch costs a copy-on-write
+    fault: 0.2 ms a child here). A ruleset is used by one child only: a rule added to it later would reach
+    every process that enforces it afterwards."""
     handled_fs = fs_rights(abi)
     attr = _RulesetAttr(
         handled_access_fs=handled_fs,
         handled_access_net=(_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
         scoped=(_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0,
     )
-    ruleset = LIBC.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
-    if ruleset < 0:
+    fd = LIBC.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
+    if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
-        for fd, access in [*rules, (read_write_fd, handled_fs)]:
-            rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
-            if LIBC.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+        rule = _PathBeneathAttr()
+        for parent, access in [*rules, (read_write_fd, handled_fs)]:
+            rule.parent_fd, rule.allowed_access = parent, access
+            if LIBC.syscall(_SYS_ADD_RULE, fd, _RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
                 raise OSError(ctypes.get_errno(), "landlock_add_rule failed")
-        if LIBC.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def enforce(ruleset_fd: int) -> None:
+    """Confine this process (and its future children) for good to the ruleset `ruleset_fd`, and close it.
+
+    Needs no_new_privs set first.
+    """
+    try:
+        if LIBC.syscall(_SYS_RESTRICT_SELF, ruleset_fd, 0) != 0:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
-        os.close(ruleset)
+        os.close(ruleset_fd)

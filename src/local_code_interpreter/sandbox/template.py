@@ -5,8 +5,9 @@ allocator settings (`supervisor.TEMPLATE_ENV`); `--lean` warms the standard libr
 which children are forked from which), BYTES being the warm template's address space. It pins the numeric
 libraries to one thread (a multi-threaded process cannot fork safely), calls `child.prepare()` once (warm
 imports: NumPy, pandas, matplotlib with Agg, ...), takes malloc's holes in its warm heap (`heap.py`: it stays on
-huge pages while it forks), builds the seccomp program and opens the Landlock base rules once, and
-then serves only these requests on the SOCK_SEQPACKET socket FD (one JSON object per message):
+huge pages while it forks), builds the seccomp program and opens the Landlock base rules once (and, before each
+fork, that child's Landlock ruleset: `landlock.ruleset`), and then serves only these requests on the
+SOCK_SEQPACKET socket FD (one JSON object per message):
 
   {"op": "fork", "id", "limits", "session"} + five descriptors by SCM_RIGHTS (the child's scratch directory,
       its cell pipe's read end, its result pipe's write end, its stdout and stderr pipes' write ends)
@@ -200,14 +201,21 @@ class Template:
         budget = self._process_budget(limits) + (SESSION_NPROC_HEADROOM if request.get("session") else 0)
         address_space = (self.vm_size + limits.memory_mb * 1024 * 1024,
                          self.address_floor + limits.memory_mb * 1024 * 1024)
+        given = dict(zip(CHILD_FDS, fds))
+        ruleset = -1
         try:
+            if self.landlock_abi > 0:  # above the numbers the child takes for its own pipes, as the rules are
+                ruleset = _above(landlock.ruleset(self.landlock_abi, self.rules, given["scratch"]), 64)
             pid = clone(self.flags)
         except OSError as error:
+            if ruleset >= 0:
+                os.close(ruleset)
             self._send({"op": "failed", "id": request["id"], "error": f"fork failed: {error}"})
             return
         if pid == 0:
-            _child(self.pid, dict(zip(CHILD_FDS, fds)), limits, self.landlock_abi, self.rules, budget,
-                   address_space, bool(request.get("session")))
+            _child(self.pid, given, limits, ruleset, budget, address_space, bool(request.get("session")))
+        if ruleset >= 0:
+            os.close(ruleset)  # the child's alone
         self.children[pid] = request["id"]
         self._send_raw(b'{"op":"forked","id":%d,"pid":%d}' % (request["id"], pid))
 
@@ -262,8 +270,8 @@ class Template:
             self.sweep_at = time.monotonic() + _SWEEP_SECONDS  # once more: nothing may have slipped through
 
 
-def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int,
-           rules: list[tuple[int, int]], budget: int, address_space: tuple[int, int], session: bool) -> None:
+def _child(template: int, fds: dict[str, int], limits: Limits, ruleset: int, budget: int,
+           address_space: tuple[int, int], session: bool) -> None:
     """In the new child: become its own session, take its descriptors, confine itself, serve cells."""
     status = 1
     try:
@@ -276,7 +284,7 @@ def _child(template: int, fds: dict[str, int], limits: Limits, landlock_abi: int
         for fd, target in ((null, 0), (high["stdout"], 1), (high["stderr"], 2), (high["cells"], 3),
                            (high["results"], 4)):
             os.dup2(fd, target, inheritable=target < 3)  # the code's subprocesses get 0-2, never the cell pipes
-        isolation.apply(high["scratch"], limits, landlock_abi, budget, rules, address_space, session, template)
+        isolation.apply(high["scratch"], limits, ruleset, budget, address_space, session, template)
         status = child.serve(3, 4)  # on fresh line-buffered streams of its own (`child._own_streams`)
     except BaseException as error:  # the setup failed: say so on stderr, never run unconfined code
         try:
