@@ -303,6 +303,23 @@ def test_upload_list_download_delete_properties_family(manager):
     assert call(app, "GET", "/files/content/data.bin", params=q()).status_code == 404
 
 
+def test_a_downloaded_file_cannot_run_as_a_page_of_this_origin(manager):
+    """What the code wrote comes back as every other route sends it: saved, not rendered, never run as ours."""
+    app = build_aca_app(manager, settings())
+    page = b"<script>fetch('/v1/responses', {method: 'POST'})</script>"
+    for name, params, path in (("p.html", q(), "/files/content/p.html"), ("p.svg", q(V2), "/files/p.svg/content")):
+        assert call(app, "POST", "/files/upload", params=q(), **multipart(name, page)).status_code == 200
+        down = call(app, "GET", path, params=params)
+        assert down.status_code == 200 and down.content == page
+        assert down.headers["content-type"] == "application/octet-stream"
+        assert down.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in down.headers["content-security-policy"]
+        assert down.headers["content-disposition"].startswith("attachment;")
+    assert call(app, "POST", "/files/upload", params=q(), **multipart("b.txt", b"hi")).status_code == 200
+    text = call(app, "GET", "/files/content/b.txt", params=q())
+    assert text.headers["content-type"].startswith("text/plain") and text.content == b"hi"
+
+
 def test_upload_list_download_delete_flat_family(manager):
     app = build_aca_app(manager, settings())
     up = call(app, "POST", "/files", params=q(V2, path="/mnt/data"), **multipart("r.md", b"# hi"))

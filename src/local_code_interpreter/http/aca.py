@@ -41,6 +41,7 @@ from ..sandbox.types import (ExecutionResult, FileInfo, InvalidFileName, QuotaEx
 from .bodies import BadRequest, parse_body
 from .downloads import Download
 from .errors import send_json
+from .files import attachment
 
 log = logging.getLogger(__name__)
 
@@ -498,10 +499,9 @@ class SessionsApi:
     async def download(self, request: Request) -> Download:
         version, key = await self._context(request)
         name = file_name(request.path_params["name"], request.query_params.get("path"))
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        if kind.startswith("text/"):
-            kind += "; charset=utf-8"
-        return Download(await self.manager.open_file(key, name), {"Content-Type": kind})
+        # As every other route sends a session's file: the code wrote it, so a browser pointed at this URL saves
+        # it rather than running it as a page of this origin (API clients read the same bytes).
+        return attachment(await self.manager.open_file(key, name), name)
 
     # GET files/{name}
     async def file_metadata(self, request: Request) -> Response:
