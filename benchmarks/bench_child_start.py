@@ -5,9 +5,9 @@ confinement and its first cell, beside a bare interpreter's fork in the same run
 
 Runs each measurement in a fresh interpreter started as the supervisor starts a template (its environment only
 `supervisor.template_env()`), prepared as a lean or a warm template (`child.prepare`), with the template's
-environment fixed and the Landlock base rules opened; then, per child: fork, then `_exit` at once ("fork"), or
-after `isolation.apply` ("confine"), or after `child.serve` ran its warm-up and one `print(3*3)` cell ("first
-cell"). Each child's CPU and minor faults come from `wait4`; the parent's CPU per child (its fork, and this
+environment fixed, the Landlock base rules opened and the seccomp filter attached (children inherit it, as from a
+template); then, per child: fork, then `_exit` at once ("fork"), or after `isolation.apply` ("confine"), or after
+`child.serve` ran its warm-up and one `print(3*3)` cell ("first cell"). Each child's CPU and minor faults come from `wait4`; the parent's CPU per child (its fork, and this
 harness's directory and pipes for the child) from its own clock. A child's cost is mostly first writes to pages
 it shares with its template (every object Python touches), so the faults are the figure to watch. No supervisor,
 no server: `bench_server.py` measures those. Figures only, no assertion.
@@ -34,6 +34,8 @@ if kind != "bare":
     isolation.fix_environment(child.BLAS_THREAD_ENV if kind == "lean" else None)
     abi = landlock.abi_version()
     rules = [(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000), access) for fd, access in isolation.landlock_rules(abi)]
+    from local_code_interpreter.sandbox.template import _filter_children
+    filtered = _filter_children(0)[0]  # the children's seccomp filter on this process, inherited, as a template does
 gc.freeze()
 body = json.dumps({"code": "print(3*3)"}).encode()
 cpu = faults = 0.0
@@ -55,7 +57,7 @@ for _ in range(count):
         for fd, target in ((cells_r, 3), (results_w, 4), (null, 1), (null, 2), (directory, 900)):
             os.dup2(fd, target)
         isolation.apply(900, Limits(), os.dup2(ruleset, 901) if ruleset >= 0 else -1, 100000, (1 << 40, 1 << 40),
-                        True, os.getppid())
+                        True, os.getppid(), filter_inherited=filtered)
         os._exit(0 if stage == "confine" else child.serve(3, 4))
     for fd in (cells_r, results_w, directory, *([ruleset] if ruleset >= 0 else [])):
         os.close(fd)

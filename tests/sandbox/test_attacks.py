@@ -435,6 +435,30 @@ if ctypes.CDLL(None).unshare(0x10000000) == 0:  # CLONE_NEWUSER
     assert escaped(lab.attack(backend, code)) == []
 
 
+def test_the_templates_own_clone_flags_make_no_namespace(lab, backend):
+    """The template's seccomp filter, which its children inherit, lets `clone` through with exactly the template's
+    own namespace flags (its fork): a child, as `nobody` without capabilities, is refused them by the kernel."""
+    code = """
+import ctypes, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+number = {"x86_64": 56, "aarch64": 220}[platform.machine()]
+for flags in (0x20000000 | 0x08000000, 0x20000000, 0x08000000):  # NEWPID|NEWIPC, each alone; SIGCHLD
+    pid = libc.syscall(number, ctypes.c_ulong(flags | 17), None, None, None, None)
+    if pid == 0:
+        os._exit(0)
+    if pid > 0:
+        os.waitpid(pid, 0)
+        print("ESCAPED cloned into new namespaces", hex(flags))
+    else:
+        print("refused", hex(flags), os.strerror(ctypes.get_errno()))
+"""
+    result = lab.attack(backend, code)
+    assert escaped(result) == []
+    if backend == "subprocess":
+        assert result.stdout.count("refused") == 3, result.stdout + result.stderr
+
+
 def test_no_new_privs_and_setuid_binary(lab, backend):
     setuid_id = lab.root / "setuid-id"
     shutil.copy("/usr/bin/id", setuid_id)

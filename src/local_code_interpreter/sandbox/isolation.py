@@ -17,7 +17,7 @@ from .types import Layer, Limits
 
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.1
-_PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_PDEATHSIG = 1
 
 # The only environment the code ever sees: fixed, with nothing from the server.
@@ -53,7 +53,7 @@ def landlock_rules(abi: int) -> list[tuple[int, int]]:
 
 
 def apply(scratch_fd: int, limits: Limits, ruleset: int, process_budget: int, address_space: tuple[int, int],
-          session: bool, parent: int) -> None:
+          session: bool, parent: int, filter_inherited: bool = False) -> None:
     """Confine the current (freshly forked) process; order matters: uid, rlimits, no_new_privs, seccomp, Landlock.
 
     It dies with `parent` (the template): the parent-death signal is set after the uid change, which would clear
@@ -64,7 +64,8 @@ def apply(scratch_fd: int, limits: Limits, ruleset: int, process_budget: int, ad
     Landlock; `address_space` the RLIMIT_AS (soft, hard) in bytes (the template's own size plus the memory limit:
     the warm modules are mapped already; hard, for a lean template's child, what a warm one's has: see
     `child._LibraryImports`). A session gets no CPU-time limit: its executions add up; the wall-clock deadline
-    bounds each one instead.
+    bounds each one instead. `filter_inherited`: the template attached the seccomp filter before the fork
+    (`template._filter_children`), so it is not attached again.
     """
     os.fchdir(scratch_fd)
     if drops_root():
@@ -79,9 +80,9 @@ def apply(scratch_fd: int, limits: Limits, ruleset: int, process_budget: int, ad
     if not session:
         limits_to_set.append((resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1))
     _set_limits(*limits_to_set)
-    if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    if seccomp.supported():
+    if seccomp.supported() and not filter_inherited:  # the template's, attached before the fork: `template.py`
         seccomp.install()
     if ruleset >= 0:
         landlock.enforce(ruleset)
@@ -136,7 +137,7 @@ def seccomp_works() -> bool:
     pid = os.fork()
     if pid == 0:
         try:
-            LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
             seccomp.install()
             os._exit(0)
         except BaseException:
@@ -206,7 +207,9 @@ def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
         Layer("seccomp", filtered, "socket() denied (no UDP, raw, netlink or Unix-path sockets; socketpair "
               "allowed), new namespaces, io_uring, keyrings, System V IPC, memfd, bpf, perf, userfaultfd, ptrace, "
               "the mount family, modules and kexec denied; personality() only with safe values (seccomp.py lists "
-              "what stays allowed and why)" if filtered else "cannot install a filter on this platform"),
+              "what stays allowed and why); attached once by the template and inherited by each child (by each child "
+              "itself where the template cannot)" if filtered
+              else "cannot install a filter on this platform"),
         Layer("landlock", landlock_abi > 0, landlock.describe(landlock_abi) + (
             "; read-only interpreter and system libraries, read-write scratch only" if landlock_abi > 0 else "")),
         Layer("file metadata", False, "not hidden: Landlock governs opening, not stat(), so the code can still "

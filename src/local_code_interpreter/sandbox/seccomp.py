@@ -52,6 +52,7 @@ _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 _LD_ABS_W, _JA, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
 _ERRNO = {number: f"errno {number}" for number in (errno.EPERM, errno.EACCES, errno.ENOSYS)}  # return labels
 _X32_BIT = 0x40000000
+_SIGCHLD = 17  # clone's exit signal, in the low byte of its flags
 # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 _NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x80
 SAFE_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -107,9 +108,10 @@ def _op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def _program(machine: str) -> bytes:
+def _program(machine: str, clone_flags: int = 0) -> bytes:
     """The filter: the ABI checks, then a binary search over the named system calls (a balanced tree of JGE,
-    each leaf a JEQ or two), each answered by a shared return or by its argument check.
+    each leaf a JEQ or two), each answered by a shared return or by its argument check. With `clone_flags`, also
+    `clone` with exactly those namespace flags and SIGCHLD: the template's own fork (`install`).
 
     A search, not a list: on attaching a filter the kernel runs it once for every system call number to find the
     ones it always allows (then those skip the filter), so its cost grows with the path an unnamed call takes.
@@ -140,14 +142,18 @@ def _program(machine: str) -> bytes:
     code += [(_LD_ABS_W, 4, None, None), (_JEQ_K, arch, None, "kill"),    # seccomp_data.arch
              (_LD_ABS_W, 0, None, None), (_JGE_K, _X32_BIT, "kill", None)]  # seccomp_data.nr
     answers = {name: _ERRNO[errno.ENOSYS if name in _LOOKS_ABSENT else errno.EPERM] for name in nr}
-    answers |= {"socket": _ERRNO[errno.EACCES], "personality": "personality", "clone": "namespaces",
+    answers |= {"socket": _ERRNO[errno.EACCES], "personality": "personality", "clone": "clone",
                 "unshare": "namespaces"}
     search(sorted((number, answers[name]) for name, number in nr.items()), "allow")
     # personality(): only the safe values.
     code += ["personality", (_LD_ABS_W, 16, None, None)]       # seccomp_data.args[0], low 32 bits (little-endian)
     code += [(_JEQ_K, value, "allow", None) for value in SAFE_PERSONALITIES]
     code += [(_JA, _ERRNO[errno.EPERM], None, None)]
-    # clone() and unshare(): no namespace flags.
+    # clone() and unshare(): no namespace flags (clone: but for the template's own, when given).
+    code += ["clone", (_LD_ABS_W, 16, None, None)]
+    if clone_flags:
+        code += [(_JEQ_K, clone_flags | _SIGCHLD, "allow", None)]
+    code += [(_JSET_K, _NAMESPACE_FLAGS, _ERRNO[errno.EPERM], "allow")]
     code += ["namespaces", (_LD_ABS_W, 16, None, None), (_JSET_K, _NAMESPACE_FLAGS, _ERRNO[errno.EPERM], "allow")]
     code += ["kill", (_RET_K, _RET_KILL_PROCESS, None, None), "allow", (_RET_K, _RET_ALLOW, None, None)]
     for number in (errno.EPERM, errno.EACCES, errno.ENOSYS):
@@ -179,14 +185,23 @@ def _assemble(code: list) -> bytes:
     return b"".join(program)
 
 
+def _compiled(program: bytes) -> tuple[_Filter, ctypes.Array]:
+    """The `sock_fprog` for `program`, and the buffer it points to (which must outlive its use)."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    return _Filter(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p)), buffer
+
+
 _PROGRAM = _program(platform.machine()) if supported() else b""
-# Built once in the template, so a forked child only makes the system call.
-_BUFFER = ctypes.create_string_buffer(_PROGRAM, len(_PROGRAM))
-_FPROG = _Filter(len(_PROGRAM) // 8, ctypes.cast(_BUFFER, ctypes.c_void_p))
+# Built once in the template, so a forked child that attaches the filter itself only makes the system call.
+_FPROG, _BUFFER = _compiled(_PROGRAM)
 
 
-def install() -> None:
-    """Install the filter on this process for good; needs no_new_privs set first."""
-    if LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(_FPROG), 0, 0) != 0:
+def install(clone_flags: int = 0) -> None:
+    """Install the filter on this process (and its future children) for good; needs no_new_privs set first.
+
+    `clone_flags`: the namespace flags this process itself forks with, allowed to it (and, with exactly those
+    flags, to its children: a template's children cannot use them, having no CAP_SYS_ADMIN; `template.py`)."""
+    fprog, _buffer = (_FPROG, _BUFFER) if not clone_flags else _compiled(_program(platform.machine(), clone_flags))
+    if LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 

@@ -522,8 +522,8 @@ class Supervisor:
             except (asyncio.TimeoutError, SandboxUnavailable):
                 await self._stop_template()
                 raise SandboxUnavailable("the sandbox template did not start")
-            log.debug("sandbox template %d: %s; heap: %s", self._process.pid, self.hello.get("namespace_detail"),
-                      self.hello.get("heap"))
+            log.debug("sandbox template %d: %s; heap: %s; seccomp: %s", self._process.pid,
+                      self.hello.get("namespace_detail"), self.hello.get("heap"), self.hello.get("seccomp"))
             if self._idle_watch is None:
                 self._idle_watch = loop.create_task(self._watch_idle())
 
