@@ -1,5 +1,6 @@
-"""The seccomp filter every confined child installs: no sockets, no new namespaces, none of the kernel's
-privileged or cross-process interfaces.
+"""The seccomp filter every confined child runs under: no sockets, no new namespaces, none of the kernel's
+privileged or cross-process interfaces. The template attaches it to itself and each child inherits it at the fork
+(`template._filter_children`); where the template cannot, each child attaches it.
 
 Compared with the default profiles of Docker (moby `profiles/seccomp/default.json`) and containerd
 (`contrib/seccomp/seccomp_default.go`, the same list), which allow a list and deny the rest:
@@ -8,8 +9,9 @@ Denied here as there (they also need capabilities the child never has, but the f
   `keyctl`, `add_key`, `request_key` (keyrings: data left for the next execution), `bpf`, `perf_event_open`,
   `userfaultfd`, `ptrace`, `process_vm_readv`/`process_vm_writev`, `kcmp`, `pidfd_getfd`, the mount family
   (`mount`, `umount2`, `pivot_root`, `open_tree`, `move_mount`, `fsopen`, `fsconfig`, `fsmount`, `fspick`,
-  `mount_setattr`), `setns`, `unshare`/`clone` with namespace flags, `kexec_load`, `kexec_file_load`,
-  `init_module`, `finit_module`, `delete_module`, `acct`, `swapon`, `swapoff`, `reboot`, `syslog`, `quotactl`,
+  `mount_setattr`), `setns`, `unshare`/`clone` with namespace flags (but `clone` with exactly the template's
+  own, its fork: there the filter does rely on the kernel, which refuses them without CAP_SYS_ADMIN),
+  `kexec_load`, `kexec_file_load`, `init_module`, `finit_module`, `delete_module`, `acct`, `swapon`, `swapoff`, `reboot`, `syslog`, `quotactl`,
   `quotactl_fd`, `lookup_dcookie`, `nfsservctl`, `vhangup`, `clock_settime`, `settimeofday`, `adjtimex`,
   `clock_adjtime`, `sethostname`, `setdomainname`, `name_to_handle_at`, `open_by_handle_at`, `fanotify_init`,
   `mbind`, `set_mempolicy`, `migrate_pages`, `move_pages`, and on x86_64 `iopl`, `ioperm`, `modify_ldt`,
