@@ -7,10 +7,11 @@ Runs each measurement in a fresh interpreter started as the supervisor starts a 
 `supervisor.template_env()`), prepared as a lean or a warm template (`child.prepare`), with the template's
 environment fixed, the Landlock base rules opened and the seccomp filter attached (children inherit it, as from a
 template); then, per child: fork, then `_exit` at once ("fork"), or after `isolation.apply` ("confine"), or after
-`child.serve` ran its warm-up and one `print(3*3)` cell ("first cell"). Each child's CPU and minor faults come from `wait4`; the parent's CPU per child (its fork, and this
-harness's directory and pipes for the child) from its own clock. A child's cost is mostly first writes to pages
-it shares with its template (every object Python touches), so the faults are the figure to watch. No supervisor,
-no server: `bench_server.py` measures those. Figures only, no assertion.
+`child.serve` ran its warm-up and one `print(3*3)` cell ("first cell"). Each child's CPU and minor faults come from
+`wait4`; the parent's CPU per child (its fork, and this harness's directory and pipes for the child) from its own
+clock. A child's cost is mostly first writes to pages it shares with its template (every object Python touches), so
+the faults are the figure to watch. No supervisor, no server: `bench_server.py` measures those. Figures only, no
+assertion.
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@ Compared with the default profiles of Docker (moby `profiles/seccomp/default.jso
 
 Denied here as there (they also need capabilities the child never has, but the filter does not rely on it):
   `keyctl`, `add_key`, `request_key` (keyrings: data left for the next execution), `bpf`, `perf_event_open`,
-  `userfaultfd`, `ptrace`, `process_vm_readv`/`process_vm_writev`, `kcmp`, `pidfd_getfd`, the mount family
-  (`mount`, `umount2`, `pivot_root`, `open_tree`, `move_mount`, `fsopen`, `fsconfig`, `fsmount`, `fspick`,
-  `mount_setattr`), `setns`, `unshare`/`clone` with namespace flags (but `clone` with exactly the template's
-  own, its fork: there the filter does rely on the kernel, which refuses them without CAP_SYS_ADMIN),
-  `kexec_load`, `kexec_file_load`, `init_module`, `finit_module`, `delete_module`, `acct`, `swapon`, `swapoff`, `reboot`, `syslog`, `quotactl`,
+  `userfaultfd`, `ptrace`, `process_vm_readv`/`process_vm_writev`, `kcmp`, `pidfd_getfd`, the mount family (`mount`,
+  `umount2`, `pivot_root`, `open_tree`, `move_mount`, `fsopen`, `fsconfig`, `fsmount`, `fspick`, `mount_setattr`),
+  `setns`, `unshare`/`clone` with namespace flags (but `clone` with exactly the template's own, its fork: there the
+  filter does rely on the kernel, which refuses them without CAP_SYS_ADMIN), `kexec_load`, `kexec_file_load`,
+  `init_module`, `finit_module`, `delete_module`, `acct`, `swapon`, `swapoff`, `reboot`, `syslog`, `quotactl`,
   `quotactl_fd`, `lookup_dcookie`, `nfsservctl`, `vhangup`, `clock_settime`, `settimeofday`, `adjtimex`,
   `clock_adjtime`, `sethostname`, `setdomainname`, `name_to_handle_at`, `open_by_handle_at`, `fanotify_init`,
-  `mbind`, `set_mempolicy`, `migrate_pages`, `move_pages`, and on x86_64 `iopl`, `ioperm`, `modify_ldt`,
-  `uselib`, `create_module`, `_sysctl`.
+  `mbind`, `set_mempolicy`, `migrate_pages`, `move_pages`, and on x86_64 `iopl`, `ioperm`, `modify_ldt`, `uselib`,
+  `create_module`, `_sysctl`.
   `personality` is allowed only with Docker's safe values (0, PER_LINUX32 8, UNAME26 0x20000, 0x20008 and the
   query 0xffffffff): no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE.
 
