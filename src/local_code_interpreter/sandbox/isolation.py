@@ -17,7 +17,7 @@ from .types import Layer, Limits
 
 NOBODY = 65534
 QUOTA_CHECK_SECONDS = 0.1
-PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_PDEATHSIG = 1
 
 # The only environment the code ever sees: fixed, with nothing from the server.
@@ -80,8 +80,7 @@ def apply(scratch_fd: int, limits: Limits, ruleset: int, process_budget: int, ad
     if not session:
         limits_to_set.append((resource.RLIMIT_CPU, int(limits.timeout_seconds) + 1))
     _set_limits(*limits_to_set)
-    if LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    no_new_privs()
     if seccomp.supported() and not filter_inherited:  # the template's, attached before the fork: `template.py`
         seccomp.install()
     if ruleset >= 0:
@@ -130,6 +129,12 @@ def _set_limits(*pairs: tuple[int, int | tuple[int, int]]) -> None:
         resource.setrlimit(limit, (soft, hard))
 
 
+def no_new_privs() -> None:
+    """Set no_new_privs on this process for good (what attaching a seccomp filter or a Landlock ruleset needs)."""
+    if LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
 def seccomp_works() -> bool:
     """Whether this host lets a process install the socket filter, tried in a short-lived child."""
     if not seccomp.supported():
@@ -137,7 +142,7 @@ def seccomp_works() -> bool:
     pid = os.fork()
     if pid == 0:
         try:
-            LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            no_new_privs()
             seccomp.install()
             os._exit(0)
         except BaseException:

@@ -119,7 +119,8 @@ def _program(machine: str, clone_flags: int = 0) -> bytes:
     ones it always allows (then those skip the filter), so its cost grows with the path an unnamed call takes.
     With a list of seventy comparisons the longest path was 85 instructions and attaching cost each child about
     0.16 ms; the search's longest is 14 and attaching costs about 0.125 ms, most of it the kernel's fixed cost of
-    any filter (allocating and compiling it), which only a filter inherited from the template would avoid.
+    any filter (allocating and compiling it), which children avoid by inheriting the template's
+    (`template._filter_children`): the template still pays it once, and a child that attaches its own, each time.
     """
     arch, nr = _ARCHES[machine]
     code: list = []  # instructions: (code, k, jt, jf), a jump's targets being labels until the end

@@ -314,8 +314,7 @@ def _filter_children(flags: int) -> tuple[bool, str]:
     if flags and not isolation.drops_root():
         return False, "attached by each child (its children would keep this template's capabilities)"
     try:
-        if LIBC.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+        isolation.no_new_privs()
         seccomp.install(flags)
     except OSError as error:
         return False, f"attached by each child (the template could not: {error})"
