@@ -278,6 +278,37 @@ def test_an_upgrade_is_ignored_and_the_request_served_as_http(with_token, upgrad
     assert not [line for line in lines if "WebSocket" in line or "pgrade" in line], lines
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("upgrade", [
+    b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABk\r\n",
+    b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+], ids=["h2c", "websocket"])
+def test_an_upgrade_request_keeps_its_body_and_what_follows_it(with_token, upgrade, framing):
+    """llhttp ends an upgrade request at its headers (the rest would be the new protocol's): the body reached the app
+    empty (400) and a request sent after it on the connection was never answered. `curl --http2` sends a POST to an
+    http:// URL this way. Now both are read as HTTP/1.1: the code runs and the next request is answered."""
+    _, port, _ = with_token
+    body = json.dumps({"input": "print(6*7)"}).encode()
+    framed = (b"Content-Length: %d\r\n\r\n" % len(body) + body if framing == "content-length"
+              else b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % 9 + body[:9] + b"\r\n"
+              + b"%x\r\n" % (len(body) - 9) + body[9:] + b"\r\n0\r\n\r\n")
+    request = (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + upgrade + framed)
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # pipelined behind it
+        while b'"status": "healthy"' not in received:
+            chunk = s.recv(65536)
+            assert chunk, received[-500:]
+            received += chunk
+    first, _, second = received.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and second.startswith(b"200 OK"), received[:600]
+    answer = json.loads(first.partition(b"\r\n\r\n")[2])
+    assert answer["status"] == "completed"
+    assert "42" in json.dumps(answer["output"]), answer["output"]
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})
@@ -294,11 +325,13 @@ def test_slow_headers_are_closed_after_the_read_timeout(open_server):
     assert 0.5 < waited < 5, waited
 
 
-def test_slowloris_body_is_closed_after_the_read_timeout(open_server):
+@pytest.mark.parametrize("upgrade", [b"", b"Upgrade: h2c\r\nConnection: Upgrade\r\n"], ids=["plain", "upgrade"])
+def test_slowloris_body_is_closed_after_the_read_timeout(open_server, upgrade):
+    """A body that never ends is closed at the read deadline; an upgrade request's too (parsed by a parser of ours)."""
     base, port, _ = open_server
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1000\r\n\r\n{\"input\": ")
+        s.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + upgrade
+                  + b"Content-Length: 1000\r\n\r\n{\"input\": ")
         started = time.monotonic()
         try:
             for _ in range(20):  # a byte now and then, never the whole body

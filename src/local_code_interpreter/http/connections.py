@@ -28,7 +28,11 @@ checked before much more than it is parsed; a body is parsed as it comes.)
 
 HTTP/1.1 only: an `Upgrade` header (WebSocket, h2c) is ignored, as RFC 9110 (7.8) allows, and the request served as
 it is. Nothing here speaks WebSocket; uvicorn handed such a connection to its WebSocket protocol, outside the
-deadlines and the cap above, for a 403 and two log lines each.
+deadlines and the cap above, for a 403 and two log lines each. llhttp ends an upgrade request at its headers and
+leaves the rest of the connection's bytes unparsed (they would be the new protocol's): its body (`curl --http2` on an
+`http://` URL sends `Upgrade: h2c` with a POST's) reached the app empty, and what the client sent after it was never
+answered. Those bytes are parsed as HTTP/1.1 instead: the body with the framing the request declared, then the
+requests that follow.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from __future__ import annotations
 import logging
 import resource
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import error_body
@@ -59,6 +64,16 @@ HEAD_LIMIT = 64 * 1024  # bytes of a request line and headers (nginx: 4 x 8 KiB,
 MAX_HEADERS = 256
 _SLICE = 8 * 1024  # what is parsed at a time while a head is incomplete
 MAX_PIPELINED = 16  # requests a connection may queue behind the one running
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The header that frames a request's body (`transfer-encoding` before `content-length`, as RFC 9112 6.3 has
+    it), or None when it has none."""
+    framing = dict(headers)  # names are lower case (uvicorn's `on_header`)
+    if b"transfer-encoding" in framing:
+        return b"transfer-encoding: " + framing[b"transfer-encoding"]
+    length = framing.get(b"content-length", b"").strip()
+    return b"content-length: " + length if length and length.strip(b"0") else None
 
 
 def _reserve() -> tuple[int, int]:
@@ -112,6 +127,8 @@ class _Guarded(HttpToolsProtocol):
     _in_head = True  # what arrives belongs to a request's line or headers (or, between requests, the next one's)
     _head_bytes = 0
     _headers = 0
+    _framing: bytes | None = None  # an upgrade request's body framing header, while llhttp has skipped its body
+    _framing_head = False  # the parser is reading the head made of that header alone (`_parse_on_as_http`)
 
     def _should_upgrade(self) -> bool:
         return False
@@ -174,21 +191,49 @@ class _Guarded(HttpToolsProtocol):
             piece = data[start:start + _SLICE]  # the whole of it (no copy) when it is small: most requests
             start += len(piece)
             self._head_bytes += len(piece)
-            super().data_received(piece)
+            self._feed(piece)
             if self._in_head and self._head_bytes > self.head_limit:
                 return self._refuse(431, f"the request line and headers are longer than {self.head_limit} bytes")
         if start < len(data) and not self._refused:
-            super().data_received(data[start:] if start else data)
+            self._feed(data[start:] if start else data)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's `data_received`, but an upgrade request (ignored: `_should_upgrade`) does not end the parse."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._parse_on_as_http(data[upgrade.args[0]:])
+
+    def _parse_on_as_http(self, rest: bytes) -> None:
+        """What follows an upgrade request's head, parsed as HTTP/1.1 by a new parser: first the request's body, if
+        it declared one (a head of its framing header alone, which makes no request of its own, sets the parser to
+        read it into the request's cycle), then the next requests."""
+        self.parser = httptools.HttpRequestParser(self)
+        framing, self._framing = self._framing, None
+        if framing is not None:
+            self._framing_head = True
+            self.parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        if rest and not self.transport.is_closing():
+            self.data_received(rest)
 
     def on_message_begin(self) -> None:
-        if self._refused:
+        if self._refused or self._framing_head:
             return
         self._head_bytes = self._headers = 0
         super().on_message_begin()
         self._arm()  # the request now has `read_timeout` to arrive whole
 
+    def on_url(self, url: bytes) -> None:
+        if not self._framing_head:
+            super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._refused:
+        if self._refused or self._framing_head:
             return
         self._headers += 1
         if self._headers > self.max_headers:
@@ -199,7 +244,12 @@ class _Guarded(HttpToolsProtocol):
         if self._refused:
             return
         self._in_head = False
+        if self._framing_head:  # the made-up head: the request it frames is the one running
+            self._framing_head = False
+            return
         super().on_headers_complete()
+        if self.parser.should_upgrade():  # llhttp reads no body of an upgrade request: `_parse_on_as_http` will
+            self._framing = _body_framing(self.headers)
         if len(self.pipeline) > self.max_pipelined:
             self._refuse(503, "too many pipelined requests on one connection: send a request after the previous "
                               "response")
@@ -226,7 +276,7 @@ class _Guarded(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._refused:
+        if self._refused or self._framing is not None:  # the latter: a body llhttp skipped is still to come
             return
         self._in_head = True  # what comes next is the next request's
         super().on_message_complete()
