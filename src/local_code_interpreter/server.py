@@ -11,6 +11,7 @@ import gc
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -109,8 +110,19 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
         entities = dev.executor.entity_discovery.list_entities() if dev.executor is not None else []
         return entities[0].id if len(entities) == 1 else None
 
+    def devui_input_error(value: Any, conversation: str | None) -> str | None:
+        """What DevUI finds wrong reading a `/v1/responses` input, by DevUI's own reading (side-effect free)."""
+        read = getattr(dev.executor, "_convert_input_to_chat_message", None)
+        try:
+            if read is not None:
+                read(value, conversation)
+        except Exception as error:  # noqa: BLE001 - InputConversionError, or what else DevUI would fail on the same
+            return str(error) or type(error).__name__
+        return None
+
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
-    devui_app = DevUIApi(dev.get_app(), devui_entity_id)  # its errors in the OpenAI shape; unknown entities 404
+    devui_app = DevUIApi(dev.get_app(), devui_entity_id,  # its errors in the OpenAI shape; unknown entities 404
+                         devui_input_error)
     devui_app = ShowsImages(devui_app)  # its page renders the images of a reply
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's

@@ -61,3 +61,36 @@ def test_only_json_errors_with_a_detail_change_and_their_length_with_them():
     big = [b'{"detail": "' + b"x" * MAX_ERROR_BYTES, b'"}']  # larger than it holds back: passed on as it came
     status, headers, body = _through(500, big)
     assert body == b"".join(big) and b"content-length" not in headers
+
+
+def test_a_page_input_devui_cannot_read_is_a_400_and_what_the_page_sends_is_served():
+    """DevUI answers an input it cannot read with a 200 whose response failed (`server_error`); the same request
+    naming the page's entity gets a 400 in the OpenAI shape. The check is DevUI's own reading of the input, so what
+    the page sends still runs."""
+    page = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "print(6*7)"}]}
+    good = ["print(6*7)", [page]]
+    bad = [[], [{"type": "message", "role": "user", "content": 7}],
+           [{"type": "message", "role": "robot", "content": "print(1)"}]]
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = await devui_entity(c)
+            client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:8090/v1", http_client=c)
+            refused = []
+            for value in bad:
+                with pytest.raises(openai.BadRequestError) as error:
+                    await client.responses.create(model="agent", input=value, metadata={"entity_id": entity})
+                refused.append(error.value)
+            conversation = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
+            served = [await c.post("/v1/responses", json={"input": value, "metadata": {"entity_id": entity},
+                                                          "conversation": conversation}) for value in good]
+            return refused, served
+
+    refused, served = asyncio.run(run())
+    for error in refused:
+        assert error.code == "invalid_input", error.body
+        assert error.body["message"].startswith("'input' cannot be read: "), error.body
+    assert "role" in refused[2].body["message"]
+    for answer in served:
+        assert answer.status_code == 200 and answer.json()["status"] == "completed", answer.text[:500]
+        assert "42" in answer.text

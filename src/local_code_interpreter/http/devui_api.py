@@ -9,6 +9,8 @@
   with half a surrogate pair, was a plain-text 500 from FastAPI, which fails to write its own validation error
   (`POST /v1/conversations/{id}`, `client.conversations.update`). The DevUI page's requests that our layers
   parsed before handing them on are parsed again: small, and the page's alone.
+- A `/v1/responses` input DevUI cannot read is a 400 (`input_error`: DevUI's own reading of it, so what its page
+  sends is never refused): DevUI answers it with a 200 whose response failed with a `server_error`.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ _WITH_BODY = ("POST", "PUT", "PATCH")
 
 
 class DevUIApi:
-    """Around DevUI's app: `entity_id()` is the one entity it serves (None until it knows)."""
+    """Around DevUI's app: `entity_id()` is the one entity it serves (None until it knows); `input_error(input,
+    conversation id)` says what is wrong with a `/v1/responses` input for DevUI (None: nothing)."""
 
-    def __init__(self, app: ASGIApp, entity_id: Callable[[], str | None]):
-        self.app, self.entity_id = app, entity_id
+    def __init__(self, app: ASGIApp, entity_id: Callable[[], str | None],
+                 input_error: Callable[[Any, str | None], str | None] = lambda value, conversation: None):
+        self.app, self.entity_id, self.input_error = app, entity_id, input_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +55,9 @@ class DevUIApi:
                 return
             if body.strip():
                 try:
-                    parse_body(body)
+                    request = parse_body(body)
+                    if path == "/v1/responses" and isinstance(request, dict) and "input" in request:
+                        self._check_input(request)
                 except BadRequest as error:
                     return await send_error(send, error.status, str(error), error.code)
             receive = replayed(body, receive)
@@ -81,6 +87,14 @@ class DevUIApi:
             await send({"type": "http.response.body", "body": body, "more_body": message.get("more_body", False)})
 
         await self.app(scope, receive, sending)
+
+    def _check_input(self, request: dict) -> None:
+        conversation = request.get("conversation")
+        if isinstance(conversation, dict):
+            conversation = conversation.get("id")
+        problem = self.input_error(request["input"], conversation if isinstance(conversation, str) else None)
+        if problem is not None:
+            raise BadRequest(f"'input' cannot be read: {problem}", "invalid_input")
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
