@@ -309,6 +309,16 @@ def test_an_upgrade_request_keeps_its_body_and_what_follows_it(with_token, upgra
     assert "42" in json.dumps(answer["output"]), answer["output"]
 
 
+def test_an_upgrade_request_whose_body_has_no_valid_framing_is_a_400(with_token):
+    """llhttp accepts `Transfer-Encoding: gzip` alone in an upgrade request (it reads no body of one), which it
+    refuses in any other request: the body cannot be read, so the answer is the 400 of any unreadable framing."""
+    base, port, _ = with_token
+    answer = raw(port, b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode()
+                 + b"\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nTransfer-Encoding: gzip\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert httpx.get(f"{base}/health").status_code == 200
+
+
 def test_unknown_previous_response_is_404(open_server):
     base, _, _ = open_server
     answer = httpx.post(f"{base}/v1/responses", json={"input": "print(1)", "previous_response_id": "resp_nope"})

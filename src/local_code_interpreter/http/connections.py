@@ -203,11 +203,14 @@ class _Guarded(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            self._invalid()
         except httptools.HttpParserUpgrade as upgrade:
             self._parse_on_as_http(data[upgrade.args[0]:])
+
+    def _invalid(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
 
     def _parse_on_as_http(self, rest: bytes) -> None:
         """What follows an upgrade request's head, parsed as HTTP/1.1 by a new parser: first the request's body, if
@@ -217,7 +220,11 @@ class _Guarded(HttpToolsProtocol):
         framing, self._framing = self._framing, None
         if framing is not None:
             self._framing_head = True
-            self.parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+            try:
+                self.parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+            except httptools.HttpParserError:  # a framing llhttp lets pass only in an upgrade request (`gzip` alone)
+                self._framing_head = False
+                return self._invalid()
         if rest and not self.transport.is_closing():
             self.data_received(rest)
 
