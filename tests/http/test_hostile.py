@@ -4,7 +4,9 @@
 import json
 import os
 import resource
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from service import clean_env, running_service
+from skips import tool_missing
 
 TOKEN = "hostile-test-token-0123456789"
 
@@ -307,6 +310,23 @@ def test_an_upgrade_request_keeps_its_body_and_what_follows_it(with_token, upgra
     answer = json.loads(first.partition(b"\r\n\r\n")[2])
     assert answer["status"] == "completed"
     assert "42" in json.dumps(answer["output"]), answer["output"]
+
+
+def test_curl_http2_on_an_http_url_is_served(with_token):
+    """The real client that sends a POST with `Upgrade: h2c`: `curl --http2` on an http:// URL (its request is the
+    h2c case above). Its code runs, and it reads the answer as HTTP/1.1."""
+    curl = shutil.which("curl")
+    if curl is None or "HTTP2" not in subprocess.run([curl, "--version"], capture_output=True, text=True).stdout:
+        tool_missing("curl with HTTP/2 is not installed", "curl.sh")
+    base, _, _ = with_token
+    done = subprocess.run([curl, "-sS", "--http2", "--max-time", "30", "-w", "\n%{http_code} %{http_version}",
+                           "-H", f"Authorization: Bearer {TOKEN}", "-H", "Content-Type: application/json",
+                           "-d", json.dumps({"input": "print(6*7)"}), f"{base}/v1/responses", "-v"],
+                          capture_output=True, text=True, timeout=60)
+    body, _, status = done.stdout.rpartition("\n")
+    assert "Upgrade: h2c" in done.stderr, done.stderr[-2000:]  # what makes this case: curl asked to upgrade
+    assert status == "200 1.1", (status, body[-500:])
+    assert json.loads(body)["status"] == "completed" and "42" in body, body[-500:]
 
 
 def test_an_upgrade_request_whose_body_has_no_valid_framing_is_a_400(with_token):
