@@ -2,12 +2,16 @@
 what must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one
 covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
 sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions),
-some continue one, an eighth are streamed, and a sixteenth download a file their code wrote (half of them giving up
-half-way). The other APIs' traffic is mixed in: a sixteenth go to the sessions API (synchronous and asynchronous
-executions, uploads, listings and deletions, across more identifiers than the replica keeps sessions), and a
-sixteenth create a conversation, answer in it and delete it."""
+some continue one, an eighth are streamed, a sixteenth download a file their code wrote (half of them giving up
+half-way), and a thirty-second come as `curl --http2` sends them (`Upgrade: h2c`, on a connection of their own,
+with a request pipelined behind: `http/connections.py` parses both with a parser of its own). The other APIs'
+traffic is mixed in: a sixteenth go to the sessions API (synchronous and asynchronous executions, uploads,
+listings and deletions, across more identifiers than the replica keeps sessions), and a sixteenth create a
+conversation, answer in it and delete it."""
 
+import json
 import os
+import socket
 import tempfile
 import time
 
@@ -90,6 +94,8 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
                 return sessions_api(i)
             if i % 16 == 13:
                 return conversation(i)
+            if i % 32 == 17:
+                return upgrade(i)
             if i % 4 == 0 and previous:  # a quarter continue a conversation, the rest start one
                 body["previous_response_id"] = previous
             answer = client.post("/v1/responses", json=body)
@@ -134,6 +140,21 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
             assert f"f{i}.txt" in names, names
             assert client.delete(f"/sessions/files/f{i}.txt", params=query).status_code == 204
 
+        def upgrade(i: int) -> None:
+            data = json.dumps({"input": f"print({i}*3)"}).encode()
+            request = (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+                       b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+            received = b""
+            with socket.create_connection((url.host, url.port), timeout=60) as connection:
+                connection.sendall(request + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                while b'"status": "healthy"' not in received:
+                    chunk = connection.recv(65536)
+                    assert chunk, received[-500:]
+                    received += chunk
+            assert received.startswith(b"HTTP/1.1 200 ") and received.count(b"HTTP/1.1 200 ") == 2, received[:500]
+            assert str(i * 3).encode() in received, received[:1000]
+
         def conversation(i: int) -> None:
             created = client.post("/v1/conversations", json={"items": [{"role": "user", "content": "hello"}]})
             assert created.status_code == 200, created.text[:500]
@@ -142,6 +163,7 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
             assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
             assert client.delete(f"/v1/conversations/{conversation_id}").status_code == 200
 
+        url = httpx.URL(base)
         with httpx.Client(base_url=base, timeout=60) as client:
             for i in range(WARM):
                 serve(i)
