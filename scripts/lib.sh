@@ -15,6 +15,18 @@ pick_python() {
   echo python3
 }
 
+# apt_install PACKAGE...: Debian packages, with sudo when not root; the package lists are refreshed only when the
+# install fails without (for scripts/tools/*.sh).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1; then
+    $sudo apt-get update -q >/dev/null
+    $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
+  fi
+}
+
 # ensure_venv REQUIREMENTS: create .venv and install the pins plus the package, only when they changed.
 ensure_venv() {
   local req="$ROOT/$1" stamp="$ROOT/.venv/.installed"

@@ -3,11 +3,6 @@
 # the request with `Upgrade: h2c`, its body included. Idempotent.
 set -euo pipefail
 curl --version 2>/dev/null | grep -q HTTP2 && exit 0
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y -q --no-install-recommends curl >/dev/null 2>&1; then
-  $SUDO apt-get update -q >/dev/null
-  $SUDO apt-get install -y -q --no-install-recommends curl >/dev/null
-fi
+source "$(dirname "$0")/../lib.sh"
+apt_install curl
 echo "curl.sh: installed $(curl --version | head -1)"
