@@ -251,7 +251,7 @@ class _Guarded(HttpToolsProtocol):
         if self._refused:
             return
         self._in_head = False
-        if self._framing_head:  # the made-up head: the request it frames is the one running
+        if self._framing_head:  # the made-up head: the request it frames is the last one parsed (`self.cycle`)
             self._framing_head = False
             return
         super().on_headers_complete()
