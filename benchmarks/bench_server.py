@@ -6,21 +6,22 @@
 
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
 `execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses` requests
-with one keep-alive HTTP connection, then `--spaced` more one every `--pause` ms (below saturation), then a
-thousand back to back on the standard library's `http.client` (latency without httpx's own CPU), a thousand
-streamed (until the call's `interpreting` event, and until `response.completed`), then
-`--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from 4 processes on the standard
-library's `http.client`, a load generator that leaves the server more of the 2 CPUs). Prints, for the first and the
-last thousand requests: p50/p95 latency, the server's CPU per request (user+system of the server process, from
-/proc) and its log bytes per request; every thousand requests, the server's RSS, open descriptors and threads and
-the sandbox's PSS (the template and every live session child); the CPU per request of the server, the sandbox, this
-client and the whole machine over all of them, and the rate that caps on this machine's CPUs; the spaced requests'
-p50/p95 beside `GET /health` back to back and spaced alike (what waking idle processes costs on this machine), and
-the `http.client` ones'; the 4-caller throughput and the server's CPU per request under it (and the callers' own,
-for the processes); the same within conversations (one conversation's server CPU split by the length of the
-history each turn sends: short, and at its 200-message cap); beside a Jupyter kernel's execute round trip for the
-same program (benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same run; then the load
-average.
+with one keep-alive HTTP connection, then rounds alternating with a fresh server's, then `--spaced` more one every
+`--pause` ms (below saturation), then a thousand back to back on the standard library's `http.client` (latency
+without httpx's own CPU), a thousand streamed (until the call's `interpreting` event, and until
+`response.completed`), then `--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from
+4 processes on the standard library's `http.client`, a load generator that leaves the server more of the 2 CPUs).
+Prints, for the first and the last thousand requests: p50/p95 latency, the server's CPU per request (user+system of
+the server process, from /proc) and its log bytes per request; every thousand requests, the server's RSS, open
+descriptors and threads and the sandbox's PSS (the template and every live session child); the CPU per request of
+the server, the sandbox, this client and the whole machine over all of them, and the rate that caps on this
+machine's CPUs; the server beside a fresh one in alternating rounds (what uptime costs, the machine's drift taken
+out); the spaced requests' p50/p95 beside `GET /health` back to back and spaced alike (what waking idle processes
+costs on this machine), and the `http.client` ones'; the 4-caller throughput and the server's CPU per request under
+it (and the callers' own, for the processes); the same within conversations (one conversation's server CPU split by
+the length of the history each turn sends: short, and at its 200-message cap); beside a Jupyter kernel's execute
+round trip for the same program (benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same
+run; then the load average.
 Figures only, no assertion.
 """
 
@@ -48,6 +49,7 @@ import jupyter_kernel  # noqa: E402  (the baseline, measured in the same run)
 
 CALLERS = 4
 WINDOW = 1000
+FRESH_FILL, UPTIME_ROUNDS = 1100, 4  # past the 1,000 conversations kept by default; rounds of each server
 SHORT_CONVERSATIONS, SHORT_TURNS, CAPPED = 20, 10, 50  # short histories; the turn from which the history is capped
 _SCRUB = ("AZURE_", "OPENAI_", "DEVUI_AUTH_TOKEN", "LCI_", "OTEL_", "APPLICATIONINSIGHTS_", "ENABLE_")
 
@@ -275,6 +277,34 @@ def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[f
         return time.perf_counter() - started, server.cpu() - cpu0, sum(spent)
 
 
+def uptime_against_fresh(server: "Server", path: str, env: list[str], window: int, served: int) -> None:
+    """What uptime costs, with this machine's drift taken out: the long-lived server beside a fresh one (same
+    environment) past its fill-up (`FRESH_FILL` requests: its conversation store and sessions full, as the
+    long-lived one's are), in alternating rounds of `window // 2` new conversations on `http.client`. The figures
+    per thousand above move with the machine within a run (here by up to a third between minutes); two servers
+    measured in the same minutes move together, so their difference is what the served requests left behind."""
+    fresh = Server(dict(item.split("=", 1) for item in env))
+    try:
+        lean_requests(fresh.port, path, 100000, FRESH_FILL)
+        size = max(1, window // 2)
+        rounds: dict[str, list[tuple[float, float]]] = {"long-lived": [], "fresh": []}  # (CPU ms/req, p50 ms)
+        for k in range(UPTIME_ROUNDS * 2):
+            name, target = (("long-lived", server), ("fresh", fresh))[k % 2]
+            cpu0 = target.cpu_exact()
+            times, _ = lean_requests(target.port, path, 110000 + k * size, size)
+            rounds[name].append(((target.cpu_exact() - cpu0) * 1000 / size, statistics.median(times)))
+    finally:
+        fresh.stop()
+    print(f"uptime: the server after {served} requests beside a fresh one past its first {FRESH_FILL}, "
+          f"{UPTIME_ROUNDS} alternating rounds of {size} on http.client:")
+    for name, figures in rounds.items():
+        print(f"  {name:<11} server CPU ms/req " + " ".join(f"{cpu:.2f}" for cpu, _ in figures)
+              + "; p50 ms " + " ".join(f"{p50:.2f}" for _, p50 in figures))
+    gap = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(rounds["long-lived"], rounds["fresh"])]
+    print(f"  long-lived minus fresh, mean of the rounds: server CPU {statistics.mean(g[0] for g in gap):+.2f} "
+          f"ms/req, p50 {statistics.mean(g[1] for g in gap):+.2f} ms")
+
+
 def _nothing(_: int) -> None:
     return None
 
@@ -345,6 +375,8 @@ def main() -> int:
               f"and the children it reaped), this client {costs[2]:.2f} ms, whole machine {costs[3]:.2f} ms: "
               f"{cpus} CPUs serve at most {cpus * 1000 / costs[3]:.0f} such requests per second")
 
+        uptime_against_fresh(server, args.path, args.env, window, args.requests)
+
         # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
         # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
         spaced = []
@@ -353,8 +385,8 @@ def main() -> int:
                 time.sleep(args.pause / 1000)
                 spaced.append(request(client, args.path, 50000 + i))
         if spaced:
-            print(f"new conversation every {args.pause:g} ms, {len(spaced)} requests: p50 {statistics.median(spaced):.2f} "
-                  f"ms, p95 {pct(spaced, 95):.2f} ms")
+            print(f"new conversation every {args.pause:g} ms, {len(spaced)} requests: "
+                  f"p50 {statistics.median(spaced):.2f} ms, p95 {pct(spaced, 95):.2f} ms")
             # What waking an idle process costs on this machine (a virtual CPU that halted must be woken), measured
             # on the same server with a request that does nothing: the part of the spaced figure no code here sets.
             with httpx.Client(base_url=server.base, timeout=60) as client:
