@@ -1,13 +1,13 @@
-"""The real server as a pod runs it (subprocess back end, sessions, spares, eviction), for thousands of requests:
-what must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one
-covers what only the production back end has: sandbox processes, scratch directories, descriptors, threads,
-sessions kept per replica, and memory, while most requests start a conversation (a new session, then evictions),
-some continue one, an eighth are streamed, a sixteenth download a file their code wrote (half of them giving up
-half-way), and a thirty-second come as `curl --http2` sends them (`Upgrade: h2c`, on a connection of their own,
-with a request pipelined behind: `http/connections.py` parses both with a parser of its own). The other APIs'
-traffic is mixed in: a sixteenth go to the sessions API (synchronous and asynchronous executions, uploads,
-listings and deletions, across more identifiers than the replica keeps sessions), and a sixteenth create a
-conversation, answer in it and delete it."""
+"""The real server as a pod runs it (subprocess back end, sessions, spares, eviction), for thousands of requests: what
+must not grow does not grow. tests/http/test_longrun.py covers the serving path in process on monty; this one covers
+what only the production back end has: sandbox processes, scratch directories, descriptors, threads, sessions kept
+per replica, and memory (the server's, and that of the templates every child is forked from), while most requests
+start a conversation (a new session, then evictions), some continue one, an eighth are streamed, a sixteenth
+download a file their code wrote (half of them giving up half-way), and a thirty-second come as `curl --http2` sends
+them (`Upgrade: h2c`, on a connection of their own, with a request pipelined behind: `http/connections.py` parses
+both with a parser of its own). The other APIs' traffic is mixed in: a sixteenth go to the sessions API (synchronous
+and asynchronous executions, uploads, listings and deletions, across more identifiers than the replica keeps
+sessions), and a sixteenth create a conversation, answer in it and delete it."""
 
 import json
 import os
@@ -57,11 +57,28 @@ def _scratch_roots(pid: int) -> set[str]:
     return roots
 
 
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.split(":", 1) for line in f)
+
+
+def _templates(pid: int) -> list[int]:
+    """The server's own children: the sandbox templates (warm and lean), which every child is forked from."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        templates = [int(p) for p in f.read().split()]
+    assert templates and all(b"sandbox.template" in open(f"/proc/{t}/cmdline", "rb").read() for t in templates)
+    return templates
+
+
 def _measure(pid: int, roots: set[str]) -> dict:
-    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    status, templates = _status(pid), _templates(pid)
     return {"processes": len(_descendants(pid)), "scratch entries": sum(len(os.listdir(r)) for r in roots),
             "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(status["Threads"]),
-            "rss_kib": int(status["VmRSS"].split()[0])}
+            "rss_kib": int(status["VmRSS"].split()[0]),
+            # A template's fork copies its page tables and its children share its pages: a template that grew
+            # would make every later fork, child and exit cost more.
+            "template anon_kib": sum(int(_status(t)["RssAnon"].split()[0]) for t in templates),
+            "template fds": sum(len(os.listdir(f"/proc/{t}/fd")) for t in templates)}
 
 
 def _settled(pid: int, roots: set[str]) -> dict:
@@ -183,4 +200,6 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
     assert after["fds"] <= before["fds"] + 8, (before, after)
     assert after["threads"] <= before["threads"] + 2, (before, after)
     assert after["rss_kib"] - before["rss_kib"] < 32 * 1024, (before, after)  # conversations are bounded too
+    assert after["template anon_kib"] - before["template anon_kib"] < 2 * 1024, (before, after)
+    assert after["template fds"] <= before["template fds"], (before, after)
     assert "Traceback" not in output and "ERROR" not in output, output[-3000:]
