@@ -15,8 +15,10 @@ What is evicted is the least recently used conversation of the caller holding th
 responses, whichever bound was passed), never one of a caller holding less than the caller whose request passed it
 (`fair.py`): a caller who sends a lot ends its own oldest conversations, not everyone else's.
 
-A continuation naming an evicted or unknown conversation/response gets a clear 404 (the client learns its
-history is gone instead of the agent silently forgetting it).
+A `previous_response_id` naming an evicted or unknown response gets a clear 404 (the client learns its history is
+gone instead of the agent silently forgetting it). A `conversation` id the store does not hold starts a conversation
+under that id: a client may name its own (it is also the id of the conversation's container, which a client can
+upload to before its first question), so an evicted one cannot be told from a new one.
 
 Beside each turn's messages (what the model is sent again) the store keeps the turn as the client saw it, as JSON
 rendered once (`Exchange`, made by `http/stored.render`: the input items, the output items and the response), so
