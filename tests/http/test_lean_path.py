@@ -11,7 +11,7 @@ from inprocess import app_client, app_with_sessions, devui_entity, sse_events
 from local_code_interpreter.conversation import conversation_key
 from local_code_interpreter.http.history import Bounds, ConversationStore, HistoryError
 from local_code_interpreter.sandbox import Limits, create_sandbox
-from service import running_service
+from service import clean_env, running_service
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +235,42 @@ def test_a_caller_passing_a_bound_evicts_its_own_conversations_not_other_callers
     assert indexed.resolve("mallory", None, "m299").history
     with pytest.raises(HistoryError):
         indexed.resolve("mallory", None, "m0")
+
+
+def test_an_evicted_conversation_is_a_404_not_a_fresh_start():
+    """A conversation the store evicted, continued by its id, is a 404 `conversation_not_found` (the client learns
+    its history is gone), as a `previous_response_id` of it is; an id never seen still starts a conversation (a
+    client may name its own), one deleted by its owner may be used again, and what is remembered is bounded."""
+    store = ConversationStore(Bounds(max_conversations=2))
+    store.record(store.resolve("me", "conv_old", None), "resp_old", [_message("remember me")])
+    for n in range(2):
+        store.record(store.resolve("me", f"conv_{n}", None), f"r{n}", [_message("later")])
+    with pytest.raises(HistoryError) as caught:
+        store.resolve("me", "conv_old", None)
+    assert (caught.value.status, caught.value.code) == (404, "conversation_not_found")
+    assert "evicted" in str(caught.value)
+    with pytest.raises(HistoryError):
+        store.resolve("me", None, "resp_old")
+    assert store.resolve("someone-else", "conv_old", None).history == []  # another caller's id of the same name
+    assert store.resolve("me", "conv_new", None).history == []  # never seen: a client's own id
+    store.forget("me", "conv_old")  # deleted by its owner: theirs to use again
+    assert store.resolve("me", "conv_old", None).history == []
+    for n in range(100):
+        store.record(store.resolve("me", None, None), f"m{n}", [_message("spam")])
+    assert len(store._evicted) <= 2  # remembered ids are bounded like the conversations
+
+
+def test_the_openai_client_learns_that_its_conversation_was_evicted():
+    with running_service(env=clean_env(LCI_CONVERSATIONS_MAX="2")) as (base, _process, _seconds):
+        api = client(base)
+        created = api.conversations.create().id
+        first = api.responses.create(model="local-code-interpreter", input="x = 6 * 7\nprint(x)", conversation=created)
+        assert "42" in first.output_text
+        for n in range(2):  # two more conversations: the first one is evicted
+            api.responses.create(model="local-code-interpreter", input=f"print({n})")
+        with pytest.raises(openai.NotFoundError) as caught:
+            api.responses.create(model="local-code-interpreter", input="print(x)", conversation=created)
+    assert caught.value.code == "conversation_not_found" and "evicted" in str(caught.value), caught.value
 
 
 def test_devui_conversations_are_bounded_too():

@@ -15,10 +15,13 @@ What is evicted is the least recently used conversation of the caller holding th
 responses, whichever bound was passed), never one of a caller holding less than the caller whose request passed it
 (`fair.py`): a caller who sends a lot ends its own oldest conversations, not everyone else's.
 
-A `previous_response_id` naming an evicted or unknown response gets a clear 404 (the client learns its history is
-gone instead of the agent silently forgetting it). A `conversation` id the store does not hold starts a conversation
-under that id: a client may name its own (it is also the id of the conversation's container, which a client can
-upload to before its first question), so an evicted one cannot be told from a new one.
+A continuation naming what the store no longer holds gets a clear 404, so the client learns its history is gone
+instead of the agent silently forgetting it: a `previous_response_id` evicted or unknown
+(`previous_response_not_found`), and a `conversation` id this store evicted (`conversation_not_found`; the last
+`LCI_CONVERSATIONS_MAX` evicted ids are remembered, bounded by caller like the conversations). Any other
+`conversation` id starts a conversation under that id: a client may name its own (it is also the id of the
+conversation's container, which a client can upload to before its first question). A restarted replica remembers
+nothing, so there an old id starts empty too.
 
 Beside each turn's messages (what the model is sent again) the store keeps the turn as the client saw it, as JSON
 rendered once (`Exchange`, made by `http/stored.render`: the input items, the output items and the response), so
@@ -122,6 +125,8 @@ class ConversationStore:
         self._responses: dict[str, tuple[tuple[str, str], int]] = {}
         self._bytes = Tally()  # what the conversations hold, per caller and in all: bytes...
         self._indexed = Tally()  # ...and response ids (`response_ids`)
+        # (owner, conversation id) of conversations evicted: continuing one is a 404, not a fresh start
+        self._evicted: Holdings[bool] = Holdings()
 
     def __len__(self) -> int:
         return len(self._conversations)
@@ -160,6 +165,12 @@ class ConversationStore:
         if conversation_id is not None:
             conversation = self._conversations.get((owner, conversation_id))
             if conversation is None:
+                if (owner, conversation_id) in self._evicted:
+                    raise HistoryError(404, f"conversation {conversation_id!r} not found: it was evicted (this "
+                                       f"replica keeps {self.bounds.max_conversations} conversations and "
+                                       f"{self.bounds.max_bytes} bytes of them; the least recently used of the "
+                                       "caller holding the most go first), so its history is gone; start a new "
+                                       "conversation", "conversation_not_found")
                 conversation = self._new(owner, conversation_id, conversation_id)
             self._conversations.touch((owner, conversation_id))
             return Continuation(conversation, conversation.messages(),
@@ -284,6 +295,7 @@ class ConversationStore:
     def forget(self, owner: str, conversation_id: str) -> bool:
         """Drop the owner's conversation (deleted by them) and the responses that pointed into it; False if it
         was not kept. Its forks (continued from one of its older responses) keep their own history."""
+        self._evicted.pop((owner, conversation_id))  # deleted by its owner: the id is theirs to use again
         conversation = self._conversations.pop((owner, conversation_id), None)
         if conversation is None:
             return False
@@ -298,6 +310,9 @@ class ConversationStore:
         key, victim = next(self._conversations.give_way(requester, weight))
         self._conversations.pop(key)
         self._drop(victim)
+        self._evicted[key] = True
+        while len(self._evicted) > self.bounds.max_conversations:
+            self._evicted.pop(next(self._evicted.give_way(requester))[0])
 
     def _drop(self, conversation: Conversation) -> None:
         """Take a conversation that left the store out of the sums (its own stay as they were)."""
