@@ -75,3 +75,46 @@ def test_a_tally_keeps_each_callers_share_and_the_sum_and_forgets_a_caller_holdi
     t.add("bob", 2)
     t.add("alice", -3)
     assert (t.total, t.of("alice"), t.of("bob"), t.by_owner()) == (2, 0, 2, {"bob": 2})
+
+
+def test_giving_way_by_count_keeps_the_order_of_sorting_every_caller_through_any_changes():
+    """The ranking kept as entries come and go gives exactly the order of ranking every caller afresh (which the
+    weighted path still does: `weight=h.held` is the same count), through adds, replacements, touches and removals,
+    for every requester."""
+    import random
+
+    rng = random.Random(7)
+    h = Holdings()
+    owners = [f"o{n}" for n in range(12)]
+    for step in range(3000):
+        owner = rng.choice(owners)
+        held = [key for key, _ in h.items() if key[0] == owner]
+        action = rng.random()
+        if action < 0.45 or not held:
+            h[owner, f"k{rng.randrange(8)}"] = step
+        elif action < 0.75:
+            h.touch(rng.choice(held))
+        else:
+            h.pop(rng.choice(held))
+        requester = rng.choice(owners + [None])
+        assert order(h, requester) == order(h, requester, weight=h.held), step
+    assert len(h._ranking) <= 2 * len(owners) + 64  # stale ranks do not pile up
+
+
+def test_finding_who_gives_way_does_not_grow_with_the_callers_held(monkeypatch):
+    """With ten thousand callers holding one entry each (notices owed to as many), the next to give way is found by
+    looking at a few of them, not all: a full store's evictions cost the same however many callers it has seen."""
+    h = Holdings()
+    for n in range(10000):
+        h[f"caller{n}", "notice"] = n
+    looked = []  # every time a caller's holding is looked at: its count (`held`), or its rank checked (`_current`)
+    for name in ("held", "_current"):
+        if hasattr(Holdings, name):
+            method = getattr(Holdings, name)
+            monkeypatch.setattr(Holdings, name, lambda self, *a, method=method: looked.append(a) or method(self, *a))
+    for n in range(100):
+        key, _ = next(h.give_way(f"new{n}"))
+        h.pop(key)
+        h[f"new{n}", "notice"] = n
+    assert key == ("caller99", "notice")  # the least recently used, as plain LRU among callers holding alike
+    assert len(looked) < 100 * 20, len(looked)

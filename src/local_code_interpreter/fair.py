@@ -20,6 +20,7 @@ them this is plain least-recently-used.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -38,12 +39,20 @@ class Holdings(Generic[V]):
     """Entries keyed by (owner, identifier), each owner's least recently used first.
 
     A mapping for the operations the stores use (`get`, `[]`, `in`, `len`, `pop`, `values`), plus `touch` (now the
-    most recently used) and `give_way` (who goes when the store is full)."""
+    most recently used) and `give_way` (who goes when the store is full).
+
+    Who gives way by count is kept ranked as entries come and go (`_ranking`), so finding it costs the same with ten
+    callers or ten thousand (a store full of notices owed to as many callers, each holding one): sorting every
+    caller on each eviction made the cost of a request grow with the callers a process had seen."""
 
     def __init__(self) -> None:
         self._owners: dict[str, OrderedDict[Key, V]] = {}
         self._used: dict[Key, int] = {}  # when each entry was last used, as a count: orders owners that tie
         self._clock = 0
+        # A heap of (-entries held, when its oldest entry was used, owner), smallest first: who gives way first is
+        # at the top. An owner's tuple is pushed again whenever either changes; tuples that no longer match their
+        # owner are stale, dropped when they reach the top, and all of them when the heap outgrows its owners.
+        self._ranking: list[tuple[int, int, str]] = []
 
     def __len__(self) -> int:
         return len(self._used)
@@ -58,8 +67,12 @@ class Holdings(Generic[V]):
 
     def __setitem__(self, key: Key, value: V) -> None:
         """Add or replace; either way it is now the owner's most recently used."""
-        self._owners.setdefault(key[0], OrderedDict())[key] = value
-        self.touch(key)
+        entries = self._owners.setdefault(key[0], OrderedDict())
+        ranked_anew = key not in entries or next(iter(entries)) == key  # its count or its oldest entry changes
+        entries[key] = value
+        self._touch(key)
+        if ranked_anew:
+            self._rank(key[0])
 
     def get(self, key: Key, default: V | None = None) -> V | None:
         entries = self._owners.get(key[0]) if key in self._used else None
@@ -67,6 +80,12 @@ class Holdings(Generic[V]):
 
     def touch(self, key: Key) -> None:
         """`key` (held) is now its owner's most recently used entry."""
+        oldest = next(iter(self._owners[key[0]])) == key
+        self._touch(key)
+        if oldest:  # the owner's oldest entry is another one now
+            self._rank(key[0])
+
+    def _touch(self, key: Key) -> None:
         self._owners[key[0]].move_to_end(key)
         self._clock += 1
         self._used[key] = self._clock
@@ -79,6 +98,7 @@ class Holdings(Generic[V]):
         value = entries.pop(key)
         if not entries:
             del self._owners[key[0]]
+        self._rank(key[0])
         return value
 
     def values(self) -> list[V]:
@@ -91,6 +111,7 @@ class Holdings(Generic[V]):
     def clear(self) -> None:
         self._owners.clear()
         self._used.clear()
+        self._ranking.clear()
 
     def held(self, owner: str) -> int:
         """How many entries `owner` holds."""
@@ -104,14 +125,50 @@ class Holdings(Generic[V]):
         used longest ago), each owner's least recently used entry first. Owners holding less than `requester`
         are left out: a caller makes room at the expense of callers holding at least as much as it does, itself
         included. Lazy: stop going through it before changing the holdings."""
-        weigh = weight or self.held
-        floor = weigh(requester) if requester is not None else 0
-        ranked = sorted(((weigh(owner), -self._used[next(iter(entries))], owner)
+        if weight is None:
+            yield from self._by_count(self.held(requester) if requester is not None else 0)
+            return
+        floor = weight(requester) if requester is not None else 0
+        ranked = sorted(((weight(owner), -self._used[next(iter(entries))], owner)
                          for owner, entries in self._owners.items()), reverse=True)
         for held, _, owner in ranked:
             if held < floor:
                 return
             yield from self._owners[owner].items()
+
+    def _by_count(self, floor: int) -> Iterator[tuple[Key, V]]:
+        """`give_way` by count, from the ranking: its heap is walked in order without being changed (a frontier of
+        the nodes whose parents were taken), so reaching the first owner costs O(log n) and each next one as much."""
+        ranking = self._ranking
+        while ranking and not self._current(ranking[0]):
+            heapq.heappop(ranking)
+        frontier = [(ranking[0], 0)] if ranking else []
+        seen: set[str] = set()
+        while frontier:
+            rank, index = heapq.heappop(frontier)
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(ranking):
+                    heapq.heappush(frontier, (ranking[child], child))
+            owner = rank[2]
+            if owner in seen or not self._current(rank):
+                continue
+            if -rank[0] < floor:
+                return
+            seen.add(owner)
+            yield from self._owners[owner].items()
+
+    def _current(self, rank: tuple[int, int, str]) -> bool:
+        entries = self._owners.get(rank[2])
+        return bool(entries) and -rank[0] == len(entries) and self._used[next(iter(entries))] == rank[1]
+
+    def _rank(self, owner: str) -> None:
+        entries = self._owners.get(owner)
+        if entries:
+            heapq.heappush(self._ranking, (-len(entries), self._used[next(iter(entries))], owner))
+        if len(self._ranking) > 2 * len(self._owners) + 64:  # mostly stale: rebuilt from the owners, O(n)
+            self._ranking = [(-len(entries), self._used[next(iter(entries))], owner)
+                             for owner, entries in self._owners.items()]
+            heapq.heapify(self._ranking)
 
 
 class Tally:
