@@ -142,8 +142,13 @@ class Holdings(Generic[V]):
         ranking = self._ranking
         while ranking and not self._current(ranking[0]):
             heapq.heappop(ranking)
-        frontier = [(ranking[0], 0)] if ranking else []
-        seen: set[str] = set()
+        if not ranking or -ranking[0][0] < floor:
+            return
+        first = ranking[0][2]
+        yield from self._owners[first].items()  # usually all a caller looks at
+        frontier = [(ranking[child], child) for child in (1, 2) if child < len(ranking)]
+        heapq.heapify(frontier)
+        seen = {first}
         while frontier:
             rank, index = heapq.heappop(frontier)
             for child in (2 * index + 1, 2 * index + 2):
