@@ -280,23 +280,24 @@ def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[f
 def uptime_against_fresh(server: "Server", path: str, env: list[str], window: int, served: int) -> None:
     """What uptime costs, with this machine's drift taken out: the long-lived server beside a fresh one (same
     environment) past its fill-up (`FRESH_FILL` requests: its conversation store and sessions full, as the
-    long-lived one's are), in alternating rounds of `window // 2` new conversations on `http.client`. The figures
-    per thousand above move with the machine within a run (here by up to a third between minutes); two servers
-    measured in the same minutes move together, so their difference is what the served requests left behind."""
+    long-lived one's are), in alternating rounds of `window // 2` new conversations on `http.client`, in the order
+    AB BA AB BA (a machine speeding up or slowing down within a pair favours neither). The figures per thousand
+    above move with the machine within a run (here by up to a third between minutes); two servers measured in the
+    same minutes move together, so their difference is what the served requests left behind."""
     fresh = Server(dict(item.split("=", 1) for item in env))
     try:
         lean_requests(fresh.port, path, 100000, FRESH_FILL)
         size = max(1, window // 2)
         rounds: dict[str, list[tuple[float, float]]] = {"long-lived": [], "fresh": []}  # (CPU ms/req, p50 ms)
-        for k in range(UPTIME_ROUNDS * 2):
-            name, target = (("long-lived", server), ("fresh", fresh))[k % 2]
+        for k in range(UPTIME_ROUNDS * 2):  # in the order AB BA AB BA: neither server gains by going second
+            name, target = (("long-lived", server), ("fresh", fresh))[(k + k // 2) % 2]
             cpu0 = target.cpu_exact()
             times, _ = lean_requests(target.port, path, 110000 + k * size, size)
             rounds[name].append(((target.cpu_exact() - cpu0) * 1000 / size, statistics.median(times)))
     finally:
         fresh.stop()
     print(f"uptime: the server after {served} requests beside a fresh one past its first {FRESH_FILL}, "
-          f"{UPTIME_ROUNDS} alternating rounds of {size} on http.client:")
+          f"{UPTIME_ROUNDS} rounds of {size} each on http.client, in the order AB BA AB BA:")
     for name, figures in rounds.items():
         print(f"  {name:<11} server CPU ms/req " + " ".join(f"{cpu:.2f}" for cpu, _ in figures)
               + "; p50 ms " + " ".join(f"{p50:.2f}" for _, p50 in figures))
