@@ -29,6 +29,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def with_health_behind(host: str, port: int, request: bytes, timeout: float = 60) -> bytes:
+    """Send `request` with `GET /health` pipelined behind it, on a connection of its own; what came back, read until
+    the health answer is in (a request that swallowed the one behind it never gets there: the read fails)."""
+    received = b""
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(request + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        while b'"status": "healthy"' not in received:
+            chunk = connection.recv(65536)
+            assert chunk, received[-500:]
+            received += chunk
+    return received
+
+
 @contextmanager
 def running_service(env: dict[str, str] | None = None, host: str = "127.0.0.1", args: tuple[str, ...] = (),
                     ready_timeout: float = 30.0, *, log: IO[str] | None = None, preexec_fn=None):

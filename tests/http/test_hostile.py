@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from service import clean_env, running_service
+from service import clean_env, running_service, with_health_behind
 from skips import tool_missing
 
 TOKEN = "hostile-test-token-0123456789"
@@ -298,13 +298,7 @@ def test_an_upgrade_request_keeps_its_body_and_what_follows_it(with_token, upgra
               + b"%x\r\n" % (len(body) - 9) + body[9:] + b"\r\n0\r\n\r\n")
     request = (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Authorization: Bearer " + TOKEN.encode() + b"\r\n" + upgrade + framed)
-    received = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(request + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # pipelined behind it
-        while b'"status": "healthy"' not in received:
-            chunk = s.recv(65536)
-            assert chunk, received[-500:]
-            received += chunk
+    received = with_health_behind("127.0.0.1", port, request, timeout=30)
     first, _, second = received.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and second.startswith(b"200 OK"), received[:600]
     answer = json.loads(first.partition(b"\r\n\r\n")[2])
@@ -419,10 +413,6 @@ def test_health_answers_with_1000_idle_connections_at_nofile_1024():
         for s in sockets:
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def _rss_mib(pid: int) -> float:
-    return int(open(f"/proc/{pid}/statm").read().split()[1]) * resource.getpagesize() / (1 << 20)
 
 
 def test_clients_that_stop_reading_a_download_hold_no_memory_and_are_cut_off():

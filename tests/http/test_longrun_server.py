@@ -11,14 +11,13 @@ sessions), and a sixteenth create a conversation, answer in it and delete it."""
 
 import json
 import os
-import socket
 import tempfile
 import time
 
 import httpx
 import pytest
 
-from service import clean_env, running_service
+from service import clean_env, running_service, with_health_behind
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +65,9 @@ def _templates(pid: int) -> list[int]:
     """The server's own children: the sandbox templates (warm and lean), which every child is forked from."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         templates = [int(p) for p in f.read().split()]
-    assert templates and all(b"sandbox.template" in open(f"/proc/{t}/cmdline", "rb").read() for t in templates)
+    for template in templates:
+        with open(f"/proc/{template}/cmdline", "rb") as f:
+            assert b"sandbox.template" in f.read(), template
     return templates
 
 
@@ -162,13 +163,7 @@ def test_the_production_back_end_does_not_grow_over_thousands_of_requests():
             request = (b"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
                        b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-            received = b""
-            with socket.create_connection((url.host, url.port), timeout=60) as connection:
-                connection.sendall(request + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                while b'"status": "healthy"' not in received:
-                    chunk = connection.recv(65536)
-                    assert chunk, received[-500:]
-                    received += chunk
+            received = with_health_behind(url.host, url.port, request)
             assert received.startswith(b"HTTP/1.1 200 ") and received.count(b"HTTP/1.1 200 ") == 2, received[:500]
             assert str(i * 3).encode() in received, received[:1000]
 
