@@ -277,14 +277,14 @@ def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[f
         return time.perf_counter() - started, server.cpu() - cpu0, sum(spent)
 
 
-def uptime_against_fresh(server: "Server", path: str, env: list[str], window: int, served: int) -> None:
+def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], window: int, served: int) -> None:
     """What uptime costs, with this machine's drift taken out: the long-lived server beside a fresh one (same
     environment) past its fill-up (`FRESH_FILL` requests: its conversation store and sessions full, as the
     long-lived one's are), in alternating rounds of `window // 2` new conversations on `http.client`, in the order
     AB BA AB BA (a machine speeding up or slowing down within a pair favours neither). The figures per thousand
     above move with the machine within a run (here by up to a third between minutes); two servers measured in the
     same minutes move together, so their difference is what the served requests left behind."""
-    fresh = Server(dict(item.split("=", 1) for item in env))
+    fresh = Server(env)
     try:
         lean_requests(fresh.port, path, 100000, FRESH_FILL)
         size = max(1, window // 2)
@@ -333,7 +333,8 @@ def main() -> int:
     args = parser.parse_args()
     window = min(WINDOW, max(1, args.requests // 3))
 
-    server = Server(dict(item.split("=", 1) for item in args.env))
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    server = Server(extra_env)
     try:
         times: list[float] = []
         marks = []  # (request index, cpu seconds, log bytes) at the window edges
@@ -376,7 +377,7 @@ def main() -> int:
               f"and the children it reaped), this client {costs[2]:.2f} ms, whole machine {costs[3]:.2f} ms: "
               f"{cpus} CPUs serve at most {cpus * 1000 / costs[3]:.0f} such requests per second")
 
-        uptime_against_fresh(server, args.path, args.env, window, args.requests)
+        uptime_against_fresh(server, args.path, extra_env, window, args.requests)
 
         # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
         # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
