@@ -207,9 +207,10 @@ def test_the_templates_rehearsal_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(module.tempfile, "tempdir", str(tmp_path))
     before = module._workdir
     module._rehearse()
-    assert ran == ["pass"] * module.REHEARSALS
+    assert ran == [module.WARM_UP_CELL] * module.REHEARSALS
     assert list(tmp_path.iterdir()) == [] and module._workdir == before and not module._quiet
     assert not [name for name in module.linecache.cache if "warm-up" in name]
+    assert "<warm-up>" not in module._sources
 
 
 def test_main_namespace_is_a_real_module(child):

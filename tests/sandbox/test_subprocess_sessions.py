@@ -332,12 +332,15 @@ def test_a_one_shot_run_can_fork_after_many_sessions_started(backend, run, monke
 
 
 def test_a_sessions_first_cell_finds_nothing_of_the_warm_up(session, run):
-    """Each child runs an empty cell by itself before its first (child._warm_up): in a throwaway namespace, so
-    the session's own starts clean and its first cell is cell 1."""
+    """Each child runs a cell of its own before its first (child._warm_up): in a throwaway namespace, so the
+    session's own starts clean and its first cell is cell 1; what it prints goes into a pipe of its own, so the
+    first cell's output is its own alone, and fd 1 is the session's again for what the code starts."""
+    first = run(session.run("import subprocess\nprint('mine')\nsubprocess.run(['echo', 'theirs'])\nNone"))
+    assert (first.stdout, first.stderr, first.value) == ("mine\ntheirs\n", "", None), first
     names = run(session.run("sorted(n for n in globals() if not n.startswith('__'))"))
-    assert names.value == "['display']", names
+    assert names.value == "['display', 'subprocess']", names
     failed = run(session.run("1 / 0"))
-    assert 'File "<cell 2>", line 1' in failed.stderr and "warm" not in failed.stderr, failed.stderr
+    assert 'File "<cell 3>", line 1' in failed.stderr and "warm" not in failed.stderr, failed.stderr
 
 
 def test_a_spare_that_died_by_itself_is_reported_and_replaced(backend, run, caplog):
