@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
-from agent_framework._types import ResponseStream
+from agent_framework import (AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message,
+                             ResponseStream)
 
 from .conversation import conversation_key
 from .sandbox.types import ExecutionResult, FileInfo, Image

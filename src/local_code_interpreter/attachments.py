@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message
-from agent_framework._types import ResponseStream
+from agent_framework import (AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content, Message,
+                             ResponseStream)
 
 from .artifacts import display_text
 from .conversation import conversation_key

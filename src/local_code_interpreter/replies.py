@@ -8,9 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from agent_framework import (AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Content,
-                             FunctionMiddleware, Message)
-from agent_framework._middleware import MiddlewareFailure
-from agent_framework._types import ResponseStream
+                             FunctionMiddleware, Message, MiddlewareFailure, ResponseStream)
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ what ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import TypeVar
 
-from agent_framework import FunctionMiddleware
-from agent_framework._middleware import MiddlewareTermination
+from agent_framework import FunctionMiddleware, MiddlewareTermination
 from starlette.types import Message, Receive, Send
 
 T = TypeVar("T")
@@ -30,6 +30,15 @@ class Stop:
         self._calls = 0  # calls the sandbox is running for this run
         self._answered = False  # the response was sent whole
         self._task: asyncio.Future | None = None
+
+    @contextlib.contextmanager
+    def running_call(self) -> Iterator[None]:
+        """While the sandbox runs a call of this run: a client that leaves meanwhile does not cancel it."""
+        self._calls += 1
+        try:
+            yield
+        finally:
+            self._calls -= 1
 
     async def run(self, serve: Callable[[Send], Awaitable[T]], receive: Receive, send: Send) -> T | None:
         """`serve(send)` in a task of its own, stopped as above if the client leaves before its response is whole;
@@ -77,11 +86,8 @@ class StopsAfterCalls(FunctionMiddleware):
         stop = STOP.get()
         if stop is None:
             return await call_next()
-        stop._calls += 1
-        try:
+        with stop.running_call():
             await call_next()
-        finally:
-            stop._calls -= 1
         if stop.requested:
             raise MiddlewareTermination("the client went away", result=context.result)
 
