@@ -13,8 +13,8 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from agent_framework import (BaseChatClient, ChatResponse, ChatResponseUpdate, Content, FunctionInvocationLayer, Message,
-                             ResponseStream)
+from agent_framework import (BaseChatClient, ChatResponse, ChatResponseUpdate, Content, FunctionInvocationLayer,
+                             Message, ResponseStream)
 
 from .attachments import user_text
 from .tool import TOOL_NAME
