@@ -162,17 +162,19 @@ class Holdings(Generic[V]):
             seen.add(owner)
             yield from self._owners[owner].items()
 
+    def _rank_of(self, owner: str, entries: OrderedDict[Key, V]) -> tuple[int, int, str]:
+        return -len(entries), self._used[next(iter(entries))], owner
+
     def _current(self, rank: tuple[int, int, str]) -> bool:
         entries = self._owners.get(rank[2])
-        return bool(entries) and -rank[0] == len(entries) and self._used[next(iter(entries))] == rank[1]
+        return bool(entries) and self._rank_of(rank[2], entries) == rank
 
     def _rank(self, owner: str) -> None:
         entries = self._owners.get(owner)
         if entries:
-            heapq.heappush(self._ranking, (-len(entries), self._used[next(iter(entries))], owner))
+            heapq.heappush(self._ranking, self._rank_of(owner, entries))
         if len(self._ranking) > 2 * len(self._owners) + 64:  # mostly stale: rebuilt from the owners, O(n)
-            self._ranking = [(-len(entries), self._used[next(iter(entries))], owner)
-                             for owner, entries in self._owners.items()]
+            self._ranking = [self._rank_of(owner, entries) for owner, entries in self._owners.items()]
             heapq.heapify(self._ranking)
 
 

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from local_code_interpreter.http.connections import HeadWithBody
-from tests.service import running_service
+from service import running_service
 
 
 class Recording:
