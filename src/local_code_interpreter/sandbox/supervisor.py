@@ -50,8 +50,8 @@ IDLE_CHECK_SECONDS = 1.0  # an idle session that still runs threads or processes
 SPARE_REFRESH_SECONDS = 10.0
 # A session spare taken for a new session is replaced this long after, not at once: forking the replacement and
 # its warm-up (~6 ms of CPU here) then do not compete with the first cell and the reply of the request that took
-# it (2 vCPUs, new conversations 30 ms apart: p50 6.0-9.1 -> 4.1-5.2 ms; back to back and with 4 callers, no
-# change beyond this machine's noise: the other spare serves the next request meanwhile).
+# it (2 vCPUs, new conversations 30 ms apart: p50 6.0-9.1 -> 4.1-5.2 ms). Requests that come faster meanwhile take
+# the other spares (`process.SESSION_SPARES`: enough for about 15 ms of new conversations back to back).
 SESSION_REFILL_DELAY_SECONDS = 0.015
 SMALL_WALK = 200  # directory entries walked on the event loop after a session's cell; more go to a thread
 CHILD_DESCRIPTORS = 5  # what the server holds per child: cells and results pipes, stdout, stderr, its directory
