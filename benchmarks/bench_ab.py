@@ -11,12 +11,12 @@ do so on; before it, both servers forked this tree's template and children, so o
 Each round starts the old and then the new server (`bench_server.Server`), sends `--requests` sequential
 `/v1/responses` `print(i*3)` requests on one keep-alive connection after 100 to warm up, and prints the server
 process's user+system CPU per request, the sandbox's (its templates and the children they reaped; children still
-alive at the end, the replica's sessions, are not counted), the wall time per request and the p50 latency: `new`
-mode starts a conversation with each request (a new sandbox session each), `turns` continues one conversation (its
-live session; the history kept up to the bound), `short` runs conversations of `bench_server.SHORT_TURNS` turns
-each (short histories, as most conversations are), `spaced` starts a conversation with each request but sends one
-every `--pause` ms (a replica below saturation: the latency a caller sees when the CPU is not the limit; a fifth
-of `--requests`).
+alive at the end, the replica's sessions, are not counted), the wall time per request, and the p50 and p90 latency
+(a spare that ran out, so a fork on the request's path, shows in the second): `new` mode starts a conversation with
+each request (a new sandbox session each), `turns` continues one conversation (its live session; the history kept
+up to the bound), `short` runs conversations of `bench_server.SHORT_TURNS` turns each (short histories, as most
+conversations are), `spaced` starts a conversation with each request but sends one every `--pause` ms (a replica
+below saturation: the latency a caller sees when the CPU is not the limit; a fifth of `--requests`).
 `--old-env`/`--new-env` give one side settings of its own: `HEAD --old-env LCI_EVENT_LOOP=asyncio` compares the
 event loops on the same code. Then the means, and the load average. Figures only, no assertion.
 """
@@ -40,8 +40,9 @@ import bench_server  # noqa: E402  (one server harness for every benchmark)
 
 
 def measure(mode: str, requests: int, pythonpath: str | None,
-            pause: float = 0.03, env: dict[str, str] | None = None) -> tuple[float, float, float, float]:
-    """(server CPU ms per request, sandbox CPU ms per request, wall ms per request, p50 ms) for one server run."""
+            pause: float = 0.03, env: dict[str, str] | None = None) -> tuple[float, ...]:
+    """(server CPU ms per request, sandbox CPU ms per request, wall ms per request, p50 ms, p90 ms) for one server
+    run."""
     saved = os.environ.get("PYTHONPATH")
     if pythonpath:
         os.environ["PYTHONPATH"] = pythonpath
@@ -76,15 +77,15 @@ def measure(mode: str, requests: int, pythonpath: str | None,
             times = bench_server.conversation(server.base, "/v1/responses", requests, 1000)
         wall = (time.perf_counter() - started) * 1000 / requests
         return ((server.cpu() - cpu0) * 1000 / requests, (server.sandbox_cpu() - sandbox0) * 1000 / requests, wall,
-                statistics.median(times))
+                statistics.median(times), statistics.quantiles(times, n=10)[-1])
     finally:
         server.stop()
 
 
-def _figures(row: tuple[float, float, float, float]) -> str:
-    cpu, sandbox, wall, p50 = row
+def _figures(row: tuple[float, ...]) -> str:
+    cpu, sandbox, wall, p50, p90 = row
     return (f"server CPU {cpu:.2f} ms/req, sandbox CPU {sandbox:.2f} ms/req, wall {wall:.2f} ms/req, "
-            f"p50 {p50:.2f} ms")
+            f"p50 {p50:.2f} ms, p90 {p90:.2f} ms")
 
 
 def main() -> int:
@@ -107,7 +108,7 @@ def main() -> int:
                    capture_output=True)
     try:
         for mode in modes:
-            figures: dict[str, list[tuple[float, float, float, float]]] = {"old": [], "new": []}
+            figures: dict[str, list[tuple[float, ...]]] = {"old": [], "new": []}
             for n in range(args.rounds):
                 for name, path in (("old", os.path.join(worktree, "src")), ("new", None)):
                     row = measure(mode, args.requests, path, args.pause / 1000, envs[name])
@@ -115,7 +116,7 @@ def main() -> int:
                     print(f"{mode} round {n + 1} {name:>3} ({args.ref if name == 'old' else 'this tree'}): "
                           + _figures(row), flush=True)
             for name in ("old", "new"):
-                mean = tuple(statistics.mean(row[k] for row in figures[name]) for k in range(4))
+                mean = tuple(statistics.mean(row[k] for row in figures[name]) for k in range(5))
                 print(f"{mode} {name:>3} mean: " + _figures(mean))
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", worktree], capture_output=True)
