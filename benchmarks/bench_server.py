@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/bench_server.py [--requests 10000] [--concurrent 800] [--kernel-runs 300]
                                                  [--spaced 500] [--pause 20] [--path /v1/responses]
-                                                 [--no-kernel] [--env K=V ...]
+                                                 [--uptime-rounds 4] [--no-kernel] [--env K=V ...]
 
 Starts `local-code-interpreter --devui` (embedded default: `print(i*3)` runs as-is through the agent and the
 `execute_code` tool) on a free loopback port, sends `--requests` sequential non-streaming `/v1/responses` requests
-with one keep-alive HTTP connection, then rounds alternating with a fresh server's, then `--spaced` more one every
+with one keep-alive HTTP connection, then `--uptime-rounds` rounds alternating with a fresh server's (each server
+once per round; 16 resolve about 0.1 ms of server CPU per request here), then `--spaced` more one every
 `--pause` ms (below saturation), then a thousand back to back on the standard library's `http.client` (latency
 without httpx's own CPU), a thousand streamed (until the call's `interpreting` event, and until
 `response.completed`), then `--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from
@@ -277,7 +278,8 @@ def lean_callers(server: "Server", path: str, total: int, first: int) -> tuple[f
         return time.perf_counter() - started, server.cpu() - cpu0, sum(spent)
 
 
-def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], window: int, served: int) -> None:
+def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], window: int, served: int,
+                         uptime_rounds: int = UPTIME_ROUNDS) -> None:
     """What uptime costs, with this machine's drift taken out: the long-lived server beside a fresh one (same
     environment) past its fill-up (`FRESH_FILL` requests: its conversation store and sessions full, as the
     long-lived one's are), in alternating rounds of `window // 2` new conversations on `http.client`, in the order
@@ -289,7 +291,7 @@ def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], windo
         lean_requests(fresh.port, path, 100000, FRESH_FILL)
         size = max(1, window // 2)
         rounds: dict[str, list[tuple[float, float]]] = {"long-lived": [], "fresh": []}  # (CPU ms/req, p50 ms)
-        for k in range(UPTIME_ROUNDS * 2):  # in the order AB BA AB BA: neither server gains by going second
+        for k in range(uptime_rounds * 2):  # in the order AB BA AB BA: neither server gains by going second
             name, target = (("long-lived", server), ("fresh", fresh))[(k + k // 2) % 2]
             cpu0 = target.cpu_exact()
             times, _ = lean_requests(target.port, path, 110000 + k * size, size)
@@ -297,7 +299,7 @@ def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], windo
     finally:
         fresh.stop()
     print(f"uptime: the server after {served} requests beside a fresh one past its first {FRESH_FILL}, "
-          f"{UPTIME_ROUNDS} rounds of {size} each on http.client, in the order AB BA AB BA:")
+          f"{uptime_rounds} rounds of {size} each on http.client, in the order AB BA AB BA:")
     for name, figures in rounds.items():
         print(f"  {name:<11} server CPU ms/req " + " ".join(f"{cpu:.2f}" for cpu, _ in figures)
               + "; p50 ms " + " ".join(f"{p50:.2f}" for _, p50 in figures))
@@ -328,6 +330,8 @@ def main() -> int:
     parser.add_argument("--spaced", type=int, default=500, help="requests sent spaced, after the sequential ones")
     parser.add_argument("--pause", type=float, default=20.0, help="milliseconds between the spaced requests")
     parser.add_argument("--path", default="/v1/responses")
+    parser.add_argument("--uptime-rounds", type=int, default=UPTIME_ROUNDS,
+                        help="rounds of the long-lived server beside a fresh one (each server once a round)")
     parser.add_argument("--no-kernel", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="extra server environment, K=V")
     args = parser.parse_args()
@@ -377,7 +381,7 @@ def main() -> int:
               f"and the children it reaped), this client {costs[2]:.2f} ms, whole machine {costs[3]:.2f} ms: "
               f"{cpus} CPUs serve at most {cpus * 1000 / costs[3]:.0f} such requests per second")
 
-        uptime_against_fresh(server, args.path, extra_env, window, args.requests)
+        uptime_against_fresh(server, args.path, extra_env, window, args.requests, args.uptime_rounds)
 
         # The same requests arriving spaced (one every --pause ms, a replica below saturation): the spare
         # children are refilled between requests, so this is the latency a caller sees when the CPU is not the limit.
