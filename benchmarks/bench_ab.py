@@ -77,7 +77,7 @@ def measure(mode: str, requests: int, pythonpath: str | None,
             times = bench_server.conversation(server.base, "/v1/responses", requests, 1000)
         wall = (time.perf_counter() - started) * 1000 / requests
         return ((server.cpu() - cpu0) * 1000 / requests, (server.sandbox_cpu() - sandbox0) * 1000 / requests, wall,
-                statistics.median(times), statistics.quantiles(times, n=10)[-1])
+                statistics.median(times), statistics.quantiles(times, n=10)[-1] if len(times) > 1 else times[0])
     finally:
         server.stop()
 
