@@ -464,7 +464,7 @@ def test_a_taken_session_spare_is_replaced_after_its_first_cell_not_during_it(ba
 def test_a_burst_of_new_sessions_as_large_as_the_default_concurrency_finds_a_spare_each(backend, run):
     """As many sessions opened at once as may start at once by default (LCI_MAX_CONCURRENCY) each get a child forked
     and confined before they asked: none forks on its own path, although the spares they took are replaced only
-    later (`SESSION_REFILL_DELAY_SECONDS`). With 2 spares, 2 of 4 here (and 11-14 % of new conversations back to
+    later (`SESSION_REFILL_DELAY_SECONDS`). With 2 spares, 2 of 4 here (and 9-14 % of new conversations back to
     back) forked their own."""
     from local_code_interpreter.settings import load
 

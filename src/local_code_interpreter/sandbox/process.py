@@ -25,7 +25,7 @@ GRACE_SECONDS = 1.0
 SPARES = 2  # confined children each template keeps ready for one-shot runs...
 # ...and for new sessions: as many as may start at once by default (LCI_MAX_CONCURRENCY), so a burst of new
 # conversations, or new conversations back to back faster than a taken spare is replaced
-# (`supervisor.SESSION_REFILL_DELAY_SECONDS`), finds one each. With 2, 11-14 % of new conversations back to back
+# (`supervisor.SESSION_REFILL_DELAY_SECONDS`), finds one each. With 2, 9-14 % of new conversations back to back
 # (3-4 ms apart) forked their own child on their path: p90 0.5-0.8 ms higher (`bench_ab.py`). A spare holds about
 # 2.2 MiB of its own.
 SESSION_SPARES = 4
