@@ -156,11 +156,8 @@ class HeadWithBody:
             self._write_held()
         self._transport.close()
 
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
     def __getattr__(self, name: str):
-        return getattr(self._transport, name)  # anything else uvicorn may use of it, as it is
+        return getattr(self._transport, name)  # anything else uvicorn may use of it (is_closing...), as it is
 
 
 class _Guarded(HttpToolsProtocol):

@@ -264,8 +264,9 @@ def _warm_up() -> bool:
                 os.dup2(saved, 1)  # inheritable, as fd 1 was: the code's subprocesses write to the real pipe
         _write_frame(write_end, result)  # a line and a small frame: far below what a pipe holds
     finally:
-        for fd in (read_end, write_end) if saved is None else (read_end, write_end, saved):
-            os.close(fd)
+        for fd in (read_end, write_end, saved):
+            if fd is not None:
+                os.close(fd)
     linecache.cache.pop("<warm-up>", None)
     _sources.pop("<warm-up>", None)
     return result["exit_code"] == 0 and not result["error"]
