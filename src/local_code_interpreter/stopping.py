@@ -2,10 +2,10 @@
 
 While the model writes, the run is cancelled at once: nothing it had is lost, and no more tokens are spent. While the
 sandbox runs a call, the call finishes (cancelling it would kill the conversation's interpreter, and the state in
-it), its result is kept, and the run ends there: no model call follows. `StopsAfterCalls`, a function middleware
-of the agent, ends the function loop with Agent Framework's `MiddlewareTermination`. So the work a client has the
-server do is bounded by the connections it holds open, and a user who presses stop keeps a conversation that holds
-what ran.
+it), its result is kept, and the run ends there: no model call follows, and the response kept for it says
+`cancelled`. `StopsAfterCalls`, a function middleware of the agent, ends the function loop with Agent Framework's
+`MiddlewareTermination`. So the work a client has the server do is bounded by the connections it holds open, and a
+user who presses stop keeps a conversation that holds what ran.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Stop:
 
     def __init__(self) -> None:
         self.requested = False
+        self.cut_short = False  # the run ended after a call for it: its response holds no answer of the model's
         self._calls = 0  # calls the sandbox is running for this run
         self._answered = False  # the response was sent whole
         self._task: asyncio.Future | None = None
@@ -78,6 +79,12 @@ class Stop:
 STOP: ContextVar[Stop | None] = ContextVar("lci_stop", default=None)
 
 
+def cut_short() -> bool:
+    """Whether the run of the request in hand was ended early because its client left (see `StopsAfterCalls`)."""
+    stop = STOP.get()
+    return stop is not None and stop.cut_short
+
+
 class StopsAfterCalls(FunctionMiddleware):
     """Counts the calls in flight for the run's `Stop`; after one, if the client left meanwhile, ends the run with
     the call's result kept."""
@@ -89,6 +96,7 @@ class StopsAfterCalls(FunctionMiddleware):
         with stop.running_call():
             await call_next()
         if stop.requested:
+            stop.cut_short = True
             raise MiddlewareTermination("the client went away", result=context.result)
 
 

@@ -92,7 +92,8 @@ async def _stored(app, response_id: str) -> httpx.Response:
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
 def test_a_client_that_leaves_while_the_cell_runs_keeps_the_call_and_no_model_call_follows(stream):
     """The cell finishes (its session and what it did stay), the response keeps the call and its output, and the
-    model is not asked again: the embedded model's answer after a call is a message, which is not there."""
+    model is not asked again: the embedded model's answer after a call is a message, which is not there. The kept
+    response says the run did not finish (`cancelled`), and can still be continued."""
 
     async def run():
         gate = asyncio.Event()
@@ -125,7 +126,9 @@ def test_a_client_that_leaves_while_the_cell_runs_keeps_the_call_and_no_model_ca
     output = stored.json()["output"]
     assert [item["type"] for item in output] == ["code_interpreter_call"], output
     assert "42" in output[0]["outputs"][0]["logs"]
+    assert stored.json()["status"] == "cancelled"
     assert "43" in json.dumps(again["output"])
+    assert again["status"] == "completed"
     assert any(item["type"] == "message" for item in again["output"])  # a run nobody left does ask the model
 
 

@@ -40,7 +40,7 @@ from .. import identity
 from ..artifacts import said
 from ..attachments import inline_files
 from ..conversation import in_conversation
-from ..stopping import Stop
+from ..stopping import Stop, cut_short
 from . import stored
 from .bodies import BadRequest, parse_body, read_body
 from .client_tools import client_tools, named_container
@@ -164,6 +164,8 @@ class ResponsesApp:
                 self._end_later((caller.id, container))  # nobody can name it again: a named one, they can
         payload = responses_from_run(shown(result, container), response_id=response_id,
                                      conversation_id=shown_conversation)
+        if cut_short():  # its client left: nobody reads this answer, and the kept one says the run did not finish
+            payload["status"] = "cancelled"
         body = json_bytes(payload)
         if keep:
             self.store.record(continuation, response_id, messages + said(result.messages),
@@ -199,8 +201,11 @@ class ResponsesApp:
                 final = await stream.get_final_response()
             except Exception:  # noqa: BLE001 - the stream already reported its failure to the client
                 return
+            response = _response_of(last)
+            if response is not None and cut_short():  # as in `_serve`
+                response["status"] = "cancelled"
             self.store.record(continuation, response_id, messages + said(final.messages),
-                              stored.render(response_id, request["input"], _response_of(last)))
+                              stored.render(response_id, request["input"], response))
 
     async def _to_devui(self, scope, receive, send, request: dict, body: bytes, caller: identity.Caller) -> None:
         """DevUI's own path (its web page): the same body, inside the conversation DevUI's request names. A page that
