@@ -120,9 +120,14 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
             return str(error) or type(error).__name__
         return None
 
+    def devui_holds(conversation: str) -> bool:
+        """Whether DevUI holds this conversation, as its run decides it (`get_session`: else it runs without one)."""
+        store = getattr(dev.executor, "conversation_store", None)
+        return store is None or store.get_session(conversation) is not None
+
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = DevUIApi(dev.get_app(), devui_entity_id,  # its errors in the OpenAI shape; unknown entities 404
-                         devui_input_error)
+                         devui_input_error, devui_holds)
     devui_app = ShowsImages(devui_app)  # its page renders the images of a reply
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's

@@ -94,3 +94,35 @@ def test_a_page_input_devui_cannot_read_is_a_400_and_what_the_page_sends_is_serv
     for answer in served:
         assert answer.status_code == 200 and answer.json()["status"] == "completed", answer.text[:500]
         assert "42" in answer.text
+
+
+def test_a_page_response_in_a_conversation_devui_does_not_hold_is_a_404_not_a_run_without_its_history():
+    """DevUI runs a response naming a conversation it does not hold (never created, deleted, or dropped as the
+    oldest of the `LCI_CONVERSATIONS_MAX` it keeps) without the conversation's history, and keeps nothing of it: the
+    page's user would get an answer that forgot the conversation. A 404 in the OpenAI shape says so instead; a held
+    conversation still runs."""
+
+    async def run():
+        async with app_client({"LCI_CONVERSATIONS_MAX": "2"}) as (c, _s, _sb):
+            entity = await devui_entity(c)
+
+            async def create() -> str:
+                return (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
+
+            async def turn(conversation: str, code: str):  # as the page sends it
+                return await c.post("/v1/responses", json={"input": code, "metadata": {"entity_id": entity},
+                                                           "conversation": conversation, "stream": True})
+
+            dropped, held = await create(), await create()
+            first = await turn(held, "print(6 * 7)")
+            await create()  # the third: `dropped`, the oldest, goes
+            answers = [await turn(conversation, "print(7 * 8)") for conversation in ("conv_nobody", dropped, held)]
+            return first, answers
+
+    first, (nobody, dropped, held) = asyncio.run(run())
+    assert first.status_code == 200 and "42" in first.text, first.text[:500]
+    for answer in (nobody, dropped):
+        assert answer.status_code == 404, answer.text[:500]
+        error = answer.json()["error"]
+        assert error["code"] == "not_found" and "not found" in error["message"], error
+    assert held.status_code == 200 and "56" in held.text, held.text[:500]

@@ -11,6 +11,10 @@
   parsed before handing them on are parsed again: small, and the page's alone.
 - A `/v1/responses` input DevUI cannot read is a 400 (`input_error`: DevUI's own reading of it, so what its page
   sends is never refused): DevUI answers it with a 200 whose response failed with a `server_error`.
+- A `/v1/responses` naming a conversation DevUI does not hold (`holds`: never created, deleted, or dropped as the
+  oldest of those it keeps) is a 404: DevUI runs it without the conversation's history and keeps nothing of it, an
+  answer that forgot the conversation. Not for its OpenAI proxy (`X-Proxy-Backend`), whose conversations are
+  OpenAI's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from urllib.parse import unquote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .bodies import BadRequest, parse_body, read_body
-from .errors import error_value, replayed, send_error
+from .errors import error_value, header, replayed, send_error
 
 _ENTITIES = "/v1/entities/"
 _CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -34,11 +38,13 @@ _WITH_BODY = ("POST", "PUT", "PATCH")
 
 class DevUIApi:
     """Around DevUI's app: `entity_id()` is the one entity it serves (None until it knows); `input_error(input,
-    conversation id)` says what is wrong with a `/v1/responses` input for DevUI (None: nothing)."""
+    conversation id)` says what is wrong with a `/v1/responses` input for DevUI (None: nothing); `holds(conversation
+    id)`, whether DevUI holds that conversation."""
 
     def __init__(self, app: ASGIApp, entity_id: Callable[[], str | None],
-                 input_error: Callable[[Any, str | None], str | None] = lambda value, conversation: None):
-        self.app, self.entity_id, self.input_error = app, entity_id, input_error
+                 input_error: Callable[[Any, str | None], str | None] = lambda value, conversation: None,
+                 holds: Callable[[str], bool] = lambda conversation: True):
+        self.app, self.entity_id, self.input_error, self.holds = app, entity_id, input_error, holds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,8 +62,11 @@ class DevUIApi:
             if body.strip():
                 try:
                     request = parse_body(body)
-                    if path == "/v1/responses" and isinstance(request, dict) and "input" in request:
-                        self._check_input(request)
+                    if path == "/v1/responses" and isinstance(request, dict):
+                        if not header(scope, b"x-proxy-backend"):
+                            self._check_conversation(request)
+                        if "input" in request:
+                            self._check_input(request)
                 except BadRequest as error:
                     return await send_error(send, error.status, str(error), error.code)
             receive = replayed(body, receive)
@@ -88,13 +97,24 @@ class DevUIApi:
 
         await self.app(scope, receive, sending)
 
+    def _check_conversation(self, request: dict) -> None:
+        conversation = _conversation(request)
+        if conversation and not self.holds(conversation):
+            raise BadRequest(f"Conversation {conversation} not found: it was deleted, or dropped as the oldest of the "
+                             "conversations this server keeps; start a new one", "not_found", 404)
+
     def _check_input(self, request: dict) -> None:
-        conversation = request.get("conversation")
-        if isinstance(conversation, dict):
-            conversation = conversation.get("id")
-        problem = self.input_error(request["input"], conversation if isinstance(conversation, str) else None)
+        problem = self.input_error(request["input"], _conversation(request))
         if problem is not None:
             raise BadRequest(f"'input' cannot be read: {problem}", "invalid_input")
+
+
+def _conversation(request: dict) -> str | None:
+    """The conversation id a `/v1/responses` request names (`conversation`, a string or `{"id"}`), if any."""
+    conversation = request.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    return conversation if isinstance(conversation, str) else None
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
