@@ -201,7 +201,8 @@ def detect(limits: Limits, landlock_abi: int) -> list[Layer]:
         Layer("rlimits", linux, f"address space the template's size plus {limits.memory_mb} MiB (the warm modules "
               f"are mapped already; the PSS quota is the real bound), CPU {int(limits.timeout_seconds) + 1} s for "
               f"one-shot runs, {limits.max_processes} more processes (a session's own processes are counted by the "
-              f"supervisor instead: the uid-wide limit gets headroom as other sessions start), file size "
+              f"supervisor instead: the uid-wide limit gets headroom as other sessions start; in a container, "
+              f"the uid's tasks in other containers too, asked from the kernel: tasks.py), file size "
               f"{limits.scratch_mb} MiB, "
               f"{limits.max_open_files} open files"),
         Layer("quotas", True, f"scratch {limits.scratch_mb} MiB and {SCRATCH_ENTRIES} entries, memory {limits.memory_mb} "

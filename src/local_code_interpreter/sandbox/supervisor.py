@@ -481,6 +481,7 @@ class Supervisor:
         self._cleanups: set[asyncio.Task] = set()
         self.root = ""
         self._lock = -1
+        self.hidden = 0  # tasks of the children's uid the template cannot see, as it last said (`tasks.py`)
 
     # The template -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -524,6 +525,7 @@ class Supervisor:
                 raise SandboxUnavailable("the sandbox template did not start")
             log.debug("sandbox template %d: %s; heap: %s; seccomp: %s", self._process.pid,
                       self.hello.get("namespace_detail"), self.hello.get("heap"), self.hello.get("seccomp"))
+            self._hidden_tasks(self.hello.get("uid"), self.hello.get("hidden_tasks"))
             if self._idle_watch is None:
                 self._idle_watch = loop.create_task(self._watch_idle())
 
@@ -557,11 +559,32 @@ class Supervisor:
                 if child.cell is None and not child.killed and not child.exited.done() and not self._template_stopping:
                     child.log_exit_by_itself(message["status"])
                 child.on_exit(message["status"])
+        elif op == "hidden_tasks":
+            self._hidden_tasks(message.get("uid"), message.get("count"))
         elif op == "stopping":
             self._template_stopping = True
             if not self._closing:  # someone else signalled it: said unless the server turns out to be stopping too
                 asyncio.get_running_loop().call_later(STOPPED_NOTICE_SECONDS, self._stopped_by_someone_else,
                                                       len(self._children))
+
+    def _hidden_tasks(self, uid: int | None, count: int | None) -> None:
+        """The template found tasks of the children's uid that it cannot see counting against their process limit
+        (`tasks.py`): said when they appear and when they are gone (once for both templates)."""
+        if count is None or count < 0:
+            if count == -1:
+                log.warning("the sandbox could not tell how many tasks of uid %s count against its process limit "
+                            "(a fork failed under any limit: the pids cgroup or the hard RLIMIT_NPROC binds)", uid)
+            return
+        self.hidden = count
+        before = _HIDDEN_SAID.get(uid, False)
+        _HIDDEN_SAID[uid] = bool(count)
+        if count and not before:
+            log.warning("%d tasks of uid %s that this container cannot see count against the sandbox's process limit "
+                        "(other containers on this host run as the same user): each execution's limit includes "
+                        "them; run this container as a user of its own (Kubernetes: securityContext.runAsUser) so "
+                        "that they do not", count, uid)
+        elif before and not count:
+            log.info("no task of uid %s outside this container counts against the sandbox's process limit now", uid)
 
     def _stopped_by_someone_else(self, children: int) -> None:
         """A group- or cgroup-wide SIGTERM (systemd's default stop) reaches the template and the server at once:
@@ -768,6 +791,10 @@ class Supervisor:
                         log.warning("an idle sandbox session was ended: %s", _IDLE_KILLS[over](child.limits))
                         child.kill(over)
 
+
+# Whether tasks of a uid hidden from the templates were last said to count (`Supervisor._hidden_tasks`): both
+# templates find them, the log says it once.
+_HIDDEN_SAID: dict[int | None, bool] = {}
 
 # Why the idle watch ended a session, for the log (and a cell that raced with it).
 _IDLE_KILLS = {

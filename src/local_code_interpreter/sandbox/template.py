@@ -16,6 +16,8 @@ message):
   {"op": "kill", "pid"} / {"op": "interrupt", "pid"}     (SIGKILL to the child's whole tree / SIGINT to it)
   and on its own: {"op": "exited", "pid", "status"}       (the child and everything it started are gone)
                   {"op": "stopping"}                      (it ends its children now: SIGTERM, or the socket's end)
+                  {"op": "hidden_tasks", "uid", "count"}  (tasks of the children's uid it cannot see, changed:
+                                                           `tasks.py`; the hello says the first count)
 
 It never receives code, input, output or files: those flow between the supervisor and the child on the
 child's own pipes, which the template closes right after the fork. So no child can find another execution's
@@ -41,7 +43,7 @@ import socket
 import sys
 import time
 
-from . import child, heap, isolation, landlock, quota, seccomp
+from . import child, heap, isolation, landlock, quota, seccomp, tasks
 from .libc import LIBC
 from .types import Limits
 
@@ -116,6 +118,12 @@ class Template:
         self.address_floor = max(self.vm_size, address_floor)
         self.children: dict[int, str] = {}  # live (unreaped) child pid -> request id
         self.budget_cache = (0.0, 0)
+        # Tasks of the children's uid that the kernel counts against their process limit but this PID namespace
+        # does not show (other containers running as the same user: `tasks.py`), asked again in the background.
+        self.uid = isolation.NOBODY if isolation.drops_root() else os.geteuid()
+        self.hidden = 0
+        self.probe: tasks.Probe | None = None
+        self.probe_at = 0.0
         self.sweep_at: float | None = None
         self.filtered, self.filter_detail = _filter_children(self.flags)  # last: what comes after runs under it
 
@@ -127,23 +135,50 @@ class Template:
         poller.register(wake_r, select.EPOLLIN)
         control = self.control.fileno()
         poller.register(control, select.EPOLLIN)
+        hidden: int | None = 0
+        if tasks.can_hide():  # before the first fork: its limit counts them too
+            first = tasks.Probe(self.uid, isolation.drops_root())
+            hidden = first.result()
+            os.waitpid(first.pid, 0)
+            self.hidden = max(hidden or 0, 0)
+            self.probe_at = time.monotonic() + tasks.PROBE_SECONDS
+        else:
+            self.probe_at = float("inf")
         self._send({"op": "hello", "pid_namespace": bool(self.flags), "namespace_detail": self.namespace_detail,
                     "vm_size": self.vm_size, "landlock_abi": self.landlock_abi, "heap": self.heap_detail,
-                    "seccomp": self.filter_detail})
+                    "seccomp": self.filter_detail, "uid": self.uid, "hidden_tasks": hidden})
         try:
             while True:
-                timeout = -1 if self.sweep_at is None else max(0.0, self.sweep_at - time.monotonic())
+                due = min(self.probe_at if self.probe is None else float("inf"),
+                          float("inf") if self.sweep_at is None else self.sweep_at)
+                timeout = max(0.0, due - time.monotonic()) if due != float("inf") else -1
                 for fd, _ in poller.poll(timeout):
                     if fd == control and not self._read_control():
                         return
                     if fd == wake_r:
                         _drain(wake_r)
                         self._reap()
+                    if self.probe is not None and fd == self.probe.fd:
+                        poller.unregister(fd)
+                        self._probed()
                 if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
                     self._sweep()
+                if self.probe is None and time.monotonic() >= self.probe_at:
+                    self.probe = tasks.Probe(self.uid, isolation.drops_root())
+                    poller.register(self.probe.fd, select.EPOLLIN)
         finally:
             poller.close()
             self.stop()
+
+    def _probed(self) -> None:
+        """The background probe's answer: each child forked from now on counts the hidden tasks it found; the
+        supervisor hears of a change (the probe's exit is reaped with the children's)."""
+        probe, self.probe = self.probe, None
+        found = probe.result()
+        self.probe_at = time.monotonic() + tasks.PROBE_SECONDS
+        if found is not None and found >= 0 and found != self.hidden:
+            self.hidden = found
+            self._send({"op": "hidden_tasks", "uid": self.uid, "count": found})
 
     def stop(self) -> None:
         """Kill every child and everything that left them, then reap. The supervisor hears it first: the exits
@@ -224,13 +259,13 @@ class Template:
         self._send_raw(b'{"op":"forked","id":%d,"pid":%d}' % (request["id"], pid))
 
     def _process_budget(self, limits: Limits) -> int:
-        """RLIMIT_NPROC counts every task of the uid, so the budget is what it has now plus the allowance."""
+        """RLIMIT_NPROC counts every task of the uid, so the budget is what it has now (those this PID namespace
+        shows, and those it does not: `tasks.py`) plus the allowance."""
         checked, count = self.budget_cache
         if time.monotonic() - checked > 1.0:
-            uid = isolation.NOBODY if isolation.drops_root() else os.geteuid()
-            count = _count_tasks(uid)
+            count = tasks.visible(self.uid)
             self.budget_cache = (time.monotonic(), count)
-        return count + limits.max_processes
+        return count + self.hidden + limits.max_processes
 
     def _reap(self, block: bool = False) -> None:
         while True:
@@ -259,8 +294,9 @@ class Template:
         live_sessions = set() if everything else set(self.children)  # a child leads its own session
         frozen: set[int] = set()
         while True:
-            roots = [pid for pid in quota.children(self.pid)
-                     if everything or (pid not in self.children and quota.session_of(pid) not in live_sessions)]
+            probe = self.probe.pid if self.probe is not None and not everything else None  # ours, not a leftover
+            roots = [pid for pid in quota.children(self.pid) if everything or (
+                pid not in self.children and pid != probe and quota.session_of(pid) not in live_sessions)]
             found = {pid for root in roots for pid in quota.tree(root)} - frozen
             if not found:
                 break
@@ -379,19 +415,6 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _count_tasks(uid: int) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry.name}/task"))
-        except OSError:
-            continue
-    return count
 
 
 def _vm_size() -> int:
