@@ -24,6 +24,7 @@ import local_code_interpreter
 from local_code_interpreter.sandbox import Limits
 from local_code_interpreter.sandbox.isolation import NOBODY
 from local_code_interpreter.sandbox.process import report
+from local_code_interpreter.sandbox.tasks import visible
 from local_code_interpreter.sandbox.template import SESSION_NPROC_HEADROOM
 
 SRC = str(Path(local_code_interpreter.__file__).resolve().parents[1])
@@ -96,17 +97,11 @@ def _nobody_tasks(count: int) -> list[subprocess.Popen]:
 
 
 def _hidden_sandbox(*args: str) -> subprocess.Popen:
+    """The script in a PID namespace of its own, under a shell (`sh -c 'python "$@"; true'`: not its init)."""
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     return subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", 'python "$@"; true', "sh",
-                             "-c", SCRIPT, *args], executable=None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PATH=os.path.dirname(
-                                sys.executable) + os.pathsep + os.environ.get("PATH", "")))
-
-
-def _outside() -> int:
-    """Tasks of nobody on this host now, all of them seen from here (the host's PID namespace)."""
-    from local_code_interpreter.sandbox.tasks import visible
-
-    return visible(NOBODY)
+                             "-c", SCRIPT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PATH=path))
 
 
 def _finish(sandbox: subprocess.Popen, tasks: list[subprocess.Popen], stdin: str = "") -> dict:
@@ -122,7 +117,7 @@ def _finish(sandbox: subprocess.Popen, tasks: list[subprocess.Popen], stdin: str
 
 @pytest.mark.parametrize("count", [100, SESSION_NPROC_HEADROOM + 100], ids=["past-one-shot", "past-sessions"])
 def test_tasks_of_the_uid_in_other_containers_do_not_take_an_executions_allowance(count):
-    before = _outside()
+    before = visible(NOBODY)  # tasks of nobody on the host already: seen from here, the host's PID namespace
     tasks = _nobody_tasks(count)
     result = _finish(_hidden_sandbox(), tasks)
     assert result["one_shot"][0] == "5\n", result["one_shot"]

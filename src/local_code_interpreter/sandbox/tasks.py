@@ -68,17 +68,17 @@ def hidden(uid: int, drop: bool) -> int:
         os.waitpid(pid, 0)
         return True
 
-    if seen + 1 > top or not fits(seen + 1):
-        low, high = seen + 1, seen + 2  # fits(low) is false
-        while high > top or not fits(high):
-            if high >= top:
-                return -1
-            low, high = high, min(top, seen + 2 * (high - seen))
-        while high - low > 1:  # fits(high), not fits(low)
-            middle = (low + high) // 2
-            low, high = (low, middle) if fits(middle) else (middle, high)
-        return high - 1 - seen
-    return 0
+    if seen + 1 <= top and fits(seen + 1):
+        return 0  # the usual case: one fork
+    low, high = seen + 1, seen + 2  # fits(low) is false
+    while high > top or not fits(high):
+        if high >= top:
+            return -1
+        low, high = high, min(top, seen + 2 * (high - seen))
+    while high - low > 1:  # fits(high), not fits(low)
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high - 1 - seen  # the kernel counts high - 1
 
 
 class Probe:
