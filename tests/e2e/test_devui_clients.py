@@ -62,7 +62,7 @@ def test_all_addresses_without_a_token_exit_2_with_one_line():
     assert len(lines) == 1 and "DEVUI_AUTH_TOKEN" in lines[0] and "0.0.0.0" in lines[0], lines
 
 
-def test_browser_runs_code_on_the_embedded_default():
+def test_browser_runs_code_on_the_embedded_default_and_shows_it_again_after_a_reload():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing (run: bash scripts/tools/browser.sh)")
     sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
@@ -79,5 +79,9 @@ def test_browser_runs_code_on_the_embedded_default():
             box.press("Enter")
             page.get_by_text("six times seven is 42").first.wait_for(timeout=30_000)
             page.screenshot(path=os.path.join(artifacts, "devui.png"))
+            page.reload()  # the page lists the conversation's items again: the exchange is still shown
+            page.get_by_text("six times seven is 42").first.wait_for(timeout=30_000)
+            assert page.get_by_text(CODE).count() >= 1
+            page.screenshot(path=os.path.join(artifacts, "devui-reloaded.png"))
         finally:
             browser.close()

@@ -126,3 +126,43 @@ def test_a_page_response_in_a_conversation_devui_does_not_hold_is_a_404_not_a_ru
         error = answer.json()["error"]
         assert error["code"] == "not_found" and "not found" in error["message"], error
     assert held.status_code == 200 and "56" in held.text, held.text[:500]
+
+
+def test_a_page_conversation_lists_its_turns_as_the_page_reads_them_after_a_reload():
+    """DevUI lists a conversation's items from what was added through `POST .../items` alone, while its runs keep
+    their turns in the conversation's session: the page, reloaded, showed the conversation empty. Its turns are
+    listed now (each: the message, the call, its output, the reply), in order, paged as DevUI pages, with an added
+    item after them; and the conversation goes on."""
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = await devui_entity(c)
+            conversation = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
+            for code in ("print(6 * 7)", "print(7 * 8)"):  # as the page sends it
+                answer = await c.post("/v1/responses", json={"input": code, "metadata": {"entity_id": entity},
+                                                             "conversation": conversation, "stream": True})
+                assert answer.status_code == 200, answer.text[:500]
+            path = f"/v1/conversations/{conversation}/items"
+            listed = (await c.get(path)).json()
+            first = (await c.get(path, params={"limit": 3})).json()
+            last = first["data"][-1]["id"] if first["data"] else "item_2"
+            rest = (await c.get(path, params={"limit": 100, "after": last})).json()
+            added = await c.post(path, json={"items": [{"type": "message", "role": "user",
+                                                        "content": [{"type": "input_text", "text": "a note"}]}]})
+            after_adding = (await c.get(path)).json()["data"]
+            third = await c.post("/v1/responses", json={"input": "print(8 * 9)", "metadata": {"entity_id": entity},
+                                                        "conversation": conversation, "stream": True})
+            return listed, first, rest, added, after_adding, third
+
+    listed, first, rest, added, after_adding, third = asyncio.run(run())
+    items = listed["data"]
+    assert [item["type"] for item in items] == ["message", "function_call", "function_call_output", "message"] * 2
+    assert [item["role"] for item in items if item["type"] == "message"] == ["user", "assistant"] * 2
+    assert items[0]["content"][0]["text"] == "print(6 * 7)" and items[4]["content"][0]["text"] == "print(7 * 8)"
+    assert json.loads(items[1]["arguments"]) == {"code": "print(6 * 7)"} and items[1]["name"] == "execute_code"
+    assert "42" in items[2]["output"] and "56" in items[6]["output"] and "56" in items[7]["content"][0]["text"]
+    assert items[2]["call_id"] == items[1]["call_id"] != items[5]["call_id"]
+    assert first["has_more"] and [i["id"] for i in first["data"] + rest["data"]] == [i["id"] for i in items]
+    assert added.status_code == 200, added.text
+    assert after_adding[:8] == items and after_adding[8]["content"][0]["text"] == "a note"
+    assert third.status_code == 200 and "72" in third.text, third.text[:500]

@@ -1,11 +1,19 @@
-"""DevUI's in-memory conversation store, bounded: at most `max_conversations` (the oldest is evicted when the page
+"""DevUI's in-memory conversation store as the service runs it. Bounded: at most `max_conversations` (the oldest is evicted when the page
 creates one more) and at most `max_traces` trace events kept per conversation (the oldest dropped). DevUI's own
-store keeps every conversation and every trace event for the life of the process."""
+store keeps every conversation and every trace event for the life of the process.
+
+And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
+`POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
+agent's `InMemoryHistoryProvider`), so the page, reloaded or switched back to a conversation, showed it empty while
+the model still had all of it. Here the items are the session's history, then what was added.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from agent_framework import Content, InMemoryHistoryProvider, Message
 from agent_framework_devui._conversations import InMemoryConversationStore
 
 
@@ -19,6 +27,19 @@ def bounded_store_class(max_conversations: int, max_traces: int = 200) -> type[I
                 self._item_index.pop(oldest, None)
             return created
 
+        async def list_items(self, conversation_id: str, limit: int = 100, after: str | None = None,
+                             order: str = "asc"):
+            data = self._conversations.get(conversation_id)
+            history = _history(data["session"]) if data else []
+            if not history:
+                return await super().list_items(conversation_id, limit=limit, after=after, order=order)
+            added = data["messages"]
+            data["messages"] = [*history, *added]  # what DevUI lists; its listing awaits nothing, so no add is lost
+            try:
+                return await super().list_items(conversation_id, limit=limit, after=after, order=order)
+            finally:
+                data["messages"] = added
+
         def add_trace(self, conversation_id: str, trace_event: dict[str, Any]) -> None:
             super().add_trace(conversation_id, trace_event)
             data = self._conversations.get(conversation_id)
@@ -26,6 +47,24 @@ def bounded_store_class(max_conversations: int, max_traces: int = 200) -> type[I
                 del data["traces"][:-max_traces]
 
     return BoundedConversationStore
+
+
+def _history(session) -> list[Message]:
+    """The messages the agent's `InMemoryHistoryProvider` keeps in `session` (the agent is built with its default
+    source id), as DevUI's listing can read them: a call's arguments as the JSON text a Responses item carries (the
+    framework keeps them parsed, and DevUI's listing fails on a dict). The kept messages are not changed."""
+    state = getattr(session, "state", None) or {}
+    kept = state.get(InMemoryHistoryProvider.DEFAULT_SOURCE_ID)
+    messages = kept.get("messages") if isinstance(kept, dict) else None
+    return [_listable(message) for message in messages or ()]
+
+
+def _listable(message: Message) -> Message:
+    if not any(c.type == "function_call" and not isinstance(c.arguments, str) for c in message.contents):
+        return message
+    contents = [Content.from_function_call(c.call_id, c.name, arguments=json.dumps(c.arguments or {}))
+                if c.type == "function_call" and not isinstance(c.arguments, str) else c for c in message.contents]
+    return Message(role=message.role, contents=contents)
 
 
 def install(max_conversations: int, max_traces: int = 200) -> None:
