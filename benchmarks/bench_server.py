@@ -11,7 +11,8 @@ once per round; 16 resolve about 0.1 ms of server CPU per request here), then `-
 `--pause` ms (below saturation), then a thousand back to back on the standard library's `http.client` (latency
 without httpx's own CPU), a thousand streamed (until the call's `interpreting` event, and until
 `response.completed`), then `--concurrent` requests from 4 concurrent callers (httpx, a thread each; then again from
-4 processes on the standard library's `http.client`, a load generator that leaves the server more of the 2 CPUs).
+4 processes on the standard library's `http.client`, a load generator that leaves the server more of the 2 CPUs;
+then for `--concurrent`/200 seconds from 4 connections of wrk, a C load generator, where it is installed).
 Prints, for the first and the last thousand requests: p50/p95 latency, the server's CPU per request (user+system of
 the server process, from /proc) and its log bytes per request; every thousand requests, the server's RSS, open
 descriptors and threads and the sandbox's PSS (the template and every live session child); the CPU per request of
@@ -34,6 +35,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -308,6 +310,56 @@ def uptime_against_fresh(server: "Server", path: str, env: dict[str, str], windo
           f"ms/req, p50 {statistics.mean(g[1] for g in gap):+.2f} ms")
 
 
+# wrk's script: each request a new conversation (`print(i*3)` from index `first`, a command-line argument), each
+# answer checked for a completed run, the count of those without one printed with wrk's figures as JSON at the end.
+WRK_SCRIPT = r"""
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) counter = tonumber(args[1]); failed = 0 end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
+    '{"model":"local-code-interpreter","input":"print(' .. counter .. '*3)"}')
+end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, "[exit code 0;", 1, true) then failed = failed + 1 end
+end
+function done(summary, latency, requests)
+  local failed = 0
+  for _, thread in ipairs(threads) do failed = failed + thread:get("failed") end
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"seconds":%.6f,"failed":%d,"errors":%d,"p50":%.3f,"p99":%.3f}\n',
+    summary.requests, summary.duration / 1e6, failed, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def wrk_callers(server: "Server", path: str, seconds: float, first: int) -> dict | None:
+    """`CALLERS` connections of wrk (a C load generator: one thread, one request at a time on each connection) sending
+    new conversations for `seconds`: its JSON summary plus the server's and wrk's CPU seconds; None without wrk
+    (Debian: `apt-get install wrk`). The callers of a pod are on other machines; this one costs this machine least."""
+    if not shutil.which("wrk"):
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0 = server.cpu()
+        done = subprocess.run(["wrk", "-t1", f"-c{CALLERS}", f"-d{seconds:.0f}s", "--timeout", "60s", "-s",
+                               script.name, f"{server.base}{path}", "--", str(first)],
+                              capture_output=True, text=True, check=False)
+        cpu = server.cpu() - cpu0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    last = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+    if not last or not last[0].startswith("{"):
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
+    summary = json.loads(last[0])
+    summary["server_cpu"] = cpu
+    summary["wrk_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return summary
+
+
 def _nothing(_: int) -> None:
     return None
 
@@ -439,6 +491,15 @@ def main() -> int:
         print(f"{CALLERS} callers, a process each on http.client: {args.concurrent / wall:.0f} exec/s over "
               f"{args.concurrent} requests, server CPU {cpu * 1000 / args.concurrent:.2f} ms/req, callers' CPU "
               f"{callers * 1000 / args.concurrent:.2f} ms/req")
+        summary = wrk_callers(server, args.path, max(3.0, args.concurrent / 200), 300000)
+        if summary is None:
+            print(f"{CALLERS} callers on wrk: wrk is not installed (Debian: apt-get install wrk)")
+        else:
+            n = summary["requests"]
+            print(f"{CALLERS} callers, connections of wrk (C, one thread): {n / summary['seconds']:.0f} exec/s over "
+                  f"{n} requests, p50 {summary['p50']:.2f} ms, p99 {summary['p99']:.2f} ms, server CPU "
+                  f"{summary['server_cpu'] * 1000 / n:.2f} ms/req, wrk's CPU {summary['wrk_cpu'] * 1000 / n:.2f} "
+                  f"ms/req, answers without a completed run {summary['failed']}, socket errors {summary['errors']}")
         print("(each request above starts a conversation, so each pays a new sandbox session and, once the replica "
               "is full, the eviction of the least recently used one)")
 
