@@ -131,8 +131,8 @@ def test_a_page_response_in_a_conversation_devui_does_not_hold_is_a_404_not_a_ru
 def test_a_page_conversation_lists_its_turns_as_the_page_reads_them_after_a_reload():
     """DevUI lists a conversation's items from what was added through `POST .../items` alone, while its runs keep
     their turns in the conversation's session: the page, reloaded, showed the conversation empty. Its turns are
-    listed now (each: the message, the call, its output, the reply), in order, paged as DevUI pages, with an added
-    item after them; and the conversation goes on."""
+    listed now (each: the message, the call, its output, the reply), in order, paged as DevUI pages, each readable
+    by its id, with an added item after them; and the conversation goes on."""
 
     async def run():
         async with app_client() as (c, _s, _sb):
@@ -150,11 +150,12 @@ def test_a_page_conversation_lists_its_turns_as_the_page_reads_them_after_a_relo
             added = await c.post(path, json={"items": [{"type": "message", "role": "user",
                                                         "content": [{"type": "input_text", "text": "a note"}]}]})
             after_adding = (await c.get(path)).json()["data"]
+            read = [(await c.get(f"{path}/{item['id']}")).json() for item in listed["data"][:4]]
             third = await c.post("/v1/responses", json={"input": "print(8 * 9)", "metadata": {"entity_id": entity},
                                                         "conversation": conversation, "stream": True})
-            return listed, first, rest, added, after_adding, third
+            return listed, first, rest, added, after_adding, read, third
 
-    listed, first, rest, added, after_adding, third = asyncio.run(run())
+    listed, first, rest, added, after_adding, read, third = asyncio.run(run())
     items = listed["data"]
     assert [item["type"] for item in items] == ["message", "function_call", "function_call_output", "message"] * 2
     assert [item["role"] for item in items if item["type"] == "message"] == ["user", "assistant"] * 2
@@ -165,4 +166,5 @@ def test_a_page_conversation_lists_its_turns_as_the_page_reads_them_after_a_relo
     assert first["has_more"] and [i["id"] for i in first["data"] + rest["data"]] == [i["id"] for i in items]
     assert added.status_code == 200, added.text
     assert after_adding[:8] == items and after_adding[8]["content"][0]["text"] == "a note"
+    assert read == items[:4]  # each listed item read back by its id
     assert third.status_code == 200 and "72" in third.text, third.text[:500]

@@ -5,12 +5,14 @@ store keeps every conversation and every trace event for the life of the process
 And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
 agent's `InMemoryHistoryProvider`), so the page, reloaded or switched back to a conversation, showed it empty while
-the model still had all of it. Here the items are the session's history, then what was added.
+the model still had all of it. Here the items are the session's history, then what was added, and each listed
+item can be read back by its id (DevUI finds only added ones, by ids its listing does not show).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from agent_framework import Content, InMemoryHistoryProvider, Message
@@ -39,6 +41,13 @@ def bounded_store_class(max_conversations: int, max_traces: int = 200) -> type[I
                 return await super().list_items(conversation_id, limit=limit, after=after, order=order)
             finally:
                 data["messages"] = added
+
+        async def get_item(self, conversation_id: str, item_id: str):
+            item = await super().get_item(conversation_id, item_id)  # the added ones, by the id they were given
+            if item is None and conversation_id in self._conversations:  # one the listing gave: by that id
+                listed, _ = await self.list_items(conversation_id, limit=sys.maxsize)
+                item = next((each for each in listed if each.id == item_id), None)
+            return item
 
         def add_trace(self, conversation_id: str, trace_event: dict[str, Any]) -> None:
             super().add_trace(conversation_id, trace_event)
