@@ -1,6 +1,6 @@
-"""DevUI's in-memory conversation store as the service runs it. Bounded: at most `max_conversations` (the oldest is evicted when the page
-creates one more) and at most `max_traces` trace events kept per conversation (the oldest dropped). DevUI's own
-store keeps every conversation and every trace event for the life of the process.
+"""DevUI's in-memory conversation store as the service runs it. Bounded: at most `max_conversations` (the oldest is
+evicted when the page creates one more) and at most `max_traces` trace events kept per conversation (the oldest
+dropped). DevUI's own store keeps every conversation and every trace event for the life of the process.
 
 And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
