@@ -23,7 +23,8 @@ costs on this machine), and the `http.client` ones'; the 4-caller throughput and
 it (and the callers' own, for the processes); the same within conversations (one conversation's server CPU split by
 the length of the history each turn sends: short, and at its 200-message cap); beside a Jupyter kernel's execute
 round trip for the same program (benchmarks/jupyter_kernel.py), back to back and spaced alike, measured in the same
-run; then the load average.
+run; then the load average. First, how fast this machine runs a plain Python loop: the figures scale with it between
+machines.
 Figures only, no assertion.
 """
 
@@ -360,6 +361,19 @@ def wrk_callers(server: "Server", path: str, seconds: float, first: int) -> dict
     return summary
 
 
+LOOP = 10_000_000
+
+
+def loop_seconds() -> float:
+    """This process's CPU seconds for `LOOP` additions in a plain loop: how fast this machine runs the interpreter,
+    so that runs on different machines compare (a Jupyter kernel's p50 here was 2.96 ms on one machine of this
+    kind and 5.9-7.3 ms on another, a week later)."""
+    started, total = time.process_time(), 0
+    for i in range(LOOP):
+        total += i
+    return time.process_time() - started
+
+
 def _nothing(_: int) -> None:
     return None
 
@@ -389,6 +403,8 @@ def main() -> int:
     args = parser.parse_args()
     window = min(WINDOW, max(1, args.requests // 3))
 
+    print(f"this machine: a plain Python loop of {LOOP:,} additions took {loop_seconds():.2f} s of CPU "
+          f"(how fast this machine runs the interpreter: between machines, the figures below move with it)")
     extra_env = dict(item.split("=", 1) for item in args.env)
     server = Server(extra_env)
     try:
