@@ -98,18 +98,18 @@ class DevUIApi:
         await self.app(scope, receive, sending)
 
     def _check_conversation(self, request: dict) -> None:
-        conversation = _conversation(request)
+        conversation = named_conversation(request)
         if conversation and not self.holds(conversation):
             raise BadRequest(f"Conversation {conversation} not found: it was deleted, or dropped as the oldest of the "
                              "conversations this server keeps; start a new one", "not_found", 404)
 
     def _check_input(self, request: dict) -> None:
-        problem = self.input_error(request["input"], _conversation(request))
+        problem = self.input_error(request["input"], named_conversation(request))
         if problem is not None:
             raise BadRequest(f"'input' cannot be read: {problem}", "invalid_input")
 
 
-def _conversation(request: dict) -> str | None:
+def named_conversation(request: dict) -> str | None:
     """The conversation id a `/v1/responses` request names (`conversation`, a string or `{"id"}`), if any."""
     conversation = request.get("conversation")
     if isinstance(conversation, dict):

@@ -45,6 +45,7 @@ from . import stored
 from .bodies import BadRequest, parse_body, read_body
 from .client_tools import client_tools, named_container
 from .containers import CONTAINER_RULE, is_container_id
+from .devui_api import named_conversation
 from .errors import header, json_bytes, replayed, send_error, status_for
 from .history import ConversationStore, HistoryError
 from .input_items import messages_from_input
@@ -217,15 +218,12 @@ class ResponsesApp:
             if entity:
                 request["metadata"] = dict(metadata, entity_id=entity)
                 body = json.dumps(request).encode()
-        conversation = request.get("conversation")
-        if isinstance(conversation, dict):
-            conversation = conversation.get("id")
+        conversation = named_conversation(request)
         replay = replayed(body, None)
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         scope = dict(scope, headers=headers)
-        with in_conversation(conversation, caller) if isinstance(conversation, str) and conversation \
-                else contextlib.nullcontext():
+        with in_conversation(conversation, caller) if conversation else contextlib.nullcontext():
             await Stop().run(lambda sending: self.devui(scope, replay, sending), receive, send)
 
 
