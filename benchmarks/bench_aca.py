@@ -4,7 +4,8 @@ engine, in the same run: what HTTP, auth, JSON and the ASGI stack add to one sta
     .venv/bin/python benchmarks/bench_aca.py [--runs 300] [--warmup 30] [--concurrent-runs 400]
 
 1. raw engine: `SessionManager.run(key, "print(1)")` in this process (subprocess back end, warm template).
-2. the same routes in this process (httpx's ASGI transport: the app's own cost, no TCP or second process);
+2. the same routes in this process: the app the server serves (`server.build_app`: the shared guard, the router,
+   the sessions API), through httpx's ASGI transport (the app's own cost, no TCP or second process);
 3. API: `POST /sessions/code/execute?api-version=2024-02-02-preview&identifier=…` with the DevUI bearer token
    to the real service (`python -m local_code_interpreter --devui`) on loopback, over a kept-alive connection.
 Each: p50/p95 of sequential executions in one session, then executions per second with 4 concurrent callers,
@@ -25,7 +26,7 @@ import time
 
 import httpx
 
-from local_code_interpreter.http.aca import build_aca_app
+from local_code_interpreter.server import build_app
 from local_code_interpreter.sandbox import create_sandbox
 from local_code_interpreter.sessions import SessionManager
 from local_code_interpreter.settings import load
@@ -73,11 +74,13 @@ async def raw_engine(args) -> dict:
         if result.stdout != "1\n":
             raise SystemExit(f"unexpected result: {result}")
 
-    app = build_aca_app(manager, settings)  # the same routes in this process: no TCP, no second process
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+    # The same routes in this process, composed as the server composes them (behind the guard, which authenticates
+    # the caller: a loopback server without a token serves the local user): no TCP, no second process.
+    app = build_app(settings, sandbox, sessions=manager)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
     async def in_process(n: int) -> None:
-        response = await client.post("/code/execute", json={"properties": {"code": CODE}},
+        response = await client.post("/sessions/code/execute", json={"properties": {"code": CODE}},
                                      params={"api-version": "2024-02-02-preview", "identifier": f"asgi-{n}"})
         if response.status_code != 200 or response.json()["properties"]["stdout"] != "1\n":
             raise SystemExit(f"unexpected answer {response.status_code}: {response.text}")
