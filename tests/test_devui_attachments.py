@@ -459,6 +459,40 @@ def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_
     assert bare.status_code == 401  # the same path without the link needs the bearer token
 
 
+def test_a_reloaded_page_shows_the_chart_and_the_file_link_again_after_their_call():
+    """The page's chart and file link are display only (the history a model reads holds the tool's text), so the
+    conversation listed again (a reload) showed the reply without them. DevUI's store keeps them beside the history
+    and lists them right after the tool result they followed."""
+    import httpx
+
+    app, sessions = whole_app()
+    bearer = {"authorization": "Bearer app-token"}
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                     headers=bearer) as client:
+            entity = (await client.get("/v1/entities")).json()["entities"][0]["id"]
+            created = await client.post("/v1/conversations", json={"metadata": {"agent_id": entity}})
+            conversation = created.json()["id"]
+            for code in ("print(1)", "print(2)"):  # as the page sends it
+                answer = await client.post("/v1/responses", json={
+                    "input": code, "metadata": {"entity_id": entity}, "conversation": conversation, "stream": True})
+                assert answer.status_code == 200, answer.text[:500]
+            return (await client.get(f"/v1/conversations/{conversation}/items")).json()["data"]
+
+    listed = asyncio.run(go())
+    assert [item["type"] for item in listed] == ["message", "function_call", "function_call_output", "message",
+                                                 "message"] * 2
+    shown = listed[3]
+    assert shown["role"] == "assistant" and listed[2]["call_id"] == listed[1]["call_id"]
+    images = [part for part in shown["content"] if part["type"] == "input_image"]
+    assert [image["image_url"] for image in images] == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    links = "".join(part.get("text") or "" for part in shown["content"] if part["type"] == "text")
+    assert "chart data.csv" in links and "[download](" in links
+    assert listed[8]["content"] and listed[4]["role"] == listed[9]["role"] == "assistant"
+    assert "done" in listed[4]["content"][0]["text"]  # the reply's own text still follows
+
+
 @pytest.mark.parametrize("form", ["file_data", "bare-base64", "file_url"])
 def test_lean_path_saves_the_attachment_and_links_the_file_but_sends_no_standalone_image(form):
     import httpx

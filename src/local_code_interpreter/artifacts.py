@@ -11,6 +11,9 @@ tool's text result, which says what was shown, not the image bytes (an assistant
 valid model input) nor the links with their signed grants. They are added outside the agent's own run, so an
 `AgentSession`'s history (DevUI's) never sees them; a caller that records a turn itself (the lean path) keeps what
 `said()` keeps.
+
+A consumer that shows a conversation again later (DevUI's page, reloaded) sets `keep_shown`: it is handed each
+display with the id of the tool call it follows, and keeps it beside the history (`http/devui_store.py`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ _collector: ContextVar[list[Produced] | None] = ContextVar("lci_artifacts", defa
 # to it sets this, see devui_output.py); the Responses output has no standalone image, so API clients get the
 # images in the tool result (`function_call_output`) and the links as text.
 inline_images: ContextVar[bool] = ContextVar("lci_inline_images", default=False)
+# Who keeps what the person was shown, to show it again with the conversation: called with the id of the tool
+# call a display follows and its contents. Unset: nobody keeps it (the lean path: its clients read the tool result).
+keep_shown: ContextVar[Callable[[str, list[Content]], None] | None] = ContextVar("lci_keep_shown", default=None)
 
 
 def collect(result: ExecutionResult) -> None:
@@ -161,7 +167,10 @@ class ShowArtifacts(AgentMiddleware):
                 return [update]
             shown = display_contents(pending, self.linker, inline_images.get())
             pending.clear()
-            return [update, AgentResponseUpdate(role="assistant", contents=shown)] if shown else [update]
+            if not shown:
+                return [update]
+            _keep(update.contents, shown)
+            return [update, AgentResponseUpdate(role="assistant", contents=shown)]
 
         context.result = context.result.with_pull_context_manager(collecting).flat_map(
             expand, AgentResponse.from_updates)
@@ -171,8 +180,18 @@ class ShowArtifacts(AgentMiddleware):
         shown = display_contents(pending, self.linker, inline_images.get())
         if not shown:
             return
-        at = len(response.messages)
+        at, follows = len(response.messages), None
         for index, message in enumerate(response.messages):
             if any(c.type == "function_result" for c in message.contents):
-                at = index + 1
+                at, follows = index + 1, message
+        if follows is not None:
+            _keep(follows.contents, shown)
         response.messages.insert(at, Message(role="assistant", contents=shown))
+
+
+def _keep(contents: Sequence[Content], shown: list[Content]) -> None:
+    """Hand `shown` to whoever keeps displays (`keep_shown`), by the last tool call among `contents` it follows."""
+    keeper = keep_shown.get()
+    calls = [c.call_id for c in contents if c.type == "function_result" and c.call_id]
+    if keeper is not None and calls:
+        keeper(calls[-1], shown)

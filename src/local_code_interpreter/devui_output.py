@@ -6,18 +6,22 @@ it reads `content.mime_type` (the attribute is `media_type`, so every image look
 a pydantic event whose item type the OpenAI event model rejects, so the reply gets an `error` event instead.
 `install()` maps image data contents to that event as a plain dict (DevUI streams dict events as they are) and
 leaves every other content to DevUI's own mapper. `DevUI` is DevServer with it installed on its mapper, and
-`ShowsImages` marks the requests served by DevUI's app so the reply carries the images (`artifacts.inline_images`).
+`ShowsImages` marks the requests served by DevUI's app so the reply carries the images (`artifacts.inline_images`)
+and hands what a reply shows to DevUI's store, which lists it again with the conversation (`http/devui_store.py`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from agent_framework import Content
 from agent_framework_devui import DevServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .artifacts import inline_images
+from .artifacts import inline_images, keep_shown
+from .conversation import conversation_key
 
 _MARK = "_lci_output_images"
 
@@ -54,14 +58,24 @@ class DevUI(DevServer):
 
 
 class ShowsImages:
-    """DevUI's ASGI app, with `artifacts.inline_images` set for its requests (their agent runs and streams)."""
+    """DevUI's ASGI app, with `artifacts.inline_images` set for its requests (their agent runs and streams), and what
+    they show handed to `keep` (conversation id, the tool call it follows, the contents), so that the page shows it
+    again when it lists the conversation (`artifacts.keep_shown`)."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, keep: Callable[[str, str, list[Content]], None] | None = None):
         self.app = app
+        self.keep = keep
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = inline_images.set(True)
+        kept = keep_shown.set(self._keep if self.keep is not None else None)
         try:
             await self.app(scope, receive, send)
         finally:
+            keep_shown.reset(kept)
             inline_images.reset(token)
+
+    def _keep(self, call_id: str, contents: list[Content]) -> None:
+        key = conversation_key.get()  # the page's conversation, set around the run (`http/responses.py`)
+        if key is not None and self.keep is not None:
+            self.keep(key[1], call_id, contents)

@@ -130,5 +130,13 @@ def test_attach_a_csv_draw_a_chart_and_download_the_result(browser_kit, tmp_path
                 assert saved.read() == EXPECTED
             # Auth is on: without the link's grant (or the token) the same path is refused.
             assert httpx.get(base + link.get_attribute("href").split("?")[0]).status_code == 401
+
+            page.reload()  # the page lists the conversation again: the chart and the link are shown again too
+            page.get_by_text("total sales 12").first.wait_for(timeout=30_000)
+            page.wait_for_function("""() => [...document.querySelectorAll("img[src^='data:image/png']")]
+                                       .some(img => img.naturalWidth > 100 && img.naturalHeight > 100)""",
+                                   timeout=30_000)
+            page.locator("a[href*='/doubled.csv?t=']").first.wait_for(timeout=10_000)
+            page.screenshot(path=os.path.join(artifacts, "devui-files-reloaded.png"), full_page=True)
         finally:
             browser.close()

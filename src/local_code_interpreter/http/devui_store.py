@@ -6,33 +6,88 @@ And it lists a conversation's turns. DevUI lists a conversation's items from the
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
 agent's `InMemoryHistoryProvider`), so the page, reloaded or switched back to a conversation, showed it empty while
 the model still had all of it. Here the items are the session's history, then what was added, and each listed
-item can be read back by its id (DevUI finds only added ones, by ids its listing does not show).
+item can be read back by its id (DevUI finds only added ones, by ids its listing does not show). What the page was
+shown beside a turn and the history does not hold (a run's charts and file links: display only, never model input,
+`artifacts.py`) is kept too (`Shown`: `SHOWN_MAX_BYTES` for the whole store, the oldest dropped first) and listed
+right after the tool result it followed, so a reloaded page shows the charts again.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import OrderedDict
 from typing import Any
 
 from agent_framework import Content, InMemoryHistoryProvider, Message
 from agent_framework_devui._conversations import InMemoryConversationStore
 
+SHOWN_MAX_BYTES = 32 * 1024 * 1024  # displays kept for the page, all conversations together (a chart: ~30 KB)
 
-def bounded_store_class(max_conversations: int, max_traces: int = 200) -> type[InMemoryConversationStore]:
+
+class Shown:
+    """What the page was shown beside conversations' turns, by (conversation id, the tool call it followed): at most
+    `max_bytes` of image data and text in all, the oldest dropped first (a display larger than that is not kept)."""
+
+    def __init__(self, max_bytes: int = SHOWN_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._kept: OrderedDict[tuple[str, str], tuple[list[Content], int]] = OrderedDict()
+
+    def keep(self, conversation_id: str, call_id: str, contents: list[Content]) -> None:
+        self._drop((conversation_id, call_id))
+        size = sum(len(c.uri or "") + len(c.text or "") for c in contents)
+        if size > self.max_bytes:
+            return
+        self._kept[(conversation_id, call_id)] = (list(contents), size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._kept)))
+
+    def of(self, conversation_id: str) -> dict[str, list[Content]]:
+        """This conversation's displays, by the call each followed."""
+        return {call: contents for (conversation, call), (contents, _) in self._kept.items()
+                if conversation == conversation_id}
+
+    def forget(self, conversation_id: str) -> None:
+        for key in [key for key in self._kept if key[0] == conversation_id]:
+            self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        dropped = self._kept.pop(key, None)
+        if dropped is not None:
+            self.bytes -= dropped[1]
+
+
+def bounded_store_class(max_conversations: int, max_traces: int = 200,
+                        shown_max_bytes: int = SHOWN_MAX_BYTES) -> type[InMemoryConversationStore]:
     class BoundedConversationStore(InMemoryConversationStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shown = Shown(shown_max_bytes)
+
         def create_conversation(self, metadata=None, conversation_id=None):
             created = super().create_conversation(metadata=metadata, conversation_id=conversation_id)
             while len(self._conversations) > max_conversations:
                 oldest = next(iter(self._conversations))
                 self._conversations.pop(oldest, None)
                 self._item_index.pop(oldest, None)
+                self.shown.forget(oldest)
             return created
+
+        def delete_conversation(self, conversation_id: str):
+            self.shown.forget(conversation_id)
+            return super().delete_conversation(conversation_id)
+
+        def keep_shown(self, conversation_id: str, call_id: str, contents: list[Content]) -> None:
+            """What a run in this conversation showed after the tool call `call_id` (`artifacts.keep_shown`)."""
+            if conversation_id in self._conversations:
+                self.shown.keep(conversation_id, call_id, contents)
 
         async def list_items(self, conversation_id: str, limit: int = 100, after: str | None = None,
                              order: str = "asc"):
             data = self._conversations.get(conversation_id)
-            history = _history(data["session"]) if data else []
+            history = _history(data["session"], self.shown.of(conversation_id)) if data else []
             if not history:
                 return await super().list_items(conversation_id, limit=limit, after=after, order=order)
             added = data["messages"]
@@ -58,14 +113,22 @@ def bounded_store_class(max_conversations: int, max_traces: int = 200) -> type[I
     return BoundedConversationStore
 
 
-def _history(session) -> list[Message]:
+def _history(session, shown: dict[str, list[Content]]) -> list[Message]:
     """The messages the agent's `InMemoryHistoryProvider` keeps in `session` (the agent is built with its default
     source id), as DevUI's listing can read them: a call's arguments as the JSON text a Responses item carries (the
-    framework keeps them parsed, and DevUI's listing fails on a dict). The kept messages are not changed."""
+    framework keeps them parsed, and DevUI's listing fails on a dict), and after a tool result what was `shown`
+    after it, as an assistant message (DevUI lists its images as `input_image` parts, which the page draws). The
+    kept messages are not changed."""
     state = getattr(session, "state", None) or {}
     kept = state.get(InMemoryHistoryProvider.DEFAULT_SOURCE_ID)
     messages = kept.get("messages") if isinstance(kept, dict) else None
-    return [_listable(message) for message in messages or ()]
+    listed = []
+    for message in messages or ():
+        listed.append(_listable(message))
+        for content in message.contents if shown else ():
+            if content.type == "function_result" and content.call_id in shown:
+                listed.append(Message(role="assistant", contents=shown[content.call_id]))
+    return listed
 
 
 def _listable(message: Message) -> Message:
