@@ -86,7 +86,10 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     """
     telemetry.setup()
     telemetry.route_devui_traces()
-    devui_store.install(settings.serving.conversations_max)
+    serving = settings.serving
+    bounds = Bounds(max_items=serving.conversation_max_items, item_max_bytes=serving.conversation_item_max_bytes,
+                    max_bytes=serving.conversations_max_bytes, max_conversations=serving.conversations_max)
+    devui_store.install(bounds)  # the page's conversations (DevUI's store), bounded as the lean path's are
     links = LinkSigner.for_token(settings.auth_token)
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
@@ -100,11 +103,7 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
                 auth_enabled=bool(devui_token), auth_token=devui_token)
     dev.set_pending_entities([agent])
-    serving = settings.serving
-    store = ConversationStore(Bounds(max_items=serving.conversation_max_items,
-                                     item_max_bytes=serving.conversation_item_max_bytes,
-                                     max_bytes=serving.conversations_max_bytes,
-                                     max_conversations=serving.conversations_max))
+    store = ConversationStore(bounds)
 
     def devui_entity_id() -> str | None:
         entities = dev.executor.entity_discovery.list_entities() if dev.executor is not None else []
@@ -129,12 +128,16 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     devui_app = DevUIApi(dev.get_app(), devui_entity_id,  # its errors in the OpenAI shape; unknown entities 404
                          devui_input_error, devui_holds)
 
+    def devui_conversations() -> Any:
+        return getattr(dev.executor, "conversation_store", None)
+
     def keep_shown(conversation: str, call_id: str, contents: list) -> None:
         """What the page was shown after a tool call, kept in DevUI's store to list with the conversation."""
-        keep = getattr(getattr(dev.executor, "conversation_store", None), "keep_shown", None)
+        keep = getattr(devui_conversations(), "keep_shown", None)
         if keep is not None:
             keep(conversation, call_id, contents)
 
+    devui_app = devui_store.BoundsRuns(devui_app, devui_conversations)  # the page's conversations stay bounded
     devui_app = ShowsImages(devui_app, keep_shown)  # its page renders the images of a reply, again after a reload
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's

@@ -168,3 +168,41 @@ def test_a_page_conversation_lists_its_turns_as_the_page_reads_them_after_a_relo
     assert after_adding[:8] == items and after_adding[8]["content"][0]["text"] == "a note"
     assert read == items[:4]  # each listed item read back by its id
     assert third.status_code == 200 and "72" in third.text, third.text[:500]
+
+
+def test_a_page_conversation_is_bounded_like_the_lean_paths():
+    """DevUI keeps every message of a page conversation for the life of the process, so the page could grow the
+    server's memory at will. With LCI_CONVERSATION_MAX_ITEMS=8 the conversation keeps its last two whole turns
+    (4 messages each); with LCI_CONVERSATIONS_MAX_BYTES at 1 MiB,
+    two conversations of ~0.8 MiB do not both stay: the one used least recently goes (its next response is a 404)."""
+
+    async def run():
+        env = {"LCI_CONVERSATION_MAX_ITEMS": "8", "LCI_CONVERSATIONS_MAX_BYTES": str(1024 * 1024)}
+        async with app_client(env) as (c, _s, _sb):
+            entity = await devui_entity(c)
+
+            async def page_turns(codes):
+                conversation = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()
+                for code in codes:
+                    answer = await c.post("/v1/responses", json={
+                        "input": code, "metadata": {"entity_id": entity}, "conversation": conversation["id"],
+                        "stream": True})
+                    assert answer.status_code == 200, answer.text[:500]
+                return conversation["id"]
+
+            short = await page_turns([f"print({n} * 3)" for n in range(6)])
+            listed = (await c.get(f"/v1/conversations/{short}/items", params={"limit": 100})).json()["data"]
+            wide = f"x = '{'a' * 200_000}'\nprint(len(x))"  # ~0.4 MB a turn: in the message and the call
+            first = await page_turns([wide, wide])
+            second = await page_turns([wide, wide])
+            again = await c.post("/v1/responses", json={"input": "print(1)", "metadata": {"entity_id": entity},
+                                                        "conversation": first, "stream": True})
+            kept = await c.post("/v1/responses", json={"input": "print(2)", "metadata": {"entity_id": entity},
+                                                       "conversation": second, "stream": True})
+            return listed, again, kept
+
+    listed, again, kept = asyncio.run(run())
+    assert len(listed) == 8 and listed[0]["type"] == "message" and listed[0]["role"] == "user"
+    assert listed[0]["content"][0]["text"] == "print(4 * 3)" and "15" in listed[-1]["content"][0]["text"]
+    assert again.status_code == 404, again.text[:300]  # evicted to keep the bytes within the bound
+    assert kept.status_code == 200 and "2" in kept.text

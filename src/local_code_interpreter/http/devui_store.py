@@ -1,6 +1,11 @@
-"""DevUI's in-memory conversation store as the service runs it. Bounded: at most `max_conversations` (the oldest is
-evicted when the page creates one more) and at most `max_traces` trace events kept per conversation (the oldest
-dropped). DevUI's own store keeps every conversation and every trace event for the life of the process.
+"""DevUI's in-memory conversation store as the service runs it. Bounded as the lean path's store is (`Bounds`, the
+same settings, a budget of their own): at most `max_conversations` (the oldest is evicted when the page creates one
+more); at most `max_items` messages kept per conversation (its oldest whole turns dropped; as many added through
+`POST .../items`, the oldest dropped); `max_bytes` for all of them together (the least recently used conversation
+evicted first; one that alone holds more loses its oldest turns), applied as each page run ends (`BoundsRuns`); and
+at most `max_traces` trace events kept per conversation (the oldest dropped). DevUI's own store keeps every
+conversation, every message of it and every trace event for the life of the process: a page could grow the
+server's memory at will.
 
 And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
@@ -17,10 +22,15 @@ from __future__ import annotations
 import json
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from agent_framework import Content, InMemoryHistoryProvider, Message
 from agent_framework_devui._conversations import InMemoryConversationStore
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..conversation import conversation_key
+from .history import Bounds, message_bytes
 
 SHOWN_MAX_BYTES = 32 * 1024 * 1024  # displays kept for the page, all conversations together (a chart: ~30 KB)
 
@@ -59,25 +69,61 @@ class Shown:
             self.bytes -= dropped[1]
 
 
-def bounded_store_class(max_conversations: int, max_traces: int = 200,
+def bounded_store_class(bounds: Bounds, max_traces: int = 200,
                         shown_max_bytes: int = SHOWN_MAX_BYTES) -> type[InMemoryConversationStore]:
     class BoundedConversationStore(InMemoryConversationStore):
         def __init__(self) -> None:
             super().__init__()
             self.shown = Shown(shown_max_bytes)
+            self.sizes: OrderedDict[str, int] = OrderedDict()  # history bytes by conversation, least recent first
+            self.bytes = 0
 
         def create_conversation(self, metadata=None, conversation_id=None):
             created = super().create_conversation(metadata=metadata, conversation_id=conversation_id)
-            while len(self._conversations) > max_conversations:
-                oldest = next(iter(self._conversations))
-                self._conversations.pop(oldest, None)
-                self._item_index.pop(oldest, None)
-                self.shown.forget(oldest)
+            while len(self._conversations) > bounds.max_conversations:
+                self._evict(next(iter(self._conversations)))
             return created
 
         def delete_conversation(self, conversation_id: str):
-            self.shown.forget(conversation_id)
+            self._forget(conversation_id)
             return super().delete_conversation(conversation_id)
+
+        def bound(self, conversation_id: str) -> None:
+            """Bring the conversation's history within the bounds (after each of its runs: `BoundsRuns`), then the
+            store's: the least recently used conversations are evicted while the total is over."""
+            data = self._conversations.get(conversation_id)
+            if data is None:
+                return
+            kept = _kept_messages(data["session"])
+            size = _trim(kept, bounds.max_items, bounds.max_bytes) if kept else 0
+            size += sum(message_bytes(message) for message in data["messages"])  # added through `add_items`
+            self.bytes += size - self.sizes.pop(conversation_id, 0)
+            self.sizes[conversation_id] = size  # the most recently used now
+            while self.bytes > bounds.max_bytes and next(iter(self.sizes)) != conversation_id:
+                self._evict(next(iter(self.sizes)))
+
+        async def add_items(self, conversation_id: str, items: list[dict[str, Any]]):
+            """DevUI's, then at most `max_items` added messages kept (the oldest dropped), and the store bounded."""
+            added = await super().add_items(conversation_id, items)
+            data = self._conversations[conversation_id]
+            index = self._item_index.get(conversation_id, {})
+            excess = len(data["messages"]) - bounds.max_items
+            if excess > 0:
+                del data["messages"][:excess]
+                for item in data["items"][:excess]:  # DevUI's items, one per added message, in the same order
+                    index.pop(item.id, None)
+                del data["items"][:excess]
+            self.bound(conversation_id)
+            return added
+
+        def _evict(self, conversation_id: str) -> None:
+            self._conversations.pop(conversation_id, None)
+            self._item_index.pop(conversation_id, None)
+            self._forget(conversation_id)
+
+        def _forget(self, conversation_id: str) -> None:
+            self.bytes -= self.sizes.pop(conversation_id, 0)
+            self.shown.forget(conversation_id)
 
         def keep_shown(self, conversation_id: str, call_id: str, contents: list[Content]) -> None:
             """What a run in this conversation showed after the tool call `call_id` (`artifacts.keep_shown`)."""
@@ -113,17 +159,40 @@ def bounded_store_class(max_conversations: int, max_traces: int = 200,
     return BoundedConversationStore
 
 
+def _kept_messages(session) -> list[Message] | None:
+    """The list of messages the agent's `InMemoryHistoryProvider` keeps in `session` (its default source id)."""
+    state = getattr(session, "state", None) or {}
+    kept = state.get(InMemoryHistoryProvider.DEFAULT_SOURCE_ID)
+    messages = kept.get("messages") if isinstance(kept, dict) else None
+    return messages if isinstance(messages, list) else None
+
+
+def _trim(messages: list[Message], max_items: int, max_bytes: int) -> int:
+    """Drop the oldest whole turns (a turn starts at a user message) of `messages`, in place, until at most
+    `max_items` and `max_bytes` are left or only the last turn is; the bytes left (`history.message_bytes`)."""
+    sizes = [message_bytes(message) for message in messages]
+    size, cut = sum(sizes), 0
+    for start in (i for i, message in enumerate(messages) if i and _role(message) == "user"):
+        if len(messages) - cut <= max_items and size <= max_bytes:
+            break
+        size -= sum(sizes[cut:start])
+        cut = start
+    del messages[:cut]
+    return size
+
+
+def _role(message: Message) -> str:
+    return str(getattr(message.role, "value", message.role))
+
+
 def _history(session, shown: dict[str, list[Content]]) -> list[Message]:
     """The messages the agent's `InMemoryHistoryProvider` keeps in `session` (the agent is built with its default
     source id), as DevUI's listing can read them: a call's arguments as the JSON text a Responses item carries (the
     framework keeps them parsed, and DevUI's listing fails on a dict), and after a tool result what was `shown`
     after it, as an assistant message (DevUI lists its images as `input_image` parts, which the page draws). The
     kept messages are not changed."""
-    state = getattr(session, "state", None) or {}
-    kept = state.get(InMemoryHistoryProvider.DEFAULT_SOURCE_ID)
-    messages = kept.get("messages") if isinstance(kept, dict) else None
     listed = []
-    for message in messages or ():
+    for message in _kept_messages(session) or ():
         listed.append(_listable(message))
         for content in message.contents if shown else ():
             if content.type == "function_result" and content.call_id in shown:
@@ -139,8 +208,27 @@ def _listable(message: Message) -> Message:
     return Message(role=message.role, contents=contents)
 
 
-def install(max_conversations: int, max_traces: int = 200) -> None:
+class BoundsRuns:
+    """DevUI's ASGI app; after each page run in a conversation (`conversation_key`, set around it by the lean path's
+    router, `http/responses.py`), DevUI's store brings that conversation and itself within their bounds: the turn
+    the run added counts at once."""
+
+    def __init__(self, app: ASGIApp, store: Callable[[], Any]):
+        self.app = app
+        self.store = store  # DevUI's store (made when its executor starts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            key = conversation_key.get()
+            bound = getattr(self.store(), "bound", None) if key is not None else None
+            if bound is not None:
+                bound(key[1])
+
+
+def install(bounds: Bounds, max_traces: int = 200) -> None:
     """DevUI's executor builds its store from this name when it starts."""
     import agent_framework_devui._executor as executor
 
-    executor.InMemoryConversationStore = bounded_store_class(max_conversations, max_traces)
+    executor.InMemoryConversationStore = bounded_store_class(bounds, max_traces)
