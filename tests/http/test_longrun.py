@@ -14,7 +14,8 @@ import pytest
 from inprocess import app_client, devui_entity, sse_events
 from local_code_interpreter import telemetry
 
-REQUESTS = 3000
+REQUESTS = 3300
+SETTLED = 900  # requests before the first snapshot: every bounded store has turned over under tracing
 
 
 class Counter(logging.Handler):
@@ -32,10 +33,16 @@ class Counter(logging.Handler):
             self.others.append(f"{record.name}: {record.getMessage()}")
 
 
-async def _mixed(client, entity: str, i: int) -> None:
-    """Four kinds: lean plain, lean streaming, DevUI page (streaming, its trace capture on), and a lean
-    conversation kept in the (full, evicting) conversation store."""
-    kind = i % 4
+async def _mixed(client, entity: str, i: int, page: str) -> None:
+    """Five kinds: lean plain, lean streaming, DevUI page (streaming, its trace capture on), a lean conversation kept
+    in the (full, evicting) conversation store, and the next turn of one long page conversation (`page`: DevUI's
+    store, at its bound of messages)."""
+    kind = i % 5
+    if kind == 4:
+        answer = await client.post("/v1/responses", json={"input": f"print({i}*3)", "stream": True,
+                                                          "metadata": {"entity_id": entity}, "conversation": page})
+        assert answer.status_code == 200 and str(i * 3) in answer.text, answer.text[:500]
+        return
     if kind == 3:
         answer = await client.post("/v1/responses", json={"input": f"print({i}*3)"})
         assert answer.status_code == 200 and str(i * 3) in answer.text
@@ -57,25 +64,29 @@ def test_nothing_grows_over_thousands_of_requests():
     old_level = root.level
 
     async def run():
-        async with app_client(env={"LCI_CONVERSATIONS_MAX": "20"}) as (client, _settings, _sandbox):
+        env = {"LCI_CONVERSATIONS_MAX": "20", "LCI_CONVERSATION_MAX_ITEMS": "40"}
+        async with app_client(env=env) as (client, _settings, _sandbox):
             from local_code_interpreter import logs
 
             logs.configure("INFO", "text")
             root.addHandler(counter)
             entity = await devui_entity(client)
+            page = (await client.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
             installed = telemetry.setup()
             processors_at_start = installed.processor_count()
             for i in range(300):  # warm: caches, first imports
-                await _mixed(client, entity, i)
+                await _mixed(client, entity, i, page)
             tracemalloc.start()
-            for i in range(300, 600):  # the bounded stores turn over once under tracing: their steady state
-                await _mixed(client, entity, i)  # is in both snapshots, only growth in the difference
+            # The bounded stores turn over once under tracing (the page conversation's 200 trace events need 120 of
+            # its turns): their steady state is in both snapshots, only growth in the difference.
+            for i in range(300, SETTLED):
+                await _mixed(client, entity, i, page)
             gc.collect()
             first = tracemalloc.take_snapshot()
             tasks = len(asyncio.all_tasks())
             counter.access, counter.others = 0, []
-            for i in range(600, REQUESTS):
-                await _mixed(client, entity, i)
+            for i in range(SETTLED, REQUESTS):
+                await _mixed(client, entity, i, page)
             gc.collect()
             last = tracemalloc.take_snapshot()
             tracemalloc.stop()
@@ -88,7 +99,7 @@ def test_nothing_grows_over_thousands_of_requests():
     finally:
         root.removeHandler(counter)
         root.setLevel(old_level)
-    served = REQUESTS - 600
+    served = REQUESTS - SETTLED
     assert at_end == at_start == 1 + len(telemetry.setup().exporters)  # the router (+ configured exporters) only
     assert pending == 0  # every routed span was handed over and forgotten
     assert not counter.others  # nothing per span, nothing per request but the access line
