@@ -42,31 +42,37 @@ class Shown:
     def __init__(self, max_bytes: int = SHOWN_MAX_BYTES):
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._kept: OrderedDict[tuple[str, str], tuple[list[Content], int]] = OrderedDict()
+        self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()  # the oldest first
+        self._by_conversation: dict[str, dict[str, list[Content]]] = {}
 
     def keep(self, conversation_id: str, call_id: str, contents: list[Content]) -> None:
         self._drop((conversation_id, call_id))
         size = sum(len(c.uri or "") + len(c.text or "") for c in contents)
         if size > self.max_bytes:
             return
-        self._kept[(conversation_id, call_id)] = (list(contents), size)
+        self._sizes[(conversation_id, call_id)] = size
+        self._by_conversation.setdefault(conversation_id, {})[call_id] = list(contents)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            self._drop(next(iter(self._kept)))
+            self._drop(next(iter(self._sizes)))
 
     def of(self, conversation_id: str) -> dict[str, list[Content]]:
         """This conversation's displays, by the call each followed."""
-        return {call: contents for (conversation, call), (contents, _) in self._kept.items()
-                if conversation == conversation_id}
+        return dict(self._by_conversation.get(conversation_id, {}))
 
     def forget(self, conversation_id: str) -> None:
-        for key in [key for key in self._kept if key[0] == conversation_id]:
-            self._drop(key)
+        for call_id in list(self._by_conversation.get(conversation_id, ())):
+            self._drop((conversation_id, call_id))
 
     def _drop(self, key: tuple[str, str]) -> None:
-        dropped = self._kept.pop(key, None)
-        if dropped is not None:
-            self.bytes -= dropped[1]
+        size = self._sizes.pop(key, None)
+        if size is None:
+            return
+        self.bytes -= size
+        calls = self._by_conversation[key[0]]
+        del calls[key[1]]
+        if not calls:
+            del self._by_conversation[key[0]]
 
 
 def bounded_store_class(bounds: Bounds, max_traces: int = 200,
