@@ -418,6 +418,13 @@ async def app_client(app, token: str = "app-token"):
         yield client
 
 
+async def page_conversation(client) -> tuple[str, str]:
+    """(the agent's entity id, a new conversation) made as DevUI's page makes them."""
+    entity = (await client.get("/v1/entities")).json()["entities"][0]["id"]
+    created = await client.post("/v1/conversations", json={"metadata": {"agent_id": entity}})
+    return entity, created.json()["id"]
+
+
 def test_devui_path_saves_the_attachment_shows_the_image_and_the_link_downloads_without_the_token():
     import httpx
 
@@ -463,17 +470,11 @@ def test_a_reloaded_page_shows_the_chart_and_the_file_link_again_after_their_cal
     """The page's chart and file link are display only (the history a model reads holds the tool's text), so the
     conversation listed again (a reload) showed the reply without them. DevUI's store keeps them beside the history
     and lists them right after the tool result they followed."""
-    import httpx
-
-    app, sessions = whole_app()
-    bearer = {"authorization": "Bearer app-token"}
+    app, _ = whole_app()
 
     async def go():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
-                                     headers=bearer) as client:
-            entity = (await client.get("/v1/entities")).json()["entities"][0]["id"]
-            created = await client.post("/v1/conversations", json={"metadata": {"agent_id": entity}})
-            conversation = created.json()["id"]
+        async with app_client(app) as client:
+            entity, conversation = await page_conversation(client)
             for code in ("print(1)", "print(2)"):  # as the page sends it
                 answer = await client.post("/v1/responses", json={
                     "input": code, "metadata": {"entity_id": entity}, "conversation": conversation, "stream": True})
@@ -737,18 +738,12 @@ def test_a_full_replica_during_an_upload_aborts_the_run_for_a_429(stream):
 def test_devui_path_keeps_display_only_lines_out_of_the_history_the_model_gets_next(model_inputs):
     """The DevUI page's conversations too: its next turn's history (DevUI's session, sent to the model) has the
     earlier turn's code and result but not the "Saved in ..." line or the file links with their signed grants."""
-    import httpx
-
     seen = model_inputs
     app, _ = whole_app()
-    bearer = {"authorization": "Bearer app-token"}
 
     async def go():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
-                                     headers=bearer) as client:
-            entity = (await client.get("/v1/entities")).json()["entities"][0]["id"]
-            conversation = (await client.post("/v1/conversations",
-                                              json={"metadata": {"agent_id": entity}})).json()["id"]
+        async with app_client(app) as client:
+            entity, conversation = await page_conversation(client)
             shown = ""
             for content in ([{"type": "input_text", "text": "print(1)"}, paperclip_file("sales.csv", CSV)],
                             [{"type": "input_text", "text": "print(2)"}]):
