@@ -89,7 +89,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     serving = settings.serving
     bounds = Bounds(max_items=serving.conversation_max_items, item_max_bytes=serving.conversation_item_max_bytes,
                     max_bytes=serving.conversations_max_bytes, max_conversations=serving.conversations_max)
-    devui_store.install(bounds)  # the page's conversations (DevUI's store), bounded as the lean path's are
+    # The page's conversations (DevUI's store) are bounded as the lean path's are, their bytes in the same total.
+    devui_store.install(bounds, others=lambda: store.total_bytes)
     links = LinkSigner.for_token(settings.auth_token)
     agent = build_agent(build_chat_client(settings.model), sandbox, sessions,
                         middleware=[SaveAttachments(sessions), ShowArtifacts(links if sessions is not None else None)])
@@ -103,7 +104,12 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     dev = DevUI(host=settings.host, port=settings.port, mode=settings.mode,
                 auth_enabled=bool(devui_token), auth_token=devui_token)
     dev.set_pending_entities([agent])
-    store = ConversationStore(bounds)
+
+    def devui_conversations() -> Any:
+        """DevUI's conversation store (`http/devui_store.py`), once its executor made it."""
+        return getattr(dev.executor, "conversation_store", None)
+
+    store = ConversationStore(bounds, others=lambda: getattr(devui_conversations(), "bytes", 0))
 
     def devui_entity_id() -> str | None:
         entities = dev.executor.entity_discovery.list_entities() if dev.executor is not None else []
@@ -121,15 +127,12 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
 
     def devui_holds(conversation: str) -> bool:
         """Whether DevUI holds this conversation, as its run decides it (`get_session`: else it runs without one)."""
-        store = getattr(dev.executor, "conversation_store", None)
-        return store is None or store.get_session(conversation) is not None
+        held = devui_conversations()
+        return held is None or held.get_session(conversation) is not None
 
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = DevUIApi(dev.get_app(), devui_entity_id,  # its errors in the OpenAI shape; unknown entities 404
                          devui_input_error, devui_holds)
-
-    def devui_conversations() -> Any:
-        return getattr(dev.executor, "conversation_store", None)
 
     def keep_shown(conversation: str, call_id: str, contents: list) -> None:
         """What the page was shown after a tool call, kept in DevUI's store to list with the conversation."""

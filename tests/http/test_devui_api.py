@@ -206,3 +206,29 @@ def test_a_page_conversation_is_bounded_like_the_lean_paths():
     assert listed[0]["content"][0]["text"] == "print(4 * 3)" and "15" in listed[-1]["content"][0]["text"]
     assert again.status_code == 404, again.text[:300]  # evicted to keep the bytes within the bound
     assert kept.status_code == 200 and "2" in kept.text
+
+
+def test_the_page_and_the_lean_path_share_one_byte_budget():
+    """LCI_CONVERSATIONS_MAX_BYTES holds all kept conversations together: with an API client's conversation holding
+    ~0.8 of its 1 MiB, a page conversation of two ~0.4 MB turns keeps only its newest (alone over what is left)."""
+    wide = f"x = '{'a' * 200_000}'\nprint(len(x))"
+
+    async def run():
+        async with app_client({"LCI_CONVERSATIONS_MAX_BYTES": str(1024 * 1024)}) as (c, _s, _sb):
+            for _ in range(2):
+                lean = await c.post("/v1/responses", json={"input": wide, "conversation": "conv_api"})
+                assert lean.status_code == 200, lean.text[:300]
+            before = (await c.get("/v1/conversations/conv_api/items", params={"limit": 100})).json()["data"]
+            entity = await devui_entity(c)
+            conversation = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
+            for _ in range(2):
+                answer = await c.post("/v1/responses", json={"input": wide, "metadata": {"entity_id": entity},
+                                                             "conversation": conversation, "stream": True})
+                assert answer.status_code == 200, answer.text[:300]
+            page = (await c.get(f"/v1/conversations/{conversation}/items", params={"limit": 100})).json()["data"]
+            after = (await c.get("/v1/conversations/conv_api/items", params={"limit": 100})).json()["data"]
+            return page, before, after
+
+    page, before, after = asyncio.run(run())
+    assert [item["type"] for item in page] == ["message", "function_call", "function_call_output", "message"]
+    assert len(before) == 6 and after == before  # the API client's conversation is the lean path's to evict

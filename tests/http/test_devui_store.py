@@ -108,3 +108,21 @@ def test_items_added_to_a_page_conversation_are_bounded_too():
     assert [item.content[0].text for item in listed] == ["note 2", "note 3", "note 4"]
     assert read[:2] == [None, None] and [item.content[0].text for item in read[2:]] == ["note 2", "note 3", "note 4"]
     assert store.sizes[conversation] == store.bytes > 0
+
+
+def test_the_page_yields_room_the_lean_paths_conversations_hold():
+    """The same LCI_CONVERSATIONS_MAX_BYTES holds the lean path's conversations too (`others`): what they hold is
+    not the page's to use. Here they hold 600 KiB of 1 MiB: a page conversation keeps its newest turns within the
+    424 KiB left, and another page conversation used less recently goes first."""
+    lean = [0]
+    store = bounded_store_class(Bounds(max_bytes=1024 * KIB), others=lambda: lean[0])()
+    older, _ = page_conversation(store, turns=1, size=50 * KIB)
+    store.bound(older)
+    lean[0] = 600 * KIB
+    newer, history = page_conversation(store, turns=4, size=50 * KIB)  # ~100 KiB a turn: 4 fit, with `older` not
+    store.bound(newer)
+    assert store.get_conversation(older) is None and store.bytes <= 424 * KIB
+    assert len(history) == 16
+    lean[0] = 900 * KIB
+    store.bound(newer)
+    assert store.bytes <= 124 * KIB and len(history) == 4  # its newest turn

@@ -122,3 +122,22 @@ def test_sums_match_after_items_are_deleted_from_kept_turns():
     assert original.turns[0] == [] and len(rebuilt) == 1
     _check(store)
     assert store.exchange("me", "resp_0") is not None and store.exchange("me", "resp_3") is not None
+
+
+def test_the_page_conversations_bytes_count_in_the_same_budget():
+    """The web page's conversations (DevUI's store) are kept in the same LCI_CONVERSATIONS_MAX_BYTES: with them
+    holding most of it, the lean path's store keeps less of its own (its least recently used evicted first, never
+    its last one), and nothing of theirs is touched from here."""
+    page = [0]
+    store = ConversationStore(Bounds(max_bytes=10_000), others=lambda: page[0])
+    for i in range(4):
+        turn = [Message("user", [Content.from_text("x" * 2000)])]
+        store.record(store.resolve("me", f"conv_{i}", None), f"resp_{i}", turn)
+    assert len(store) == 4 and store.total_bytes > 8000
+    page[0] = 5000
+    store.record(store.resolve("me", "conv_4", None), "resp_4", [Message("user", [Content.from_text("y" * 10)])])
+    assert store.total_bytes + page[0] <= 10_000 and len(store) == 3  # two of the oldest went
+    assert store.resolve("me", "conv_3", None).history  # the most recent kept
+    page[0] = 50_000  # the page alone over the budget: the lean store keeps its last conversation
+    store.record(store.resolve("me", "conv_4", None), "resp_5", [Message("user", [Content.from_text("z" * 10)])])
+    assert len(store) == 1

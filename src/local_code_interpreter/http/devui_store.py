@@ -1,8 +1,9 @@
 """DevUI's in-memory conversation store as the service runs it. Bounded as the lean path's store is (`Bounds`, the
-same settings, a budget of their own): at most `max_conversations` (the oldest is evicted when the page creates one
-more); at most `max_items` messages kept per conversation (its oldest whole turns dropped; as many added through
-`POST .../items`, the oldest dropped); `max_bytes` for all of them together (the least recently used conversation
-evicted first; one that alone holds more loses its oldest turns), applied as each page run ends (`BoundsRuns`); and
+same settings): at most `max_conversations` (the oldest is evicted when the page creates one more); at most
+`max_items` messages kept per conversation (its oldest whole turns dropped; as many added through `POST .../items`,
+the oldest dropped); `max_bytes` for these and the lean path's conversations together (each store evicts its own,
+here the least recently used conversation first; one that alone holds more loses its oldest turns), applied as
+each page run ends (`BoundsRuns`); and
 at most `max_traces` trace events kept per conversation (the oldest dropped). DevUI's own store keeps every
 conversation, every message of it and every trace event for the life of the process: a page could grow the
 server's memory at will.
@@ -75,8 +76,11 @@ class Shown:
             del self._by_conversation[key[0]]
 
 
-def bounded_store_class(bounds: Bounds, max_traces: int = 200,
-                        shown_max_bytes: int = SHOWN_MAX_BYTES) -> type[InMemoryConversationStore]:
+def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: int = SHOWN_MAX_BYTES,
+                        others: Callable[[], int] = lambda: 0) -> type[InMemoryConversationStore]:
+    """DevUI's store within `bounds`; `others`: the bytes of conversations kept elsewhere within the same
+    `max_bytes` (the lean path's)."""
+
     class BoundedConversationStore(InMemoryConversationStore):
         def __init__(self) -> None:
             super().__init__()
@@ -101,11 +105,12 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200,
             if data is None:
                 return
             kept = _kept_messages(data["session"])
-            size = _trim(kept, bounds.max_items, bounds.max_bytes) if kept else 0
+            room = bounds.max_bytes - others()
+            size = _trim(kept, bounds.max_items, room) if kept else 0
             size += sum(message_bytes(message) for message in data["messages"])  # added through `add_items`
             self.bytes += size - self.sizes.pop(conversation_id, 0)
             self.sizes[conversation_id] = size  # the most recently used now
-            while self.bytes > bounds.max_bytes and next(iter(self.sizes)) != conversation_id:
+            while self.bytes > room and next(iter(self.sizes)) != conversation_id:
                 self._evict(next(iter(self.sizes)))
 
         async def add_items(self, conversation_id: str, items: list[dict[str, Any]]):
@@ -233,8 +238,8 @@ class BoundsRuns:
                 bound(key[1])
 
 
-def install(bounds: Bounds, max_traces: int = 200) -> None:
+def install(bounds: Bounds, others: Callable[[], int] = lambda: 0, max_traces: int = 200) -> None:
     """DevUI's executor builds its store from this name when it starts."""
     import agent_framework_devui._executor as executor
 
-    executor.InMemoryConversationStore = bounded_store_class(bounds, max_traces)
+    executor.InMemoryConversationStore = bounded_store_class(bounds, max_traces, others=others)

@@ -117,8 +117,9 @@ class Continuation:
 
 
 class ConversationStore:
-    def __init__(self, bounds: Bounds = Bounds()):
+    def __init__(self, bounds: Bounds = Bounds(), others: Callable[[], int] = lambda: 0):
         self.bounds = bounds
+        self.others = others  # bytes of conversations kept elsewhere within the same `max_bytes` (the page's)
         # (owner, conversation id) -> Conversation: two callers using the same id never share a conversation
         self._conversations: Holdings[Conversation] = Holdings()
         # response id -> ((owner, conversation id), turns it saw)
@@ -211,7 +212,7 @@ class ConversationStore:
             conversation.first_turn += 1
             conversation.items -= len(dropped)
             self._add_bytes(conversation, -size)
-        while self.total_bytes > self.bounds.max_bytes and len(self._conversations) > 1:
+        while self.total_bytes + self.others() > self.bounds.max_bytes and len(self._conversations) > 1:
             self._evict(owner, self._bytes.of)
 
     def _new(self, owner: str, conversation_id: str, root: str | None) -> Conversation:
