@@ -5,6 +5,7 @@ displays stays within its budget and goes with the conversation."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from agent_framework import Content, InMemoryHistoryProvider, Message
 
@@ -126,3 +127,20 @@ def test_the_page_yields_room_the_lean_paths_conversations_hold():
     lean[0] = 900 * KIB
     store.bound(newer)
     assert store.bytes <= 124 * KIB and len(history) == 4  # its newest turn
+
+
+def test_a_page_conversations_trace_events_count_in_its_bytes():
+    """The trace panel's events (a span's attributes each, 200 kept a conversation) are memory the conversation
+    holds: the kept ones count in its bytes, the dropped ones no more."""
+    store = bounded_store_class(Bounds(), max_traces=3)()
+    conversation = store.create_conversation().id
+    events = [{"type": "trace_span", "span_id": str(n), "attributes": {"note": "x" * (1000 * (n + 1))}}
+              for n in range(5)]
+    for event in events:
+        store.add_trace(conversation, event)
+    store.bound(conversation)
+    assert len(store.get_traces(conversation)) == 3
+    kept = sum(len(json.dumps(event)) for event in events[2:])
+    assert store.sizes[conversation] == store.bytes == kept
+    store.delete_conversation(conversation)
+    assert store.bytes == 0 and not store.trace_sizes

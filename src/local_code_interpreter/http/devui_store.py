@@ -1,12 +1,11 @@
 """DevUI's in-memory conversation store as the service runs it. Bounded as the lean path's store is (`Bounds`, the
 same settings): at most `max_conversations` (the oldest is evicted when the page creates one more); at most
 `max_items` messages kept per conversation (its oldest whole turns dropped; as many added through `POST .../items`,
-the oldest dropped); `max_bytes` for these and the lean path's conversations together (each store evicts its own,
-here the least recently used conversation first; one that alone holds more loses its oldest turns), applied as
-each page run ends (`BoundsRuns`); and
-at most `max_traces` trace events kept per conversation (the oldest dropped). DevUI's own store keeps every
-conversation, every message of it and every trace event for the life of the process: a page could grow the
-server's memory at will.
+the oldest dropped); at most `max_traces` trace events (the oldest dropped); and `max_bytes` for all these and the
+lean path's conversations together (each store evicts its own, here the least recently used conversation first;
+one that alone holds more loses its oldest turns), applied as each page run ends (`BoundsRuns`). DevUI's own store
+keeps every conversation, every message of it and every trace event for the life of the process: a page could
+grow the server's memory at will.
 
 And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +84,8 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
         def __init__(self) -> None:
             super().__init__()
             self.shown = Shown(shown_max_bytes)
-            self.sizes: OrderedDict[str, int] = OrderedDict()  # history bytes by conversation, least recent first
+            self.sizes: OrderedDict[str, int] = OrderedDict()  # bytes held by conversation, least recent first
+            self.trace_sizes: dict[str, deque[int]] = {}  # each kept trace event's, by conversation
             self.bytes = 0
 
         def create_conversation(self, metadata=None, conversation_id=None):
@@ -108,6 +108,7 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
             room = bounds.max_bytes - others()
             size = _trim(kept, bounds.max_items, room) if kept else 0
             size += sum(message_bytes(message) for message in data["messages"])  # added through `add_items`
+            size += sum(self.trace_sizes.get(conversation_id, ()))  # its trace panel's
             self.bytes += size - self.sizes.pop(conversation_id, 0)
             self.sizes[conversation_id] = size  # the most recently used now
             while self.bytes > room and next(iter(self.sizes)) != conversation_id:
@@ -134,6 +135,7 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
 
         def _forget(self, conversation_id: str) -> None:
             self.bytes -= self.sizes.pop(conversation_id, 0)
+            self.trace_sizes.pop(conversation_id, None)
             self.shown.forget(conversation_id)
 
         def keep_shown(self, conversation_id: str, call_id: str, contents: list[Content]) -> None:
@@ -162,10 +164,19 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
             return item
 
         def add_trace(self, conversation_id: str, trace_event: dict[str, Any]) -> None:
+            """DevUI's, at most `max_traces` kept (the oldest dropped), their bytes counted with the conversation's
+            (a span's attributes each: about 1.3 KB, two a page run here, so 200 are about 260 KB)."""
             super().add_trace(conversation_id, trace_event)
             data = self._conversations.get(conversation_id)
-            if data and len(data.get("traces", [])) > max_traces:
-                del data["traces"][:-max_traces]
+            if not data:
+                return
+            traces = data.get("traces", [])
+            sizes = self.trace_sizes.setdefault(conversation_id, deque())
+            sizes.append(len(json.dumps(trace_event, default=str)))
+            if len(traces) > max_traces:
+                del traces[:-max_traces]
+            while len(sizes) > len(traces):
+                sizes.popleft()
 
     return BoundedConversationStore
 
