@@ -144,3 +144,16 @@ def test_a_page_conversations_trace_events_count_in_its_bytes():
     assert store.sizes[conversation] == store.bytes == kept
     store.delete_conversation(conversation)
     assert store.bytes == 0 and not store.trace_sizes
+
+
+def test_past_max_conversations_the_least_recently_used_goes():
+    store = bounded_store_class(Bounds(max_conversations=3))()
+    used, _ = page_conversation(store, turns=1)
+    idle = store.create_conversation().id
+    other, _ = page_conversation(store, turns=1)
+    store.bound(other)
+    store.bound(used)  # run again: the most recently used
+    store.create_conversation()
+    assert store.get_conversation(idle) is None  # made before the others ran: the least recently used
+    store.create_conversation()
+    assert store.get_conversation(other) is None and store.get_conversation(used) is not None

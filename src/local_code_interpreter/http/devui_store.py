@@ -89,9 +89,12 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
             self.bytes = 0
 
         def create_conversation(self, metadata=None, conversation_id=None):
+            """DevUI's; past `max_conversations`, the least recently used (made or run) goes."""
             created = super().create_conversation(metadata=metadata, conversation_id=conversation_id)
+            self.bytes -= self.sizes.pop(created.id, 0)  # (an id made again: DevUI replaced it)
+            self.sizes[created.id] = 0
             while len(self._conversations) > bounds.max_conversations:
-                self._evict(next(iter(self._conversations)))
+                self._evict(next(iter(self.sizes)))
             return created
 
         def delete_conversation(self, conversation_id: str):
@@ -111,8 +114,11 @@ def bounded_store_class(bounds: Bounds, max_traces: int = 200, shown_max_bytes: 
             size += sum(self.trace_sizes.get(conversation_id, ()))  # its trace panel's
             self.bytes += size - self.sizes.pop(conversation_id, 0)
             self.sizes[conversation_id] = size  # the most recently used now
-            while self.bytes > room and next(iter(self.sizes)) != conversation_id:
-                self._evict(next(iter(self.sizes)))
+            while self.bytes > room:  # the least recently used that holds anything, never this one
+                victim = next((key for key, held in self.sizes.items() if held and key != conversation_id), None)
+                if victim is None:
+                    break
+                self._evict(victim)
 
         async def add_items(self, conversation_id: str, items: list[dict[str, Any]]):
             """DevUI's, then at most `max_items` added messages kept (the oldest dropped), and the store bounded."""
