@@ -1,11 +1,11 @@
 """DevUI's in-memory conversation store as the service runs it. Bounded as the lean path's store is (`Bounds`, the
-same settings): at most `max_conversations` (the oldest is evicted when the page creates one more); at most
-`max_items` messages kept per conversation (its oldest whole turns dropped; as many added through `POST .../items`,
-the oldest dropped); at most `max_traces` trace events (the oldest dropped); and `max_bytes` for all these and the
-lean path's conversations together (each store evicts its own, here the least recently used conversation first;
-one that alone holds more loses its oldest turns), applied as each page run ends (`BoundsRuns`). DevUI's own store
-keeps every conversation, every message of it and every trace event for the life of the process: a page could
-grow the server's memory at will.
+same settings): at most `max_conversations` (the least recently used, made or run, goes when the page makes one
+more); at most `max_items` messages kept per conversation (its oldest whole turns dropped; as many added through
+`POST .../items`, the oldest dropped); at most `max_traces` trace events (the oldest dropped); and `max_bytes` for
+all these and the lean path's conversations together (each store evicts its own, here the least recently used
+conversation first; one that alone holds more loses its oldest turns), applied as each page run ends
+(`BoundsRuns`). DevUI's own store keeps every conversation, every message of it and every trace event for the life
+of the process: a page could grow the server's memory at will.
 
 And it lists a conversation's turns. DevUI lists a conversation's items from the messages added through
 `POST /v1/conversations/{id}/items` alone, while its runs keep their turns in the conversation's `AgentSession` (the
