@@ -12,7 +12,7 @@
 - A `/v1/responses` input DevUI cannot read is a 400 (`input_error`: DevUI's own reading of it, so what its page
   sends is never refused): DevUI answers it with a 200 whose response failed with a `server_error`.
 - A `/v1/responses` naming a conversation DevUI does not hold (`holds`: never created, deleted, or dropped as the
-  oldest of those it keeps) is a 404: DevUI runs it without the conversation's history and keeps nothing of it, an
+  least recently used of those it keeps, `devui_store.py`) is a 404: DevUI runs it without the conversation's history and keeps nothing of it, an
   answer that forgot the conversation. Not for its OpenAI proxy (`X-Proxy-Backend`), whose conversations are
   OpenAI's.
 """
@@ -100,8 +100,9 @@ class DevUIApi:
     def _check_conversation(self, request: dict) -> None:
         conversation = named_conversation(request)
         if conversation and not self.holds(conversation):
-            raise BadRequest(f"Conversation {conversation} not found: it was deleted, or dropped as the oldest of the "
-                             "conversations this server keeps; start a new one", "not_found", 404)
+            raise BadRequest(f"Conversation {conversation} not found: it was deleted, or dropped as the least "
+                             "recently used of the conversations this server keeps (LCI_CONVERSATIONS_MAX of them, "
+                             "LCI_CONVERSATIONS_MAX_BYTES in all); start a new one", "not_found", 404)
 
     def _check_input(self, request: dict) -> None:
         problem = self.input_error(request["input"], named_conversation(request))
