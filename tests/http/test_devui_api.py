@@ -232,3 +232,38 @@ def test_the_page_and_the_lean_path_share_one_byte_budget():
     page, before, after = asyncio.run(run())
     assert [item["type"] for item in page] == ["message", "function_call", "function_call_output", "message"]
     assert len(before) == 6 and after == before  # the API client's conversation is the lean path's to evict
+
+
+@pytest.mark.parametrize("metadata, complaint", [
+    ({"note": "a" * 513}, "'metadata.note' is 513 characters long: at most 512"),
+    ({f"k{n}": "v" for n in range(17)}, "pairs: at most 16"),
+    ({"k" * 65: "v"}, "characters long: at most 64"),
+    ({"note": 5}, "'metadata' must be an object of string values"),
+])
+def test_metadata_beyond_the_openai_apis_bounds_is_a_400_on_every_route_that_keeps_it(metadata, complaint):
+    """A conversation or a response keeps its metadata for as long as it is kept: unbounded, each of the thousand
+    conversations a server keeps could hold a whole request body of it (900 KB was taken as it came). The OpenAI API's
+    bounds (16 pairs, keys of 64 characters, values of 512) hold on the page's routes and the API clients' alike; the
+    page's own metadata (its entity and agent ids) passes."""
+
+    async def run():
+        async with app_client() as (c, _s, _sb):
+            entity = await devui_entity(c)
+            page = (await c.post("/v1/conversations", json={"metadata": {"agent_id": entity}})).json()["id"]
+            answers = [
+                await c.post("/v1/responses", json={"input": "print(1)", "metadata": metadata}),
+                await c.post("/v1/responses", json={"input": "print(1)", "metadata": {**metadata, "entity_id": entity},
+                                                    "stream": True}),
+                await c.post("/v1/conversations", json={"metadata": metadata}),
+                await c.post("/v1/conversations", json={"metadata": {**metadata, "agent_id": entity}}),
+                await c.post(f"/v1/conversations/{page}", json={"metadata": metadata}),
+            ]
+            kept = await c.post("/v1/responses", json={"input": "print(6 * 7)", "metadata": {"entity_id": entity},
+                                                       "conversation": page, "stream": True})
+            return answers, kept
+
+    answers, kept = asyncio.run(run())
+    for answer in answers:
+        assert answer.status_code == 400, (answer.request.url, answer.text[:300])
+        assert complaint in answer.json()["error"]["message"], answer.text[:300]
+    assert kept.status_code == 200 and "42" in kept.text

@@ -104,3 +104,25 @@ def _depth_exceeds(body: bytes, limit: int) -> bool:
             return False
         kept = inner
     return True
+
+
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512  # the OpenAI API's bounds
+
+
+def check_metadata(metadata: Any) -> None:
+    """`metadata`, when given, is an object of string values within the OpenAI API's bounds: at most 16 pairs, keys
+    of at most 64 characters, values of at most 512. Kept with what it names (a conversation, a response), so
+    without them each of the conversations a server keeps could hold a whole request body of it."""
+    if metadata is None:
+        return
+    if not (isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise BadRequest("'metadata' must be an object of string values", "invalid_type")
+    if len(metadata) > METADATA_PAIRS:
+        raise BadRequest(f"'metadata' has {len(metadata)} pairs: at most {METADATA_PAIRS}", "invalid_value")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY:
+            raise BadRequest(f"'metadata' key {key[:METADATA_KEY]!r}... is {len(key)} characters long: at most "
+                             f"{METADATA_KEY}", "invalid_value")
+        if len(value) > METADATA_VALUE:
+            raise BadRequest(f"'metadata.{key}' is {len(value)} characters long: at most {METADATA_VALUE}",
+                             "invalid_value")

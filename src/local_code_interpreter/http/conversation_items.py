@@ -34,11 +34,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import identity
 from ..attachments import inline_files
 from . import stored
-from .bodies import BadRequest, parse_body, read_body
+from .bodies import BadRequest, check_metadata, parse_body, read_body
 from .errors import header, held_answer, json_bytes, replayed, send_error, send_json
 from .history import ConversationStore, Exchange, HistoryError, Item
 from .input_items import messages_from_input
-from .responses import check_metadata
 
 _ITEMS = re.compile(r"^/v1/conversations/([^/]+)/items$")
 _ITEM = re.compile(r"^/v1/conversations/([^/]+)/items/([^/]+)$")

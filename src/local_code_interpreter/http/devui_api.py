@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .bodies import BadRequest, parse_body, read_body
+from .bodies import BadRequest, check_metadata, parse_body, read_body
 from .errors import error_value, header, replayed, send_error
 
 _ENTITIES = "/v1/entities/"
@@ -62,6 +62,8 @@ class DevUIApi:
             if body.strip():
                 try:
                     request = parse_body(body)
+                    if isinstance(request, dict):
+                        check_metadata(request.get("metadata"))  # kept with the conversation or the response
                     if path == "/v1/responses" and isinstance(request, dict):
                         if not header(scope, b"x-proxy-backend"):
                             self._check_conversation(request)

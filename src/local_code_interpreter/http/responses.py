@@ -42,7 +42,7 @@ from ..attachments import inline_files
 from ..conversation import in_conversation
 from ..stopping import Stop, cut_short
 from . import stored
-from .bodies import BadRequest, parse_body, read_body
+from .bodies import BadRequest, check_metadata, parse_body, read_body
 from .client_tools import client_tools, named_container
 from .containers import CONTAINER_RULE, is_container_id
 from .devui_api import named_conversation
@@ -84,13 +84,6 @@ def check_request(request: dict) -> None:
     text = request.get("input")
     if text is None or text in ("", []) or (isinstance(text, str) and not text.strip()):
         raise BadRequest("'input' is empty: send the message (for example code to run) as 'input'", "empty_input")
-
-
-def check_metadata(metadata: Any) -> None:
-    """`metadata`, when given, is an object of string values (as the OpenAI API takes it)."""
-    if metadata is not None and not (isinstance(metadata, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
-        raise BadRequest("'metadata' must be an object of string values", "invalid_type")
 
 
 class ResponsesApp:
