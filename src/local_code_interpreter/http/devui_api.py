@@ -12,9 +12,9 @@
 - A `/v1/responses` input DevUI cannot read is a 400 (`input_error`: DevUI's own reading of it, so what its page
   sends is never refused): DevUI answers it with a 200 whose response failed with a `server_error`.
 - A `/v1/responses` naming a conversation DevUI does not hold (`holds`: never created, deleted, or dropped as the
-  least recently used of those it keeps, `devui_store.py`) is a 404: DevUI runs it without the conversation's history and keeps nothing of it, an
-  answer that forgot the conversation. Not for its OpenAI proxy (`X-Proxy-Backend`), whose conversations are
-  OpenAI's.
+  least recently used of those it keeps, `devui_store.py`) is a 404: DevUI runs it without the conversation's
+  history and keeps nothing of it, an answer that forgot the conversation. Not for its OpenAI proxy
+  (`X-Proxy-Backend`), whose conversations are OpenAI's.
 """
 
 from __future__ import annotations
