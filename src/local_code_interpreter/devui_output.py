@@ -59,16 +59,16 @@ class DevUI(DevServer):
 
 class ShowsImages:
     """DevUI's ASGI app, with `artifacts.inline_images` set for its requests (their agent runs and streams), and what
-    they show handed to `keep` (conversation id, the tool call it follows, the contents), so that the page shows it
-    again when it lists the conversation (`artifacts.keep_shown`)."""
+    they show handed to DevUI's store (`store()`: its `keep_shown(conversation id, the tool call it follows, the
+    contents)`), so that the page shows it again when it lists the conversation (`artifacts.keep_shown`)."""
 
-    def __init__(self, app: ASGIApp, keep: Callable[[str, str, list[Content]], None] | None = None):
+    def __init__(self, app: ASGIApp, store: Callable[[], Any] = lambda: None):
         self.app = app
-        self.keep = keep
+        self.store = store  # DevUI's store (made when its executor starts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = inline_images.set(True)
-        kept = keep_shown.set(self._keep if self.keep is not None else None)
+        kept = keep_shown.set(self._keep)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -77,5 +77,6 @@ class ShowsImages:
 
     def _keep(self, call_id: str, contents: list[Content]) -> None:
         key = conversation_key.get()  # the page's conversation, set around the run (`http/responses.py`)
-        if key is not None and self.keep is not None:
-            self.keep(key[1], call_id, contents)
+        keep = getattr(self.store(), "keep_shown", None) if key is not None else None
+        if keep is not None:
+            keep(key[1], call_id, contents)

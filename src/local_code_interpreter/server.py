@@ -133,15 +133,8 @@ def build_app(settings: Settings, sandbox, mounts: Sequence[Mount] = (), verifie
     readiness = readiness or Readiness(sandbox, ok_ttl=serving.ready_ttl, timeout=settings.limits.timeout_seconds + 20)
     devui_app = DevUIApi(dev.get_app(), devui_entity_id,  # its errors in the OpenAI shape; unknown entities 404
                          devui_input_error, devui_holds)
-
-    def keep_shown(conversation: str, call_id: str, contents: list) -> None:
-        """What the page was shown after a tool call, kept in DevUI's store to list with the conversation."""
-        keep = getattr(devui_conversations(), "keep_shown", None)
-        if keep is not None:
-            keep(conversation, call_id, contents)
-
     devui_app = devui_store.BoundsRuns(devui_app, devui_conversations)  # the page's conversations stay bounded
-    devui_app = ShowsImages(devui_app, keep_shown)  # its page renders the images of a reply, again after a reload
+    devui_app = ShowsImages(devui_app, devui_conversations)  # its page renders a reply's images, again after a reload
     devui_app = StoredResponses(devui_app, store)  # what the lean path keeps, read back (GET /v1/responses/{id}...)
     devui_app = ConversationItems(devui_app, store)  # items an API client puts into a conversation: the lean path's
     devui_app = DeletesConversations(devui_app, sessions, store.forget)  # a deleted conversation: history and session
